@@ -1,0 +1,29 @@
+# The two commands of the README. Both build .venv the same way: CPU torch first, then the project.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+
+.PHONY: demo test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install torch==2.13.0
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
+	$(BIN)/pip install -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	mkdir -p out
+	$(BIN)/stvsr upscale examples/vtest_200x150.mp4 out/vtest_800x600_50fps.mp4 --overwrite
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .hypothesis *.egg-info

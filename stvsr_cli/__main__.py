@@ -1,0 +1,3 @@
+from stvsr_cli.cli import main
+
+main(prog_name="stvsr")

@@ -1,0 +1,194 @@
+"""The Python API: what the ``stvsr`` command does, callable from scripts.
+
+>>> from stvsr_cli import upscale
+>>> result = upscale("in.mp4", "out.mp4", scale=4, fps_x=2)   # doctest: +SKIP
+>>> result.frames_out, result.rate_out                        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+from stvsr_cli.errors import InputError, OutputError, UnsupportedOptionError, UsageError
+from stvsr_cli.io.decode import VideoInfo, VideoReader, probe
+from stvsr_cli.io.encode import EncodeSettings, VideoWriter, is_disk_full
+from stvsr_cli.models.loader import load_model
+from stvsr_cli.models.registry import ModelSpec, Registry, load_registry
+from stvsr_cli.pipeline.run import run_windows
+from stvsr_cli.pipeline.windows import plan_windows
+
+Progress = Callable[[int, int], None]  # (output frames done, output frames in all)
+
+
+@dataclass(frozen=True)
+class UpscaleResult:
+    input: Path
+    output: Path
+    model: str
+    device: str
+    scale: int
+    fps_x: int
+    width: int
+    height: int
+    out_width: int
+    out_height: int
+    frames_in: int
+    frames_out: int
+    rate_in: Fraction
+    rate_out: Fraction
+    duration: Fraction  # seconds of video written
+    seconds: float  # wall-clock time of the run
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def fps(self) -> float:
+        """Output frames per second of wall-clock time."""
+        return self.frames_out / self.seconds if self.seconds > 0 else 0.0
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data.update(
+            input=str(self.input),
+            output=str(self.output),
+            rate_in=str(self.rate_in),
+            rate_out=str(self.rate_out),
+            duration=float(self.duration),
+            seconds=round(self.seconds, 3),
+            fps=round(self.fps, 3),
+        )
+        return data
+
+
+@dataclass(frozen=True)
+class Job:
+    """A checked request: the files, the model and the plan parameters, before any heavy work."""
+
+    src: Path
+    dst: Path
+    spec: ModelSpec
+    scale: int
+    fps_x: int
+    window: int
+    overlap: int
+
+
+def check_job(
+    src: Path | str,
+    dst: Path | str,
+    *,
+    model: str | None,
+    scale: int,
+    fps_x: int,
+    window: int | None,
+    overlap: int | None,
+    overwrite: bool,
+    registry: Registry | None = None,
+) -> Job:
+    """Validate everything that can be validated without reading the video."""
+    src, dst = Path(src), Path(dst)
+    spec = (registry or load_registry()).get(model)
+    if not spec.supports_scale(scale):
+        raise UnsupportedOptionError(
+            f"model '{spec.name}' does not support --scale {scale}", f"it supports {spec.describe_factors(spec.scales)}"
+        )
+    if fps_x < 1 or not spec.supports_fps_x(fps_x):
+        raise UnsupportedOptionError(
+            f"model '{spec.name}' does not support --fps-x {fps_x}", f"it supports {spec.describe_factors(spec.fps_x)}"
+        )
+    window = spec.window if window is None else window
+    overlap = min(spec.overlap, window - 1) if overlap is None else overlap
+    if window < max(2, spec.min_frames):
+        raise UsageError(f"--window must be at least {max(2, spec.min_frames)} for model '{spec.name}'")
+    if not 1 <= overlap < window:
+        raise UsageError(f"--overlap must be between 1 and {window - 1} (one less than the window)")
+
+    if not src.exists():
+        raise InputError(f"input '{src}' not found")
+    if dst.resolve() == src.resolve() or (dst.exists() and dst.samefile(src)):
+        raise UsageError(f"output '{dst}' is the input file", "choose another output path")
+    if dst.is_dir():
+        raise OutputError(f"output '{dst}' is a folder", "give a file name such as out.mp4")
+    if dst.exists() and not overwrite:
+        raise OutputError(f"output '{dst}' already exists", "use --overwrite to replace it")
+    if not dst.parent.is_dir():
+        raise OutputError(f"output folder '{dst.parent}' does not exist")
+    return Job(src, dst, spec, scale, fps_x, window, overlap)
+
+
+def upscale(
+    input: Path | str,
+    output: Path | str,
+    *,
+    model: str | None = None,
+    scale: int = 4,
+    fps_x: int = 2,
+    window: int | None = None,
+    overlap: int | None = None,
+    device: str = "auto",
+    half: bool | None = None,
+    encode: EncodeSettings = EncodeSettings(),
+    start: float | Fraction | None = None,
+    duration: float | Fraction | None = None,
+    overwrite: bool = False,
+    registry: Registry | None = None,
+    on_info: Callable[[VideoInfo, Job], None] | None = None,
+    progress: Progress | None = None,
+) -> UpscaleResult:
+    """Upscale ``input`` by ``scale`` in space and ``fps_x`` in time into ``output``.
+
+    The output has exactly ``fps_x`` times the input's frames at ``fps_x`` times its frame rate,
+    lasts as long as the input and carries its audio and subtitles. Nothing is left at ``output``
+    unless the whole run succeeds. ``start``/``duration`` (seconds) process a piece of the input.
+    """
+    began = time.perf_counter()
+    job = check_job(
+        input, output, model=model, scale=scale, fps_x=fps_x, window=window, overlap=overlap,
+        overwrite=overwrite, registry=registry,
+    )  # fmt: skip
+    if start is not None and start < 0:
+        raise UsageError("--start must not be negative")
+    if duration is not None and duration <= 0:
+        raise UsageError("--duration must be positive")
+    info = probe(job.src, start=start, duration=duration)
+    upscaler = load_model(job.spec, scale=scale, device=device, half=half)
+    plan = plan_windows(info.frame_count, job.window, job.overlap, fps_x, job.spec.min_frames)
+    if on_info is not None:
+        on_info(info, job)
+    rate_out = info.frame_rate * fps_x
+    try:
+        with (
+            VideoReader(info) as reader,
+            VideoWriter(
+                job.dst, info, width=info.width * scale, height=info.height * scale, rate=rate_out, settings=encode
+            ) as writer,
+        ):
+            total = plan.n_outputs
+            report = (lambda done: progress(done, total)) if progress is not None else None
+            run_windows(reader.frames(), plan, upscaler, writer.write, report)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise OutputError(f"no space left on the disk of '{job.dst}'", "free some space and run again") from None
+        raise
+    return UpscaleResult(
+        input=job.src,
+        output=job.dst,
+        model=job.spec.name,
+        device=str(upscaler.device),
+        scale=scale,
+        fps_x=fps_x,
+        width=info.width,
+        height=info.height,
+        out_width=info.width * scale,
+        out_height=info.height * scale,
+        frames_in=info.frame_count,
+        frames_out=writer.frames_written,
+        rate_in=info.frame_rate,
+        rate_out=rate_out,
+        duration=writer.frames_written / rate_out,
+        seconds=time.perf_counter() - began,
+        warnings=reader.warnings + writer.warnings,
+    )

@@ -1,0 +1,217 @@
+"""The ``stvsr`` command: parse options, call the API, show progress, map errors to exit codes.
+
+Exit codes: 0 success, 1 runtime error, 2 usage error, 130 interrupted. Errors are one line on
+stderr (a traceback only with ``--debug``); ``--json`` puts one JSON object on stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from stvsr_cli import __version__
+from stvsr_cli.errors import StvsrError
+
+EXIT_INTERRUPTED = 130
+
+
+def _stderr() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def _fail(exc: BaseException, *, debug: bool, json_context: dict | None) -> NoReturn:
+    """Print one line for ``exc`` (and the JSON object when asked), then exit with its code."""
+    if isinstance(exc, KeyboardInterrupt):
+        message, code = "interrupted; no output was written", EXIT_INTERRUPTED
+    elif isinstance(exc, StvsrError):
+        message, code = exc.one_line(), exc.exit_code
+    else:
+        message, code = f"unexpected {type(exc).__name__}: {exc} (run with --debug for details)", 1
+    if debug and not isinstance(exc, KeyboardInterrupt):
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
+    click.echo(f"stvsr: error: {message}", err=True)
+    if json_context is not None:
+        click.echo(json.dumps({**json_context, "error": message, "exit_code": code}))
+    sys.exit(code)
+
+
+def _guarded(fn: Callable[[], Any], *, debug: bool, json_context: dict | None = None) -> Any:
+    try:
+        return fn()
+    except (Exception, KeyboardInterrupt) as exc:  # bugs too: one line unless --debug
+        _fail(exc, debug=debug, json_context=json_context)
+
+
+class Seconds(click.ParamType):
+    """Seconds as a number, or [HH:]MM:SS(.sss)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param, ctx) -> Fraction:
+        if isinstance(value, Fraction):
+            return value
+        try:
+            parts = [Fraction(p) for p in str(value).strip().split(":")]
+            if len(parts) > 3 or any(p < 0 for p in parts):
+                raise ValueError
+        except (ValueError, ZeroDivisionError):
+            self.fail(f"'{value}' is not a time in seconds or [HH:]MM:SS", param, ctx)
+        total = Fraction(0)
+        for part in parts:
+            total = total * 60 + part
+        return total
+
+
+class FpsColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:6.1f} fps" if speed else "   ... fps")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="stvsr")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Space-time video super-resolution: more pixels and more frames in one pass."""
+    ctx.obj = {"debug": debug}
+
+
+@main.command()
+@click.argument("input", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path))
+@click.option("-m", "--model", default=None, help="Registered model (see `stvsr models`); default: the default model.")
+@click.option("-s", "--scale", type=click.IntRange(1, 16), default=4, show_default=True, help="Spatial factor.")
+@click.option("-x", "--fps-x", type=click.IntRange(1, 64), default=2, show_default=True, help="Frame-rate factor.")
+@click.option("--window", type=click.IntRange(min=2), default=None, help="Input frames per model call.")
+@click.option("--overlap", type=click.IntRange(min=1), default=None, help="Frames shared by consecutive calls.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--half/--no-half", default=None, help="float16 inference (default: on for CUDA where supported).")
+@click.option("--codec", default=None, help="Video encoder (default libx264, or the container's default).")
+@click.option("--crf", type=click.FloatRange(min=0), default=None, help="Quality for CRF encoders (default 18).")
+@click.option("--preset", default=None, help="Encoder preset (default medium for x264/x265).")
+@click.option("--pix-fmt", default=None, help="Output pixel format (default yuv420p, yuv420p10le for 10-bit input).")
+@click.option("--start", type=Seconds(), default=None, help="Start this many seconds in (or [HH:]MM:SS).")
+@click.option("--duration", type=Seconds(), default=None, help="Process only this many seconds.")
+@click.option("-y", "--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary line on stdout.")
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.pass_context
+def upscale(ctx: click.Context, input: Path, output: Path, **opts: Any) -> None:
+    """Upscale INPUT into OUTPUT: --scale times the size, --fps-x times the frame rate."""
+    from stvsr_cli.api import upscale as run_upscale
+    from stvsr_cli.io.encode import EncodeSettings
+
+    debug = opts.pop("debug") or (ctx.obj or {}).get("debug", False)
+    quiet, as_json = opts.pop("quiet"), opts.pop("as_json")
+    console = _stderr()
+    show_bar = console.is_terminal and not quiet
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), FpsColumn(), TimeRemainingColumn(),
+        console=console, disable=not show_bar,
+    )  # fmt: skip
+    task = bar.add_task("upscaling", total=None)
+
+    def on_info(info, job) -> None:
+        if quiet:
+            return
+        vfr = ", variable rate" if info.variable_frame_rate else ""
+        click.echo(
+            f"{info.path.name}: {info.width}x{info.height}, {_rate(info.frame_rate)} fps{vfr}, "
+            f"{info.frame_count} frames -> {info.width * job.scale}x{info.height * job.scale}, "
+            f"{_rate(info.frame_rate * job.fps_x)} fps, {info.frame_count * job.fps_x} frames "
+            f"(model {job.spec.name})",
+            err=True,
+        )
+        bar.start()
+
+    def on_progress(done: int, total: int) -> None:
+        bar.update(task, completed=done, total=total)
+
+    encode = EncodeSettings(
+        codec=opts.pop("codec"), crf=opts.pop("crf"), preset=opts.pop("preset"), pix_fmt=opts.pop("pix_fmt")
+    )
+    json_context = {"input": str(input), "output": str(output)} if as_json else None
+    try:
+        result = _guarded(
+            lambda: run_upscale(input, output, encode=encode, on_info=on_info, progress=on_progress, **opts),
+            debug=debug,
+            json_context=json_context,
+        )
+    finally:
+        bar.stop()
+    if not quiet:
+        for warning in result.warnings:
+            click.echo(f"stvsr: warning: {warning}", err=True)
+        click.echo(
+            f"wrote {result.output}: {result.frames_out} frames, {float(result.duration):.3f} s, "
+            f"in {result.seconds:.1f} s ({result.fps:.1f} frames/s on {result.device})",
+            err=True,
+        )
+    if as_json:
+        click.echo(json.dumps(result.to_json()))
+
+
+def _rate(rate: Fraction) -> str:
+    return str(rate.numerator) if rate.denominator == 1 else f"{float(rate):.3f}"
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list instead of a table.")
+@click.pass_context
+def models(ctx: click.Context, as_json: bool) -> None:
+    """List the registered models."""
+    from stvsr_cli.models.registry import load_registry
+
+    registry = _guarded(load_registry, debug=(ctx.obj or {}).get("debug", False))
+    rows = [
+        {
+            "name": spec.name,
+            "arch": spec.arch,
+            "scale": "any" if spec.scales is None else list(spec.scales),
+            "fps_x": "any" if spec.fps_x is None else list(spec.fps_x),
+            "available": spec.weights_available,
+            "weights": spec.weights or "none needed",
+            "license": spec.license,
+            "default": spec.name == registry.default,
+            "description": spec.description,
+        }
+        for spec in registry.models.values()
+    ]
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    table = Table(title="stvsr models")
+    for column in ("name", "arch", "scale", "time x", "weights", "licence"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row["name"] + (" (default)" if row["default"] else ""),
+            row["arch"],
+            _factors(row["scale"]),
+            _factors(row["fps_x"]),
+            "built in" if row["weights"] == "none needed" else ("local" if row["available"] else "not downloaded"),
+            row["license"],
+        )
+    Console().print(table)
+
+
+def _factors(value: Any) -> str:
+    return value if isinstance(value, str) else ", ".join(map(str, value))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

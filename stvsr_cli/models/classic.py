@@ -1,0 +1,36 @@
+"""``classic``: bicubic upscaling in space, linear blending in time. No weights.
+
+The baseline every learned model must beat, and the fallback that always works.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class Classic(nn.Module):
+    """Bicubic x``scale`` per frame (half-pixel centres, clamped to [0, 1]), then linear blending.
+
+    Input ``[B, N, 3, H, W]`` in [0, 1]; output ``[B, k(N-1)+1, 3, sH, sW]``: output ``k*i`` is input
+    frame i upscaled, output ``k*i + s`` is ``(1 - s/k) * up(i) + (s/k) * up(i+1)``.
+    """
+
+    def __init__(self, *, scale: int = 4) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, frames: torch.Tensor, fps_x: int = 2) -> torch.Tensor:
+        b, n, c, h, w = frames.shape
+        up = F.interpolate(
+            frames.reshape(b * n, c, h, w), scale_factor=self.scale, mode="bicubic", align_corners=False
+        ).clamp_(0, 1)
+        up = up.reshape(b, n, c, h * self.scale, w * self.scale)
+        if n == 1 or fps_x == 1:
+            return up
+        weights = torch.arange(fps_x, dtype=up.dtype, device=up.device) / fps_x  # s/k for s = 0..k-1
+        weights = weights.view(1, 1, fps_x, 1, 1, 1)
+        left, right = up[:, :-1].unsqueeze(2), up[:, 1:].unsqueeze(2)
+        between = (1 - weights) * left + weights * right  # [B, N-1, k, C, sH, sW]
+        return torch.cat([between.flatten(1, 2), up[:, -1:]], dim=1)

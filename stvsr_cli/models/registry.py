@@ -1,0 +1,201 @@
+"""The model registry: every fact about a named model, declared once, read by the pipeline.
+
+Entries come from ``weights/registry.toml`` (shipped inside the package as ``stvsr_cli.weights``).
+The pipeline asks a ``ModelSpec`` what a model can do; it never branches on a model's name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.resources
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stvsr_cli.errors import StvsrError, UnknownModelError
+
+# Architecture key -> "module:Class". Imported only when a model of that architecture is built.
+ARCHITECTURES: dict[str, str] = {
+    "classic": "stvsr_cli.models.classic:Classic",
+}
+
+REGISTRY_ENV = "STVSR_REGISTRY"
+
+_ENTRY_KEYS = {
+    "arch": "architecture key (see ARCHITECTURES)",
+    "params": "constructor keyword arguments",
+    "scale": 'spatial factor: an integer, a list of integers, or "any"',
+    "fps_x": 'temporal factors: an integer, a list of integers, or "any"',
+    "window": "input frames per model call (the planner's default)",
+    "overlap": "input frames shared by consecutive calls (the planner's default)",
+    "min_frames": "fewest input frames the network accepts (shorter clips are padded)",
+    "half": "whether the network may run in float16",
+    "weights": "hf://OWNER/REPO/PATH@REVISION, https://..., or a file relative to weights/",
+    "sha256": "hex digest of the weights file",
+    "format": "weights file format",
+    "license": "licence of the weights (or of the method)",
+    "description": "one line for `stvsr models`",
+}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a registered model is and can do.
+
+    ``scales``/``fps_x`` are tuples of supported factors, or ``None`` for any integer. An
+    architecture that accepts any scale takes it as its ``scale`` constructor argument; one that
+    supports more than one time factor takes ``fps_x`` as a keyword of ``forward``.
+    """
+
+    name: str
+    arch: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    scales: tuple[int, ...] | None = (4,)
+    fps_x: tuple[int, ...] | None = (2,)
+    window: int = 7
+    overlap: int = 2
+    min_frames: int = 2
+    half: bool = True
+    weights: str | None = None
+    sha256: str | None = None
+    format: str = "safetensors"
+    license: str = ""
+    description: str = ""
+
+    def supports_scale(self, scale: int) -> bool:
+        return self.scales is None or scale in self.scales
+
+    def supports_fps_x(self, fps_x: int) -> bool:
+        return self.fps_x is None or fps_x in self.fps_x
+
+    @property
+    def fps_x_is_argument(self) -> bool:
+        """True when the network's forward takes the time factor (it supports more than one)."""
+        return self.fps_x is None or len(self.fps_x) > 1
+
+    @property
+    def weights_available(self) -> bool:
+        """Whether the model can run without a download."""
+        if self.weights is None:
+            return True
+        if "://" in self.weights:
+            return False  # remote weights: downloading and caching is not built yet
+        return (weights_dir() / self.weights).is_file()
+
+    def describe_factors(self, factors: tuple[int, ...] | None) -> str:
+        return "any" if factors is None else ", ".join(str(f) for f in factors)
+
+
+@dataclass(frozen=True)
+class Registry:
+    models: Mapping[str, ModelSpec]
+    default: str
+
+    def get(self, name: str | None) -> ModelSpec:
+        name = name or self.default
+        try:
+            return self.models[name]
+        except KeyError:
+            known = ", ".join(sorted(self.models))
+            raise UnknownModelError(f"unknown model '{name}'", f"known models: {known}") from None
+
+
+def weights_dir() -> Path:
+    """The folder of shipped weights and the built-in registry."""
+    return Path(str(importlib.resources.files("stvsr_cli.weights")))
+
+
+def _factors(value: Any, key: str, where: str) -> tuple[int, ...] | None:
+    if value == "any":
+        return None
+    values = value if isinstance(value, list) else [value]
+    if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+        raise StvsrError(f"{where}: '{key}' must be a positive integer, a list of them, or \"any\"")
+    return tuple(values)
+
+
+def parse_entry(name: str, table: Any, where: str) -> ModelSpec:
+    """Turn one ``[models.NAME]`` table into a spec, naming the file and entry in every error."""
+    where = f"{where}: model '{name}'"
+    if not isinstance(table, dict):
+        raise StvsrError(f"{where}: expected a table")
+    unknown = sorted(set(table) - set(_ENTRY_KEYS))
+    if unknown:
+        raise StvsrError(f"{where}: unknown key(s) {', '.join(unknown)}", "known keys: " + ", ".join(_ENTRY_KEYS))
+    arch = table.get("arch")
+    if arch not in ARCHITECTURES:
+        raise StvsrError(f"{where}: unknown arch {arch!r}", "known: " + ", ".join(sorted(ARCHITECTURES)))
+    params = table.get("params", {})
+    if not isinstance(params, dict):
+        raise StvsrError(f"{where}: 'params' must be a table")
+    ints = {}
+    for key, default, low in (("window", 7, 2), ("overlap", 2, 1), ("min_frames", 2, 1)):
+        value = table.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise StvsrError(f"{where}: '{key}' must be an integer >= {low}")
+        ints[key] = value
+    if ints["overlap"] >= ints["window"] or ints["min_frames"] > ints["window"]:
+        raise StvsrError(f"{where}: need overlap < window and min_frames <= window")
+    weights = table.get("weights")
+    if weights is not None and "://" in str(weights) and not table.get("sha256"):
+        raise StvsrError(f"{where}: downloaded weights need a 'sha256'")
+    for key in ("weights", "sha256", "format", "license", "description"):
+        if key in table and not isinstance(table[key], str):
+            raise StvsrError(f"{where}: '{key}' must be a string")
+    if not isinstance(table.get("half", True), bool):
+        raise StvsrError(f"{where}: 'half' must be true or false")
+    return ModelSpec(
+        name=name,
+        arch=arch,
+        params=dict(params),
+        scales=_factors(table.get("scale", 4), "scale", where),
+        fps_x=_factors(table.get("fps_x", 2), "fps_x", where),
+        half=table.get("half", True),
+        weights=weights,
+        sha256=table.get("sha256"),
+        format=table.get("format", "safetensors"),
+        license=table.get("license", ""),
+        description=table.get("description", ""),
+        **ints,
+    )
+
+
+def _read_registry_file(path: Path) -> tuple[dict[str, ModelSpec], str | None]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise StvsrError(f"registry file {path} not found") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise StvsrError(f"cannot read registry file {path}: {exc}") from None
+    unknown = sorted(set(data) - {"default", "models"})
+    if unknown:
+        raise StvsrError(f"{path}: unknown top-level key(s) {', '.join(unknown)}", "expected 'default' and [models.NAME] tables")
+    tables = data.get("models", {})
+    if not isinstance(tables, dict):
+        raise StvsrError(f"{path}: 'models' must be a table of tables")
+    default = data.get("default")
+    if default is not None and not isinstance(default, str):
+        raise StvsrError(f"{path}: 'default' must be a model name")
+    return {name: parse_entry(name, table, str(path)) for name, table in tables.items()}, default
+
+
+def load_registry(extra: Path | str | None = None) -> Registry:
+    """The built-in registry, with the file named by ``extra`` (or $STVSR_REGISTRY) merged over it."""
+    models, default = _read_registry_file(weights_dir() / "registry.toml")
+    extra = extra if extra is not None else os.environ.get(REGISTRY_ENV) or None
+    if extra is not None:
+        extra_models, extra_default = _read_registry_file(Path(extra))
+        models.update(extra_models)
+        default = extra_default or default
+    if default not in models:
+        raise StvsrError(f"the default model '{default}' is not registered")
+    return Registry(models=models, default=default)
+
+
+def architecture(spec: ModelSpec) -> type:
+    """The ``nn.Module`` class of a spec's architecture, imported on first use."""
+    module_name, class_name = ARCHITECTURES[spec.arch].split(":")
+    return getattr(importlib.import_module(module_name), class_name)

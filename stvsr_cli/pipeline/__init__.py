@@ -1,0 +1,1 @@
+"""From decoded frames to output frames: window planning, timing, the run loop."""

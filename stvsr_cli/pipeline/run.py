@@ -1,0 +1,83 @@
+"""The run loop: frames in, windows through the model, output frames out in order.
+
+Knows nothing of files, click or rich: frames come from any iterator, results go to a callback,
+progress is reported through another. Only the frames the current and next windows need are held.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from stvsr_cli.pipeline.windows import WindowPlan
+
+
+class WindowModel(Protocol):
+    device: torch.device
+
+    def __call__(self, frames: torch.Tensor, fps_x: int) -> torch.Tensor:
+        """``[N, 3, H, W]`` in [0, 1] -> ``[fps_x*(N-1)+1, 3, sH, sW]`` in [0, 1]."""
+        ...
+
+
+def to_tensor(frames: list[np.ndarray], device: torch.device) -> torch.Tensor:
+    """``N x [H, W, 3]`` uint8/uint16 -> ``[N, 3, H, W]`` float32 in [0, 1] on ``device``."""
+    stack = np.stack(frames)
+    peak = 255.0 if stack.dtype == np.uint8 else 65535.0
+    if stack.dtype == np.uint16:
+        stack = stack.astype(np.int32)  # torch has no uint16 arithmetic on every device
+    tensor = torch.from_numpy(stack).to(device, non_blocking=True)
+    return tensor.permute(0, 3, 1, 2).float().div_(peak)
+
+
+def to_arrays(frames: torch.Tensor, dtype: np.dtype) -> np.ndarray:
+    """``[M, 3, H, W]`` in [0, 1] -> ``[M, H, W, 3]`` of ``dtype``, rounded to nearest."""
+    peak = 255.0 if dtype == np.uint8 else 65535.0
+    scaled = frames.float().mul(peak).round_().clamp_(0, peak)
+    scaled = scaled.to(torch.uint8) if dtype == np.uint8 else scaled.to(torch.int32)
+    return scaled.permute(0, 2, 3, 1).contiguous().cpu().numpy().astype(dtype, copy=False)
+
+
+def run_windows(
+    frames: Iterable[np.ndarray],
+    plan: WindowPlan,
+    model: WindowModel,
+    emit: Callable[[np.ndarray], None],
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Feed ``plan``'s windows through ``model`` and ``emit`` every output frame once, in order.
+
+    ``frames`` must yield at least ``plan.n_frames`` arrays ``[H, W, 3]``. Returns the number of
+    frames emitted (``plan.n_outputs``).
+    """
+    source = iter(frames)
+    held: dict[int, np.ndarray] = {}
+    next_index = 0
+    emitted = 0
+    dtype: np.dtype | None = None
+    for w, window in enumerate(plan.windows):
+        while next_index <= window.last:
+            try:
+                held[next_index] = next(source)
+            except StopIteration:
+                raise RuntimeError(f"the frame source ended after {next_index} of {plan.n_frames} frames") from None
+            next_index += 1
+        outputs = plan.output_ranges[w]
+        if outputs:
+            batch = [held[i] for i in window.frames]
+            dtype = batch[0].dtype
+            result = model(to_tensor(batch, model.device), plan.fps_x)
+            needed = sorted({plan.sources[j].index for j in outputs})
+            arrays = dict(zip(needed, to_arrays(result[needed], dtype)))
+            for j in outputs:
+                emit(arrays[plan.sources[j].index])
+                emitted += 1
+                if progress is not None:
+                    progress(emitted)
+        keep_from = plan.windows[w + 1].start if w + 1 < len(plan.windows) else next_index
+        for i in [i for i in held if i < keep_from]:
+            del held[i]
+    return emitted

@@ -1,0 +1,153 @@
+"""Tiny synthetic videos for the tests, made with PyAV: known frames, known times, optional audio."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+AUDIO_RATE = 48000
+
+
+def pattern(index: int, height: int, width: int) -> np.ndarray:
+    """Frame ``index`` of a moving, smooth RGB test pattern, ``[H, W, 3]`` uint8."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    r = 128 + 100 * np.sin(2 * np.pi * (x / 13 + index / 7))
+    g = 128 + 100 * np.sin(2 * np.pi * (y / 11 - index / 9))
+    b = 128 + 100 * np.sin(2 * np.pi * ((x + y) / 17 + index / 5))
+    return np.stack([r, g, b], axis=-1).round().astype(np.uint8)
+
+
+def make_video(
+    path: Path,
+    *,
+    frames: int = 8,
+    rate: Fraction | int = 25,
+    size: tuple[int, int] = (32, 24),
+    codec: str = "libx264",
+    pix_fmt: str = "yuv420p",
+    audio: bool = False,
+    audio_codec: str = "aac",
+    rotation: int = 0,
+    times: Sequence[Fraction] | None = None,
+    sar: Fraction | None = None,
+    colorspace: int | None = None,
+    subtitle: bool = False,
+    options: dict[str, str] | None = None,
+    container_options: dict[str, str] | None = None,
+) -> list[np.ndarray]:
+    """Write a video of ``pattern`` frames; return the RGB frames that went in.
+
+    ``times`` (seconds) places frames at explicit presentation times (variable frame rate) in a
+    1/1000 time base; otherwise frame i is at i / rate. ``codec="ffv1", pix_fmt="bgr0"`` is lossless RGB.
+    """
+    rate = Fraction(rate)
+    width, height = size
+    rgb_frames = [pattern(i, height, width) for i in range(frames)]
+    with av.open(str(path), "w", options=container_options or {}) as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        time_base = Fraction(1, 1000) if times is not None else 1 / rate
+        stream.codec_context.time_base = time_base
+        if options:
+            stream.options = options
+        if rotation:
+            stream.set_display_rotation(rotation)
+        if sar is not None:
+            stream.codec_context.sample_aspect_ratio = sar
+        if colorspace is not None:
+            stream.codec_context.colorspace = colorspace
+        audio_stream = None
+        if audio:
+            audio_stream = container.add_stream(audio_codec, rate=AUDIO_RATE)
+            audio_stream.layout = "mono"
+        subtitle_stream = container.add_mux_stream("subrip") if subtitle else None
+        if subtitle_stream is not None:
+            subtitle_stream.time_base = Fraction(1, 1000)
+        for i, rgb in enumerate(rgb_frames):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            if colorspace is not None:
+                frame = frame.reformat(format=pix_fmt, dst_colorspace=colorspace_sws(colorspace))
+            frame.pts = round(times[i] / time_base) if times is not None else i
+            frame.time_base = time_base
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+        if audio_stream is not None:
+            duration = times[-1] + 1 / rate if times is not None else frames / rate
+            _write_tone(container, audio_stream, duration)
+        if subtitle_stream is not None:
+            packet = av.Packet(b"hello from the subtitles")
+            packet.pts = packet.dts = 0
+            packet.duration = int(1000 * frames / rate)
+            packet.time_base = Fraction(1, 1000)
+            packet.stream = subtitle_stream
+            container.mux(packet)
+    return rgb_frames
+
+
+def colorspace_sws(avcol: int) -> int:
+    return {1: 1, 5: 5, 6: 5}.get(avcol, 5)
+
+
+def _write_tone(container, stream, duration: Fraction) -> None:
+    n = int(duration * AUDIO_RATE)
+    t = np.arange(n) / AUDIO_RATE
+    samples = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+    for start in range(0, n, 1024):
+        frame = av.AudioFrame.from_ndarray(samples[:, start : start + 1024].copy(), format="fltp", layout="mono")
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = start
+        frame.time_base = Fraction(1, AUDIO_RATE)
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
+def make_audio_only(path: Path, seconds: float = 0.5) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=AUDIO_RATE)
+        stream.layout = "mono"
+        _write_tone(container, stream, Fraction(seconds).limit_denominator(1000))
+
+
+def read_frames(path: Path, fmt: str = "rgb24") -> list[np.ndarray]:
+    """Every decoded video frame as an array (``rgb24`` of an RGB stream is exact)."""
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format=fmt) for f in container.decode(video=0)]
+
+
+def stream_facts(path: Path) -> dict:
+    """What a player sees: frame count, rate, time span of each stream, codecs, rotation, format."""
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        facts = {
+            "rate": Fraction(video.average_rate) if video.average_rate else None,
+            "width": video.width,
+            "height": video.height,
+            "pix_fmt": video.codec_context.pix_fmt,
+            "audio_codecs": [s.codec_context.codec.canonical_name for s in container.streams.audio],
+            "subtitle_codecs": [s.codec_context.codec.canonical_name for s in container.streams.subtitles],
+        }
+        spans: dict[int, list[Fraction]] = {}
+        for packet in container.demux():
+            if packet.size == 0 or packet.pts is None:
+                continue
+            tb = Fraction(packet.time_base)
+            start, end = packet.pts * tb, (packet.pts + (packet.duration or 0)) * tb
+            span = spans.setdefault(packet.stream.index, [start, end])
+            span[0], span[1] = min(span[0], start), max(span[1], end)
+        facts["video_span"] = spans[video.index][1] - spans[video.index][0]
+        facts["audio_spans"] = [spans[s.index][1] - spans[s.index][0] for s in container.streams.audio if s.index in spans]
+        container.seek(0)
+        decoded = list(container.decode(video=0))
+        facts["frames"] = len(decoded)
+        facts["times"] = [f.pts * Fraction(video.time_base) for f in decoded]
+        facts["rotation"] = decoded[0].rotation
+        facts["colorspace"] = int(decoded[0].colorspace)
+    return facts

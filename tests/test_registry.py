@@ -1,0 +1,88 @@
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from stvsr_cli.cli import main
+from stvsr_cli.errors import StvsrError, UnknownModelError, UnsupportedOptionError
+from stvsr_cli.models.loader import load_model
+from stvsr_cli.models.registry import load_registry
+
+
+def test_builtin_registry_has_classic_as_default():
+    registry = load_registry()
+    spec = registry.get(None)
+    assert spec.name == "classic" and spec.arch == "classic"
+    assert spec.supports_scale(3) and spec.supports_fps_x(5) and spec.weights_available
+
+
+def test_unknown_model_names_the_known_ones():
+    with pytest.raises(UnknownModelError, match="unknown model 'nope'") as info:
+        load_registry().get("nope")
+    assert "classic" in info.value.hint
+
+
+def test_user_registry_adds_and_overrides_entries(tmp_path, monkeypatch):
+    extra = tmp_path / "mine.toml"
+    extra.write_text(
+        'default = "fixed4"\n'
+        '[models.fixed4]\narch = "classic"\nscale = [4]\nfps_x = [2]\nwindow = 5\noverlap = 2\nlicense = "x"\n'
+    )
+    monkeypatch.setenv("STVSR_REGISTRY", str(extra))
+    registry = load_registry()
+    assert set(registry.models) == {"classic", "fixed4"} and registry.default == "fixed4"
+    spec = registry.get("fixed4")
+    assert spec.scales == (4,) and spec.fps_x == (2,) and not spec.fps_x_is_argument and spec.window == 5
+    with pytest.raises(UnsupportedOptionError, match="does not support --scale 2"):
+        load_model(spec, scale=2, device="cpu")
+
+
+@pytest.mark.parametrize(
+    "entry,message",
+    [
+        ('arch = "classic"\ncolour = 1', "unknown key"),
+        ('arch = "nosuch"', "unknown arch"),
+        ('arch = "classic"\nscale = 0', "'scale' must be"),
+        ('arch = "classic"\nwindow = 3\noverlap = 3', "overlap < window"),
+        ('arch = "classic"\nweights = "https://example.org/w.safetensors"', "sha256"),
+    ],
+)
+def test_invalid_entries_name_the_file_and_the_entry(tmp_path, entry, message):
+    extra = tmp_path / "bad.toml"
+    extra.write_text(f"[models.broken]\n{entry}\n")
+    with pytest.raises(StvsrError, match=message) as info:
+        load_registry(extra)
+    assert str(extra) in info.value.message and "'broken'" in info.value.message
+
+
+def test_loaded_model_runs_a_window_on_cpu():
+    model = load_model(load_registry().get("classic"), scale=2, device="cpu")
+    assert model.device.type == "cpu" and model.dtype == torch.float32
+    out = model(torch.rand(3, 3, 4, 5), fps_x=2)
+    assert out.shape == (5, 3, 8, 10)
+
+
+def test_half_precision_is_refused_on_cpu():
+    with pytest.raises(UnsupportedOptionError, match="CUDA"):
+        load_model(load_registry().get("classic"), scale=2, device="cpu", half=True)
+
+
+def test_models_command_prints_a_table_and_json():
+    runner = CliRunner()
+    table = runner.invoke(main, ["models"])
+    assert table.exit_code == 0 and "classic" in table.output and "built in" in table.output
+    listing = runner.invoke(main, ["models", "--json"])
+    assert listing.exit_code == 0
+    rows = json.loads(listing.stdout)
+    classic = next(r for r in rows if r["name"] == "classic")
+    assert classic["arch"] == "classic" and classic["scale"] == "any" and classic["available"] is True
+
+
+def test_models_command_reports_a_broken_user_registry_in_one_line(tmp_path, monkeypatch):
+    extra = tmp_path / "bad.toml"
+    extra.write_text("[models.x]\narch = 'classic'\nbogus = 1\n")
+    monkeypatch.setenv("STVSR_REGISTRY", str(extra))
+    result = CliRunner().invoke(main, ["models"])
+    assert result.exit_code == 1
+    assert result.stderr.count("\n") == 1 and "bogus" in result.stderr and "Traceback" not in result.stderr

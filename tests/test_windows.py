@@ -1,0 +1,106 @@
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stvsr_cli.pipeline.windows import plan_windows, window_starts
+
+
+@st.composite
+def plans(draw):
+    window = draw(st.integers(2, 12))
+    return (
+        draw(st.integers(1, 150)),
+        window,
+        draw(st.integers(1, window - 1)),
+        draw(st.integers(1, 6)),
+        draw(st.integers(1, window)),
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(plans())
+def test_every_output_frame_comes_from_one_window_at_its_own_time(args):
+    n, window, overlap, k, min_frames = args
+    plan = plan_windows(n, window, overlap, k, min_frames)
+    assert plan.n_outputs == k * n
+    for j, src in enumerate(plan.sources):
+        win = plan.windows[src.window]
+        # Output j is at input time j/k; after the last input frame the last frame is held.
+        assert k * win.start + src.index == min(j, k * (n - 1))
+        assert 0 <= src.index <= k * (win.last - win.start)
+
+
+@settings(max_examples=400, deadline=None)
+@given(plans())
+def test_windows_are_valid_model_calls_that_cover_the_clip(args):
+    n, window, overlap, k, min_frames = args
+    plan = plan_windows(n, window, overlap, k, min_frames)
+    for win in plan.windows:
+        real = sorted(set(win.frames))
+        assert real == list(range(win.start, win.last + 1))  # consecutive, padding repeats the last
+        assert len(win.frames) == max(min(window, n), min(min_frames, window))
+        assert 0 <= win.start and win.last < n
+    assert plan.windows[0].start == 0 and plan.windows[-1].last == n - 1  # head and tail covered
+    starts = [w.start for w in plan.windows]
+    assert starts == sorted(set(starts))
+    for a, b in zip(plan.windows, plan.windows[1:]):
+        assert b.start <= a.last  # consecutive windows share a frame: every gap is inside one window
+
+
+@settings(max_examples=400, deadline=None)
+@given(plans())
+def test_outputs_stream_in_order_and_take_the_most_central_window(args):
+    n, window, overlap, k, min_frames = args
+    plan = plan_windows(n, window, overlap, k, min_frames)
+    used = [src.window for src in plan.sources]
+    assert used == sorted(used)  # so the run loop can emit frames as soon as a window is done
+    covered = [j for r in plan.output_ranges for j in r]
+    assert covered == list(range(plan.n_outputs))
+    for j, src in enumerate(plan.sources):
+        t = min(j, k * (n - 1))
+
+        def centrality(w):
+            return min(t - k * w.start, k * w.last - t)
+
+        best = max(centrality(w) for w in plan.windows if k * w.start <= t <= k * w.last)
+        assert centrality(plan.windows[src.window]) == best
+
+
+def test_tail_frames_that_do_not_fill_a_window_are_kept():
+    # The official ZSM scripts drop frames 8 and 9 here (4-frame windows sharing one frame).
+    plan = plan_windows(10, 4, 1, 2)
+    assert [w.frames for w in plan.windows] == [(0, 1, 2, 3), (3, 4, 5, 6), (6, 7, 8, 9)]
+    assert plan.n_outputs == 20
+    assert plan.sources[-1].window == 2
+
+
+def test_edge_frames_come_from_the_window_where_they_are_central():
+    plan = plan_windows(12, 6, 3, 2)
+    assert window_starts(12, 6, 3) == [0, 3, 6]
+    # Input frame 5 (output 10) is the last frame of window 0 but central in window 1 (frames 3-8).
+    src = plan.sources[10]
+    assert plan.windows[src.window].frames == (3, 4, 5, 6, 7, 8) and src.index == 4
+    # Frame 4 is one frame from an edge in both windows 0 and 1: the tie goes to the earlier one.
+    assert plan.sources[8].window == 0
+    assert plan.sources[2].window == 0 and plan.sources[22].window == 2
+
+
+def test_single_frame_video_is_padded_and_held():
+    plan = plan_windows(1, 4, 1, 3, min_frames=2)
+    assert [w.frames for w in plan.windows] == [(0, 0)]
+    assert [(s.window, s.index) for s in plan.sources] == [(0, 0)] * 3
+
+
+def test_short_video_uses_one_shorter_window():
+    plan = plan_windows(3, 7, 2, 2)
+    assert [w.frames for w in plan.windows] == [(0, 1, 2)]
+    assert [s.index for s in plan.sources] == [0, 1, 2, 3, 4, 4]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [(0, 4, 1, 2), (5, 1, 0, 2), (5, 4, 0, 2), (5, 4, 4, 2), (5, 4, 1, 0), (5, 3, 1, 2, 4)],
+)
+def test_invalid_plans_are_refused(args):
+    with pytest.raises(ValueError):
+        plan_windows(*args)
