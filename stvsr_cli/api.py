@@ -52,6 +52,7 @@ class UpscaleResult:
     def to_json(self) -> dict:
         data = asdict(self)
         data.update(
+            frames=self.frames_out,
             input=str(self.input),
             output=str(self.output),
             rate_in=str(self.rate_in),
@@ -130,7 +131,7 @@ def upscale(
     overlap: int | None = None,
     device: str = "auto",
     half: bool | None = None,
-    encode: EncodeSettings = EncodeSettings(),
+    encode: EncodeSettings | None = None,
     start: float | Fraction | None = None,
     duration: float | Fraction | None = None,
     overwrite: bool = False,
@@ -163,7 +164,12 @@ def upscale(
         with (
             VideoReader(info) as reader,
             VideoWriter(
-                job.dst, info, width=info.width * scale, height=info.height * scale, rate=rate_out, settings=encode
+                job.dst,
+                info,
+                width=info.width * scale,
+                height=info.height * scale,
+                rate=rate_out,
+                settings=encode or EncodeSettings(),
             ) as writer,
         ):
             total = plan.n_outputs

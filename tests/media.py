@@ -143,7 +143,9 @@ def stream_facts(path: Path) -> dict:
             span = spans.setdefault(packet.stream.index, [start, end])
             span[0], span[1] = min(span[0], start), max(span[1], end)
         facts["video_span"] = spans[video.index][1] - spans[video.index][0]
-        facts["audio_spans"] = [spans[s.index][1] - spans[s.index][0] for s in container.streams.audio if s.index in spans]
+        facts["audio_spans"] = [
+            spans[s.index][1] - spans[s.index][0] for s in container.streams.audio if s.index in spans
+        ]
         container.seek(0)
         decoded = list(container.decode(video=0))
         facts["frames"] = len(decoded)

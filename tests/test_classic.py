@@ -7,7 +7,9 @@ from stvsr_cli.models.classic import Classic
 
 def direct(frames: torch.Tensor, scale: int, k: int) -> list[torch.Tensor]:
     """The classic baseline written out one frame at a time."""
-    up = [F.interpolate(f[None], scale_factor=scale, mode="bicubic", align_corners=False)[0].clamp(0, 1) for f in frames]
+    up = [
+        F.interpolate(f[None], scale_factor=scale, mode="bicubic", align_corners=False)[0].clamp(0, 1) for f in frames
+    ]
     out = []
     for i in range(len(up) - 1):
         for s in range(k):

@@ -7,6 +7,7 @@ import resource
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from click.testing import CliRunner
@@ -185,4 +186,25 @@ def test_full_disk_fails_cleanly(tmp_path):
     assert result.returncode == 1, result.stderr
     assert "no space left" in result.stderr and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("stvsr: error:")
+    assert list(out_dir.iterdir()) == []
+
+
+def test_ctrl_c_stops_at_once_and_leaves_nothing(tmp_path):
+    src = tmp_path / "long.mkv"
+    make_video(src, frames=1500, codec="ffv1", size=(16, 16))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stvsr_cli", "upscale", str(src), str(out_dir / "out.mp4"), "--scale", "8"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not list(out_dir.iterdir()) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # wait until the partial output exists: the run is under way
+    assert process.poll() is None, "the run ended before it could be interrupted"
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
     assert list(out_dir.iterdir()) == []

@@ -55,7 +55,9 @@ class Colour:
         }
 
 
-def stream_colour(pix_fmt: str, width: int, height: int, primaries: int, transfer: int, matrix: int, range_: int) -> Colour:
+def stream_colour(
+    pix_fmt: str, width: int, height: int, primaries: int, transfer: int, matrix: int, range_: int
+) -> Colour:
     """Decide how to convert a stream with these tags; guess what players guess for untagged ones."""
     fmt = av.VideoFormat(pix_fmt)
     if fmt.is_rgb:

@@ -93,7 +93,9 @@ def _time(value: int | None, time_base: Fraction) -> Fraction | None:
     return None if value is None else value * time_base
 
 
-def probe(path: Path | str, *, start: float | Fraction | None = None, duration: float | Fraction | None = None) -> VideoInfo:
+def probe(
+    path: Path | str, *, start: float | Fraction | None = None, duration: float | Fraction | None = None
+) -> VideoInfo:
     """Read the metadata and every video packet's timestamp of ``path`` (or of the piece asked for).
 
     ``start``/``duration`` are seconds from the first frame.
@@ -107,13 +109,14 @@ def probe(path: Path | str, *, start: float | Fraction | None = None, duration: 
         if start is not None or duration is not None:
             trim_start = first + Fraction(start or 0)
             trim_end = trim_start + Fraction(duration) if duration is not None else None
-        times, index_timing = _packet_times(container, stream, tb, trim_start, trim_end, path)
+        times, index_timing, first_frame = _read_packets(container, stream, tb, trim_start, trim_end, path)
         rate = _frame_rate(stream, times)
         if not times:
             where = " in the requested piece (check --start/--duration)" if trim_start is not None else ""
             raise InputError(f"'{path}' has no video frames{where}")
         _check_complete(container, stream, times, rate, trim_end, path)
-        first_frame = _first_frame(container, stream, trim_start, path)
+        if first_frame is None:
+            raise InputError(f"'{path}' is corrupt: no video frame could be decoded")
         ctx = stream.codec_context
         pix_fmt = first_frame.format.name
         sar = ctx.sample_aspect_ratio
@@ -161,14 +164,20 @@ def _seek(container: av.container.InputContainer, stream: av.video.stream.VideoS
         container.seek(0)
 
 
-def _packet_times(container, stream, tb: Fraction, trim_start, trim_end, path: Path) -> tuple[list[Fraction], bool]:
-    """Presentation times of the stream's frames, sorted, from packets alone (no decoding), and
-    whether they had to be made up from the frame index."""
+def _read_packets(
+    container, stream, tb: Fraction, trim_start, trim_end, path: Path
+) -> tuple[list[Fraction], bool, av.VideoFrame | None]:
+    """Every frame's presentation time, sorted, from the packets alone; whether those times had to be
+    made up from the frame index; and the first frame, decoded for what only frames carry
+    (rotation, colour tags, the real pixel format)."""
     _seek(container, stream, trim_start)
     times: list[Fraction] = []
     missing = 0
+    first_frame = None
     try:
         for packet in container.demux(stream):
+            if first_frame is None:
+                first_frame = _decode_first(packet)
             if packet.size == 0 or packet.is_discard:
                 continue
             time = _time(packet.pts if packet.pts is not None else packet.dts, tb)
@@ -190,7 +199,16 @@ def _packet_times(container, stream, tb: Fraction, trim_start, trim_end, path: P
     times = sorted(set(times))
     if trim_start is not None:
         times = [t for t in times if t >= trim_start and (trim_end is None or t < trim_end)]
-    return times, index_timing
+    return times, index_timing, first_frame
+
+
+def _decode_first(packet) -> av.VideoFrame | None:
+    """Feed one packet to the decoder (the flush packet drains it); the first frame out, if any."""
+    try:
+        frames = packet.decode()
+    except av.FFmpegError:
+        return None  # e.g. the leading packets of a cut file, which reference frames it lacks
+    return frames[0] if frames else None
 
 
 # Containers whose indexes state exact frame counts and durations; others (MPEG-TS, AVI, raw streams)
@@ -217,11 +235,12 @@ def _check_complete(container, stream, times: list[Fraction], rate: Fraction, tr
     if trim_end is None and stream.frames and len(times) < stream.frames:
         raise InputError(f"'{path}' is truncated: its index lists {stream.frames} frames, the file holds {found}")
     declared = _declared_duration(stream)
-    if declared is None:
-        return
+    if stream.frames or declared is None:
+        return  # a frame count, where there is one, was checked above; it is the exact measure
     start = _time(stream.start_time, Fraction(stream.time_base)) or Fraction(0)
     expected_end = start + declared if trim_end is None else min(start + declared, trim_end)
-    if times[-1] + 1 / rate < expected_end - 2 / rate:
+    # Slack for a long-lasting last frame (variable frame rate) without missing a real cut.
+    if times[-1] + 1 / rate < expected_end - max(3 / rate, declared / 10):
         raise InputError(f"'{path}' is truncated: it declares {float(declared):.2f} s, the file holds {found}")
 
 
@@ -234,17 +253,6 @@ def _frame_rate(stream: av.video.stream.VideoStream, times: list[Fraction]) -> F
     if len(times) >= 2 and times[-1] > times[0]:
         return nominal_rate(Fraction(len(times) - 1) / (times[-1] - times[0]))
     return Fraction(25)
-
-
-def _first_frame(container, stream, trim_start: Fraction | None, path: Path) -> av.VideoFrame:
-    """Decode one frame for what only frames carry: rotation, colour tags, the real pixel format."""
-    _seek(container, stream, trim_start if trim_start is not None else Fraction(0))
-    try:
-        for frame in container.decode(stream):
-            return frame
-    except av.FFmpegError as exc:
-        raise InputError(f"'{path}' is corrupt: its video cannot be decoded", _reason(exc)) from None
-    raise InputError(f"'{path}' is corrupt: no video frame could be decoded")
 
 
 _END = object()

@@ -19,7 +19,7 @@ import av
 import numpy as np
 
 from stvsr_cli.errors import InputError, OutputError, UnsupportedOptionError
-from stvsr_cli.io.colour import Colour, stream_colour
+from stvsr_cli.io.colour import stream_colour
 from stvsr_cli.io.decode import VideoInfo, open_input
 
 DEFAULT_CODEC = "libx264"
@@ -63,7 +63,7 @@ class VideoWriter:
         width: int,
         height: int,
         rate: Fraction,
-        settings: EncodeSettings = EncodeSettings(),
+        settings: EncodeSettings | None = None,
     ) -> None:
         self.dst = Path(dst)
         self.source = source
@@ -76,12 +76,13 @@ class VideoWriter:
             self._container = av.open(str(self._tmp), "w")
         except ValueError:
             raise UnsupportedOptionError(
-                f"unknown output format '{self.dst.suffix or self.dst.name}'", "use a video extension such as .mp4 or .mkv"
+                f"unknown output format '{self.dst.suffix or self.dst.name}'",
+                "use a video extension such as .mp4 or .mkv",
             ) from None
         except OSError as exc:
             raise OutputError(f"cannot write '{self.dst}': {exc.strerror or exc}") from None
         try:
-            self._stream, self._colour = self._add_video_stream(width, height, settings)
+            self._stream, self._colour = self._add_video_stream(width, height, settings or EncodeSettings())
             self._side = SideStreams(source, self._container, self._offset, self.warnings)
             self._container.start_encoding()
         except BaseException as exc:
@@ -107,7 +108,8 @@ class VideoWriter:
             raise UnsupportedOptionError(f"'{codec}' is not a video encoder")
         if codec_info.name not in supported and codec_info.canonical_name not in supported:
             raise UnsupportedOptionError(
-                f"the {container.format.name} container cannot hold {codec} video", "choose another --codec or extension"
+                f"the {container.format.name} container cannot hold {codec} video",
+                "choose another --codec or extension",
             )
         pix_fmt = settings.pix_fmt or _default_pix_fmt(codec_info, source.bit_depth)
         formats = {f.name for f in codec_info.video_formats or []}

@@ -32,5 +32,5 @@ class Classic(nn.Module):
         weights = torch.arange(fps_x, dtype=up.dtype, device=up.device) / fps_x  # s/k for s = 0..k-1
         weights = weights.view(1, 1, fps_x, 1, 1, 1)
         left, right = up[:, :-1].unsqueeze(2), up[:, 1:].unsqueeze(2)
-        between = (1 - weights) * left + weights * right  # [B, N-1, k, C, sH, sW]
+        between = torch.lerp(left, right, weights)  # [B, N-1, k, C, sH, sW]
         return torch.cat([between.flatten(1, 2), up[:, -1:]], dim=1)

@@ -172,7 +172,9 @@ def _read_registry_file(path: Path) -> tuple[dict[str, ModelSpec], str | None]:
         raise StvsrError(f"cannot read registry file {path}: {exc}") from None
     unknown = sorted(set(data) - {"default", "models"})
     if unknown:
-        raise StvsrError(f"{path}: unknown top-level key(s) {', '.join(unknown)}", "expected 'default' and [models.NAME] tables")
+        raise StvsrError(
+            f"{path}: unknown top-level key(s) {', '.join(unknown)}", "expected 'default' and [models.NAME] tables"
+        )
     tables = data.get("models", {})
     if not isinstance(tables, dict):
         raise StvsrError(f"{path}: 'models' must be a table of tables")

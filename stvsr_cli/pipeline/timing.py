@@ -18,7 +18,10 @@ T = TypeVar("T")
 # Rates that cameras and editors use. Containers with coarse time bases (Matroska's milliseconds)
 # give back rates such as 7001/146 for 48000/1001; within _SNAP of one of these we take the exact one.
 STANDARD_RATES = tuple(
-    sorted({Fraction(n, 12) for n in range(1, 60 * 12 + 1)} | {Fraction(n * 1000, 1001) for n in (12, 15, 24, 30, 48, 60, 120, 240)})
+    sorted(
+        {Fraction(n, 12) for n in range(1, 60 * 12 + 1)}
+        | {Fraction(n * 1000, 1001) for n in (12, 15, 24, 30, 48, 60, 120, 240)}
+    )
 )
 _SNAP = Fraction(1, 10_000)
 
@@ -41,9 +44,7 @@ def is_variable_rate(times: Sequence[Fraction], rate: Fraction) -> bool:
     return any(abs((t - times[0]) * rate - i) > Fraction(1, 4) for i, t in enumerate(times))
 
 
-def resample_to_grid(
-    frames: Iterable[tuple[Fraction, T]], start: Fraction, rate: Fraction, count: int
-) -> Iterator[T]:
+def resample_to_grid(frames: Iterable[tuple[Fraction, T]], start: Fraction, rate: Fraction, count: int) -> Iterator[T]:
     """Yield ``count`` payloads, one per grid time ``start + i / rate``: the frame nearest in time.
 
     ``frames`` are (presentation time, payload) in presentation order; frames whose time does not

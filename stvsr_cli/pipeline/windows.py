@@ -76,9 +76,7 @@ def window_starts(n_frames: int, window: int, overlap: int) -> list[int]:
     return starts
 
 
-def plan_windows(
-    n_frames: int, window: int, overlap: int, fps_x: int, min_frames: int = 2
-) -> WindowPlan:
+def plan_windows(n_frames: int, window: int, overlap: int, fps_x: int, min_frames: int = 2) -> WindowPlan:
     """Plan the model calls for a clip of ``n_frames`` input frames.
 
     ``window`` input frames per call, consecutive calls sharing ``overlap`` frames (at least one,
