@@ -21,6 +21,15 @@ def pattern(index: int, height: int, width: int) -> np.ndarray:
     return np.stack([r, g, b], axis=-1).round().astype(np.uint8)
 
 
+def smooth(index: int, height: int, width: int) -> np.ndarray:
+    """A slowly varying colour field: what chroma subsampling keeps almost exactly."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float64)
+    r = 128 + 60 * np.sin(x / 10 + index / 5)
+    g = 128 + 60 * np.cos(y / 9)
+    b = 128 + 50 * np.sin((x + y) / 12)
+    return np.stack([r, g, b], axis=-1).round().astype(np.uint8)
+
+
 def make_video(
     path: Path,
     *,
@@ -38,6 +47,7 @@ def make_video(
     subtitle: bool = False,
     options: dict[str, str] | None = None,
     container_options: dict[str, str] | None = None,
+    content=pattern,
 ) -> list[np.ndarray]:
     """Write a video of ``pattern`` frames; return the RGB frames that went in.
 
@@ -46,7 +56,7 @@ def make_video(
     """
     rate = Fraction(rate)
     width, height = size
-    rgb_frames = [pattern(i, height, width) for i in range(frames)]
+    rgb_frames = [content(i, height, width) for i in range(frames)]
     with av.open(str(path), "w", options=container_options or {}) as container:
         stream = container.add_stream(codec, rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt

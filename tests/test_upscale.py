@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
-from media import make_video, read_frames, stream_facts
+from media import make_video, read_frames, smooth, stream_facts
 
 from stvsr_cli import upscale
 from stvsr_cli.cli import main
@@ -172,3 +172,15 @@ def test_audio_the_container_cannot_hold_is_reencoded(tmp_path, clip):
 def test_module_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "stvsr_cli", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and "stvsr" in result.stdout
+
+
+@pytest.mark.parametrize("size,colorspace", [((64, 48), None), ((64, 48), 1), ((1280, 720), None)])
+def test_colours_survive_the_round_trip(tmp_path, size, colorspace):
+    """Scale 1, no new frames, lossless encode: the YUV planes come back (reader and writer agree
+    on the matrix, whether tagged, or guessed from the size)."""
+    src, out = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    make_video(src, frames=2, size=size, colorspace=colorspace, options={"qp": "0"}, content=smooth)
+    upscale(src, out, scale=1, fps_x=1, encode=EncodeSettings(crf=0))
+    before, after = read_frames(src, fmt="yuv420p")[0], read_frames(out, fmt="yuv420p")[0]
+    assert np.abs(before.astype(int) - after.astype(int)).mean() < 0.1
+    assert np.abs(before.astype(int) - after.astype(int)).max() <= 2

@@ -19,8 +19,8 @@ import av
 import numpy as np
 
 from stvsr_cli.errors import InputError, OutputError, UnsupportedOptionError
-from stvsr_cli.io.colour import stream_colour
-from stvsr_cli.io.decode import VideoInfo, open_input
+from stvsr_cli.io.colour import rgb_format, stream_colour
+from stvsr_cli.io.decode import VideoInfo, open_input, video_stream
 
 DEFAULT_CODEC = "libx264"
 DEFAULT_CRF = 18
@@ -94,6 +94,7 @@ class VideoWriter:
             raise
         self._time_base = Fraction(self._stream.codec_context.time_base)
         self._pts0 = round((source.start_time - self._offset) / self._time_base)
+        self._template: av.VideoFrame | None = None
 
     # -- setup -------------------------------------------------------------------------------
     def _add_video_stream(self, width: int, height: int, settings: EncodeSettings):
@@ -159,9 +160,19 @@ class VideoWriter:
 
     # -- writing -------------------------------------------------------------------------------
     def write(self, rgb: np.ndarray) -> None:
-        fmt = "rgb24" if rgb.dtype == np.uint8 else "rgb48le"
-        frame = av.VideoFrame.from_ndarray(rgb, format=fmt)
-        frame = frame.reformat(format=self._stream.pix_fmt, **self._colour.reformat_args(decoding=False))
+        fmt = rgb_format(8 if rgb.dtype == np.uint8 else 16)
+        if self._template is None or self._template.format.name != fmt:
+            self._template = _rgb_template(self.source, rgb.shape[1], rgb.shape[0], fmt)
+        if self._template is not None:
+            plane = self._template.planes[0]
+            view = np.frombuffer(plane, dtype=rgb.dtype).reshape(plane.height, -1)
+            view[:, : rgb.shape[1] * 3] = rgb.reshape(rgb.shape[0], -1)
+            source = self._template
+        else:
+            source = av.VideoFrame.from_ndarray(rgb, format=fmt)
+        frame = source.reformat(format=self._stream.pix_fmt, **self._colour.reformat_args(decoding=False))
+        if frame is source:  # an RGB output format: no conversion, so no fresh frame; never hand out the template
+            frame = av.VideoFrame.from_ndarray(rgb, format=fmt)
         frame.pts = self._pts0 + self.frames_written
         frame.time_base = self._time_base
         self._mux(self._stream.encode(frame))
@@ -198,6 +209,23 @@ class VideoWriter:
         except Exception:
             pass
         self._tmp.unlink(missing_ok=True)
+
+
+def _rgb_template(source: VideoInfo, width: int, height: int, fmt: str) -> av.VideoFrame | None:
+    """An RGB frame of the output size carrying the tags of the source's decoded frames.
+
+    Among those tags is the chroma siting, which PyAV cannot set but swscale honours: converting
+    our RGB back to YUV from a frame that carries it uses the siting the reader decoded with, so a
+    round trip does not shift the colours by half a chroma sample.
+    """
+    try:
+        with open_input(source.path) as container:
+            first = next(container.decode(video_stream(container, source.path)), None)
+            if first is None:
+                return None
+            return first.reformat(width=width, height=height, format=fmt, **source.colour.reformat_args(decoding=True))
+    except (av.FFmpegError, InputError):
+        return None
 
 
 def _default_pix_fmt(codec: av.Codec, depth: int) -> str:
