@@ -21,6 +21,9 @@ from stvsr_cli.errors import InputError
 from stvsr_cli.io.colour import Colour, bit_depth, rgb_format, stream_colour
 from stvsr_cli.pipeline.timing import grid_length, is_variable_rate, nominal_rate, resample_to_grid
 
+# AVFieldOrder values.
+_FIELD_ORDERS = {1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
+
 # Packets are demuxed in decode order; presentation order may lag by this much (B-frame reordering).
 _REORDER_MARGIN = Fraction(2)
 
@@ -50,7 +53,7 @@ class VideoInfo:
     pix_fmt: str
     bit_depth: int
     colour: Colour
-    field_order: str | None
+    field_order: str  # progressive, tt, bb, tb, bt (interlaced, top/bottom field first) or unknown
     audio_streams: int
     subtitle_streams: int
     trim_start: Fraction | None  # absolute time the piece starts at, when --start/--duration are used
@@ -146,7 +149,7 @@ def probe(
                 int(first_frame.colorspace),
                 int(first_frame.color_range),
             ),
-            field_order=getattr(ctx, "field_order", None),
+            field_order=_FIELD_ORDERS.get(int(getattr(ctx, "field_order", 0) or 0), "unknown"),
             audio_streams=len(container.streams.audio),
             subtitle_streams=len(container.streams.subtitles),
             trim_start=trim_start,
