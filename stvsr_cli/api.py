@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from stvsr_cli.errors import InputError, OutputError, UnsupportedOptionError, UsageError
+from stvsr_cli.errors import InputError, OutputError, UsageError
 from stvsr_cli.io.decode import VideoInfo, VideoReader, probe
 from stvsr_cli.io.encode import EncodeSettings, VideoWriter, is_disk_full
 from stvsr_cli.models.loader import load_model
@@ -92,14 +92,7 @@ def check_job(
     """Validate everything that can be validated without reading the video."""
     src, dst = Path(src), Path(dst)
     spec = (registry or load_registry()).get(model)
-    if not spec.supports_scale(scale):
-        raise UnsupportedOptionError(
-            f"model '{spec.name}' does not support --scale {scale}", f"it supports {spec.describe_factors(spec.scales)}"
-        )
-    if fps_x < 1 or not spec.supports_fps_x(fps_x):
-        raise UnsupportedOptionError(
-            f"model '{spec.name}' does not support --fps-x {fps_x}", f"it supports {spec.describe_factors(spec.fps_x)}"
-        )
+    spec.check_factors(scale=scale, fps_x=fps_x)
     window = spec.window if window is None else window
     overlap = min(spec.overlap, window - 1) if overlap is None else overlap
     if window < max(2, spec.min_frames):

@@ -54,10 +54,7 @@ def load_model(
 
     ``half=None`` means float16 on CUDA where the model allows it, float32 otherwise.
     """
-    if not spec.supports_scale(scale):
-        raise UnsupportedOptionError(
-            f"model '{spec.name}' does not support --scale {scale}", f"it supports {spec.describe_factors(spec.scales)}"
-        )
+    spec.check_factors(scale=scale)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     if half is None:
         half = dev.type == "cuda" and spec.half

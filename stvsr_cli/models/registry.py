@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stvsr_cli.errors import StvsrError, UnknownModelError
+from stvsr_cli.errors import StvsrError, UnknownModelError, UnsupportedOptionError
 
 # Architecture key -> "module:Class". Imported only when a model of that architecture is built.
 ARCHITECTURES: dict[str, str] = {
@@ -69,7 +69,20 @@ class ModelSpec:
         return self.scales is None or scale in self.scales
 
     def supports_fps_x(self, fps_x: int) -> bool:
-        return self.fps_x is None or fps_x in self.fps_x
+        return fps_x >= 1 and (self.fps_x is None or fps_x in self.fps_x)
+
+    def check_factors(self, *, scale: int | None = None, fps_x: int | None = None) -> None:
+        """Refuse a spatial or temporal factor this model cannot do, saying which it can."""
+        if scale is not None and not self.supports_scale(scale):
+            raise UnsupportedOptionError(
+                f"model '{self.name}' does not support --scale {scale}",
+                f"it supports {self.describe_factors(self.scales)}",
+            )
+        if fps_x is not None and not self.supports_fps_x(fps_x):
+            raise UnsupportedOptionError(
+                f"model '{self.name}' does not support --fps-x {fps_x}",
+                f"it supports {self.describe_factors(self.fps_x)}",
+            )
 
     @property
     def fps_x_is_argument(self) -> bool:
