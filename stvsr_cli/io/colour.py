@@ -15,7 +15,6 @@ from av.video.reformatter import ColorRange, Colorspace, Interpolation
 # AVColorSpace values (libavutil/pixfmt.h) and the swscale matrix each one means.
 AVCOL_SPC_BT709 = 1
 AVCOL_SPC_UNSPECIFIED = 2
-AVCOL_SPC_BT470BG = 5
 AVCOL_SPC_SMPTE170M = 6
 _SWS_MATRIX = {
     1: Colorspace.ITU709,
@@ -26,6 +25,7 @@ _SWS_MATRIX = {
     9: Colorspace.BT2020,
     10: Colorspace.BT2020,
 }
+AVCOL_RANGE_UNSPECIFIED = 0
 AVCOL_RANGE_MPEG = 1
 AVCOL_RANGE_JPEG = 2
 

@@ -19,7 +19,7 @@ import av
 import numpy as np
 
 from stvsr_cli.errors import InputError, OutputError, UnsupportedOptionError
-from stvsr_cli.io.colour import rgb_format, stream_colour
+from stvsr_cli.io.colour import AVCOL_RANGE_UNSPECIFIED, AVCOL_SPC_UNSPECIFIED, rgb_format, stream_colour
 from stvsr_cli.io.decode import VideoInfo, open_input, video_stream
 
 DEFAULT_CODEC = "libx264"
@@ -146,7 +146,15 @@ class VideoWriter:
         # The source's colour matrix and range carry over; an RGB source gets what players assume.
         colour = source.colour
         if colour.is_rgb or fmt.is_rgb:
-            colour = stream_colour(pix_fmt, width, height, colour.primaries, colour.transfer, 2, 0)
+            colour = stream_colour(
+                pix_fmt,
+                width,
+                height,
+                colour.primaries,
+                colour.transfer,
+                AVCOL_SPC_UNSPECIFIED,
+                AVCOL_RANGE_UNSPECIFIED,
+            )
         if not fmt.is_rgb:
             ctx.colorspace = colour.matrix
             ctx.color_range = colour.range
