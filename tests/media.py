@@ -145,14 +145,17 @@ def stream_facts(path: Path) -> dict:
             "subtitle_codecs": [s.codec_context.codec.canonical_name for s in container.streams.subtitles],
         }
         spans: dict[int, list[Fraction]] = {}
+        keyframes = 0
         for packet in container.demux():
             if packet.size == 0 or packet.pts is None:
                 continue
+            keyframes += packet.stream.index == video.index and packet.is_keyframe
             tb = Fraction(packet.time_base)
             start, end = packet.pts * tb, (packet.pts + (packet.duration or 0)) * tb
             span = spans.setdefault(packet.stream.index, [start, end])
             span[0], span[1] = min(span[0], start), max(span[1], end)
         facts["video_span"] = spans[video.index][1] - spans[video.index][0]
+        facts["keyframes"] = keyframes
         facts["audio_spans"] = [
             spans[s.index][1] - spans[s.index][0] for s in container.streams.audio if s.index in spans
         ]

@@ -31,5 +31,7 @@ def test_batch_script_skips_done_files_and_reports_failures(tmp_path):
     assert first.returncode == 1 and "FAILED" in first.stderr and "done" in first.stdout
     assert sorted(p.name for p in out.iterdir()) == ["good.mp4"]
     assert stream_facts(out / "good.mp4")["frames"] == 8
-    again = subprocess.run(["bash", str(EXAMPLES / "batch.sh"), str(folder), str(out)], capture_output=True, text=True, env=env)
+    again = subprocess.run(
+        ["bash", str(EXAMPLES / "batch.sh"), str(folder), str(out)], capture_output=True, text=True, env=env
+    )
     assert "skip" in again.stdout and "good.mp4" in again.stdout

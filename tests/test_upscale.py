@@ -53,6 +53,7 @@ def test_default_upscale_keeps_duration_and_audio(clip, tmp_path):
     assert abs(dst["audio_spans"][0] - dst["video_span"]) <= Fraction(1, 25)
     # Output frame j is shown at j / 50 s: an exact constant-rate grid.
     assert dst["times"] == [Fraction(j, 50) for j in range(20)]
+    assert dst["keyframes"] == 1  # ordinary inter-frame coding, not 20 forced keyframes
 
 
 def test_ntsc_rate_doubles_exactly(tmp_path):

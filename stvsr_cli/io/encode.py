@@ -17,6 +17,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.frame import PictureType
 
 from stvsr_cli.errors import InputError, OutputError, UnsupportedOptionError
 from stvsr_cli.io.colour import AVCOL_RANGE_UNSPECIFIED, AVCOL_SPC_UNSPECIFIED, rgb_format, stream_colour
@@ -183,6 +184,7 @@ class VideoWriter:
             frame = av.VideoFrame.from_ndarray(rgb, format=fmt)
         frame.pts = self._pts0 + self.frames_written
         frame.time_base = self._time_base
+        frame.duration = 1  # one output frame, not the decoded frame's duration in its own time base
         self._mux(self._stream.encode(frame))
         self.frames_written += 1
         # Interleave: copy the side streams up to this frame's time.
@@ -231,9 +233,16 @@ def _rgb_template(source: VideoInfo, width: int, height: int, fmt: str) -> av.Vi
             first = next(container.decode(video_stream(container, source.path)), None)
             if first is None:
                 return None
-            return first.reformat(width=width, height=height, format=fmt, **source.colour.reformat_args(decoding=True))
+            template = first.reformat(
+                width=width, height=height, format=fmt, **source.colour.reformat_args(decoding=True)
+            )
     except (av.FFmpegError, InputError):
         return None
+    # Frame properties travel with every conversion; a decoded picture type would force the
+    # encoder to make every output frame a keyframe.
+    template.pict_type = PictureType.NONE
+    template.key_frame = False
+    return template
 
 
 def _default_pix_fmt(codec: av.Codec, depth: int) -> str:
