@@ -19,6 +19,7 @@ from stvsr_cli.io.encode import EncodeSettings, VideoWriter, is_disk_full
 from stvsr_cli.models.loader import load_model
 from stvsr_cli.models.registry import ModelSpec, Registry, load_registry
 from stvsr_cli.pipeline.run import run_windows
+from stvsr_cli.pipeline.tiles import MIN_TILE, TiledModel
 from stvsr_cli.pipeline.windows import plan_windows
 
 Progress = Callable[[int, int], None]  # (output frames done, output frames in all)
@@ -122,6 +123,7 @@ def upscale(
     fps_x: int = 2,
     window: int | None = None,
     overlap: int | None = None,
+    tile: int = 0,
     device: str = "auto",
     half: bool | None = None,
     encode: EncodeSettings | None = None,
@@ -137,6 +139,7 @@ def upscale(
     The output has exactly ``fps_x`` times the input's frames at ``fps_x`` times its frame rate,
     lasts as long as the input and carries its audio and subtitles. Nothing is left at ``output``
     unless the whole run succeeds. ``start``/``duration`` (seconds) process a piece of the input.
+    ``tile`` (LR pixels, 0 = off) runs the model on overlapping tiles, for frames too big for the device.
     """
     began = time.perf_counter()
     job = check_job(
@@ -147,6 +150,8 @@ def upscale(
         raise UsageError("--start must not be negative")
     if duration is not None and duration <= 0:
         raise UsageError("--duration must be positive")
+    if tile and tile < MIN_TILE:
+        raise UsageError(f"--tile must be 0 (off) or at least {MIN_TILE} pixels")
     info = probe(job.src, start=start, duration=duration)
     upscaler = load_model(job.spec, scale=scale, device=device, half=half)
     plan = plan_windows(info.frame_count, job.window, job.overlap, fps_x, job.spec.min_frames)
@@ -167,7 +172,8 @@ def upscale(
         ):
             total = plan.n_outputs
             report = (lambda done: progress(done, total)) if progress is not None else None
-            run_windows(reader.frames(), plan, upscaler, writer.write, report)
+            model = TiledModel(upscaler, tile, scale) if tile else upscaler
+            run_windows(reader.frames(), plan, model, writer.write, report)
     except OSError as exc:
         if is_disk_full(exc):
             raise OutputError(f"no space left on the disk of '{job.dst}'", "free some space and run again") from None

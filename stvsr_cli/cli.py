@@ -97,6 +97,9 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.option("-x", "--fps-x", type=click.IntRange(1, 64), default=2, show_default=True, help="Frame-rate factor.")
 @click.option("--window", type=click.IntRange(min=2), default=None, help="Input frames per model call.")
 @click.option("--overlap", type=click.IntRange(min=1), default=None, help="Frames shared by consecutive calls.")
+@click.option(
+    "--tile", type=click.IntRange(min=0), default=0, help="Run the model on tiles of this many LR pixels (0 = off)."
+)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--half/--no-half", default=None, help="float16 inference (default: on for CUDA where supported).")
 @click.option("--codec", default=None, help="Video encoder (default libx264, or the container's default).")

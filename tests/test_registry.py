@@ -24,18 +24,31 @@ def test_unknown_model_names_the_known_ones():
 
 
 def test_user_registry_adds_and_overrides_entries(tmp_path, monkeypatch):
+    builtin = set(load_registry().models)
     extra = tmp_path / "mine.toml"
     extra.write_text(
         'default = "fixed4"\n'
         '[models.fixed4]\narch = "classic"\nscale = [4]\nfps_x = [2]\nwindow = 5\noverlap = 2\nlicense = "x"\n'
+        '[models.classic]\narch = "classic"\nscale = [2]\nfps_x = "any"\n'
     )
     monkeypatch.setenv("STVSR_REGISTRY", str(extra))
     registry = load_registry()
-    assert set(registry.models) == {"classic", "fixed4"} and registry.default == "fixed4"
+    assert set(registry.models) == builtin | {"fixed4"} and registry.default == "fixed4"
+    assert registry.get("classic").scales == (2,)  # same name: the user's entry wins
     spec = registry.get("fixed4")
     assert spec.scales == (4,) and spec.fps_x == (2,) and not spec.fps_x_is_argument and spec.window == 5
     with pytest.raises(UnsupportedOptionError, match="does not support --scale 2"):
         load_model(spec, scale=2, device="cpu")
+
+
+def test_local_weights_are_found_beside_the_registry_file(tmp_path):
+    extra = tmp_path / "mine.toml"
+    extra.write_text('[models.mine]\narch = "zsm"\nweights = "w/mine.safetensors"\n')
+    spec = load_registry(extra).get("mine")
+    assert spec.weights == str(tmp_path / "w" / "mine.safetensors") and not spec.weights_available
+    (tmp_path / "w").mkdir()
+    (tmp_path / "w" / "mine.safetensors").write_bytes(b"")
+    assert spec.weights_available
 
 
 @pytest.mark.parametrize(
@@ -58,7 +71,7 @@ def test_invalid_entries_name_the_file_and_the_entry(tmp_path, entry, message):
 
 def test_loaded_model_runs_a_window_on_cpu():
     model = load_model(load_registry().get("classic"), scale=2, device="cpu")
-    assert model.device.type == "cpu" and model.dtype == torch.float32
+    assert model.device.type == "cpu" and not model.half
     out = model(torch.rand(3, 3, 4, 5), fps_x=2)
     assert out.shape == (5, 3, 8, 10)
 

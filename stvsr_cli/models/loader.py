@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from stvsr_cli.errors import DeviceError, StvsrError, UnsupportedOptionError
-from stvsr_cli.models.registry import ModelSpec, architecture, weights_dir
+from stvsr_cli.models.ops.dcn import pick_deform_conv, use_deform_conv
+from stvsr_cli.models.registry import ModelSpec, architecture
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -31,20 +33,25 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 @dataclass
 class Upscaler:
-    """A network ready to run on a window of frames, with the facts the pipeline needs."""
+    """A network ready to run on a window of frames, with the facts the pipeline needs.
+
+    Weights stay float32; ``half`` runs the network under float16 autocast (CUDA only), which keeps
+    numerically touchy operations (sampling positions, reductions) in float32.
+    """
 
     spec: ModelSpec
     module: nn.Module
     scale: int
     device: torch.device
-    dtype: torch.dtype
+    half: bool
 
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor, fps_x: int) -> torch.Tensor:
         """``[N, 3, H, W]`` in [0, 1] on ``device`` -> ``[fps_x*(N-1)+1, 3, sH, sW]`` clamped to [0, 1]."""
-        batch = frames.to(self.dtype).unsqueeze(0)
-        out = self.module(batch, fps_x=fps_x) if self.spec.fps_x_is_argument else self.module(batch)
-        return out[0].clamp_(0, 1)
+        batch = frames.float().unsqueeze(0)
+        with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
+            out = self.module(batch, fps_x=fps_x) if self.spec.fps_x_is_argument else self.module(batch)
+        return out[0].float().clamp_(0, 1)
 
 
 def load_model(
@@ -52,7 +59,7 @@ def load_model(
 ) -> Upscaler:
     """Build ``spec``'s network for ``scale``, load its weights strictly, move it to the device.
 
-    ``half=None`` means float16 on CUDA where the model allows it, float32 otherwise.
+    ``half=None`` means float16 autocast on CUDA where the model allows it, float32 otherwise.
     """
     spec.check_factors(scale=scale)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
@@ -71,22 +78,33 @@ def load_model(
     except TypeError as exc:
         raise StvsrError(f"model '{spec.name}': bad params for arch '{spec.arch}': {exc}") from None
     if spec.weights is not None:
-        module.load_state_dict(_read_weights(spec), strict=True)
-    dtype = torch.float16 if half else torch.float32
-    module = module.eval().to(device=dev, dtype=dtype)
-    return Upscaler(spec=spec, module=module, scale=scale, device=dev, dtype=dtype)
+        _load_weights(module, spec)
+    module = module.eval().requires_grad_(False).to(dev)
+    if dev.type == "cuda":
+        module = module.to(memory_format=torch.channels_last)  # cuDNN's fast layout for convolutions
+    use_deform_conv(module, pick_deform_conv(dev))  # chosen once per model, not per call
+    return Upscaler(spec=spec, module=module, scale=scale, device=dev, half=half)
 
 
-def _read_weights(spec: ModelSpec) -> dict[str, torch.Tensor]:
+def _load_weights(module: nn.Module, spec: ModelSpec) -> None:
     assert spec.weights is not None
     if "://" in spec.weights:
         raise StvsrError(
             f"the weights of model '{spec.name}' must be downloaded ({spec.weights})",
-            "downloading weights is not built yet; use --model classic",
+            "downloading weights is not built yet",
         )
-    path = weights_dir() / spec.weights
+    path = Path(spec.weights)
     if not path.is_file():
         raise StvsrError(f"weights file {path} of model '{spec.name}' is missing")
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    return load_file(str(path))
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise StvsrError(f"cannot read weights file {path}: {exc}") from None
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise StvsrError(f"weights file {path} does not fit model '{spec.name}' (arch {spec.arch}): {first}") from None

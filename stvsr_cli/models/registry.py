@@ -20,6 +20,7 @@ from stvsr_cli.errors import StvsrError, UnknownModelError, UnsupportedOptionErr
 # Architecture key -> "module:Class". Imported only when a model of that architecture is built.
 ARCHITECTURES: dict[str, str] = {
     "classic": "stvsr_cli.models.classic:Classic",
+    "zsm": "stvsr_cli.models.zsm:ZoomingSlowMo",
 }
 
 REGISTRY_ENV = "STVSR_REGISTRY"
@@ -33,8 +34,9 @@ _ENTRY_KEYS = {
     "overlap": "input frames shared by consecutive calls (the planner's default)",
     "min_frames": "fewest input frames the network accepts (shorter clips are padded)",
     "half": "whether the network may run in float16",
-    "weights": "hf://OWNER/REPO/PATH@REVISION, https://..., or a file relative to weights/",
+    "weights": "hf://OWNER/REPO/PATH@REVISION, https://..., or a file relative to the registry file",
     "sha256": "hex digest of the weights file",
+    "git_blob_sha1": "git blob id of the weights file, for sources that publish no sha256",
     "format": "weights file format",
     "license": "licence of the weights (or of the method)",
     "description": "one line for `stvsr models`",
@@ -59,8 +61,9 @@ class ModelSpec:
     overlap: int = 2
     min_frames: int = 2
     half: bool = True
-    weights: str | None = None
+    weights: str | None = None  # a URL, or an absolute path (relative ones are resolved when parsed)
     sha256: str | None = None
+    git_blob_sha1: str | None = None
     format: str = "safetensors"
     license: str = ""
     description: str = ""
@@ -96,7 +99,7 @@ class ModelSpec:
             return True
         if "://" in self.weights:
             return False  # remote weights: downloading and caching is not built yet
-        return (weights_dir() / self.weights).is_file()
+        return Path(self.weights).is_file()
 
     def describe_factors(self, factors: tuple[int, ...] | None) -> str:
         return "any" if factors is None else ", ".join(str(f) for f in factors)
@@ -130,8 +133,10 @@ def _factors(value: Any, key: str, where: str) -> tuple[int, ...] | None:
     return tuple(values)
 
 
-def parse_entry(name: str, table: Any, where: str) -> ModelSpec:
-    """Turn one ``[models.NAME]`` table into a spec, naming the file and entry in every error."""
+def parse_entry(name: str, table: Any, where: str, base_dir: Path) -> ModelSpec:
+    """Turn one ``[models.NAME]`` table into a spec, naming the file and entry in every error.
+
+    A local weights path is taken relative to ``base_dir``, the folder of the registry file."""
     where = f"{where}: model '{name}'"
     if not isinstance(table, dict):
         raise StvsrError(f"{where}: expected a table")
@@ -152,12 +157,14 @@ def parse_entry(name: str, table: Any, where: str) -> ModelSpec:
         ints[key] = value
     if ints["overlap"] >= ints["window"] or ints["min_frames"] > ints["window"]:
         raise StvsrError(f"{where}: need overlap < window and min_frames <= window")
-    weights = table.get("weights")
-    if weights is not None and "://" in str(weights) and not table.get("sha256"):
-        raise StvsrError(f"{where}: downloaded weights need a 'sha256'")
-    for key in ("weights", "sha256", "format", "license", "description"):
+    for key in ("weights", "sha256", "git_blob_sha1", "format", "license", "description"):
         if key in table and not isinstance(table[key], str):
             raise StvsrError(f"{where}: '{key}' must be a string")
+    weights = table.get("weights")
+    if weights is not None and "://" in weights and not (table.get("sha256") or table.get("git_blob_sha1")):
+        raise StvsrError(f"{where}: downloaded weights need a 'sha256' (or 'git_blob_sha1')")
+    if weights is not None and "://" not in weights:
+        weights = str((base_dir / weights).resolve())
     if not isinstance(table.get("half", True), bool):
         raise StvsrError(f"{where}: 'half' must be true or false")
     return ModelSpec(
@@ -169,6 +176,7 @@ def parse_entry(name: str, table: Any, where: str) -> ModelSpec:
         half=table.get("half", True),
         weights=weights,
         sha256=table.get("sha256"),
+        git_blob_sha1=table.get("git_blob_sha1"),
         format=table.get("format", "safetensors"),
         license=table.get("license", ""),
         description=table.get("description", ""),
@@ -194,7 +202,7 @@ def _read_registry_file(path: Path) -> tuple[dict[str, ModelSpec], str | None]:
     default = data.get("default")
     if default is not None and not isinstance(default, str):
         raise StvsrError(f"{path}: 'default' must be a model name")
-    return {name: parse_entry(name, table, str(path)) for name, table in tables.items()}, default
+    return {name: parse_entry(name, table, str(path), path.parent) for name, table in tables.items()}, default
 
 
 def load_registry(extra: Path | str | None = None) -> Registry:

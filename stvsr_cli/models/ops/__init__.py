@@ -1,0 +1,1 @@
+"""Operators shared by architectures (deformable convolution)."""

@@ -1,0 +1,99 @@
+"""Spatial tiling, for frames too big for the device: overlapping tiles blended with linear ramps.
+
+``plan_tiles`` is a pure function of integers. ``TiledModel`` wraps any window model: it runs each
+tile of a window and blends the overlaps so that no seam shows: inside an overlap each tile's
+weight ramps linearly down towards its own edge, where its output is least reliable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from stvsr_cli.pipeline.run import WindowModel
+
+TILE_OVERLAP = 16  # LR pixels shared by neighbouring tiles
+TILE_MULTIPLE = 4  # tile sizes are multiples of this (the networks' own size rule)
+MIN_TILE = 2 * TILE_OVERLAP
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A box of LR pixels: rows ``y0:y1``, columns ``x0:x1``."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+
+def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """Spans of ``tile`` pixels every ``tile - overlap``, the last flush with the end; one span if it fits."""
+    if length <= tile:
+        return [(0, length)]
+    spans = []
+    start = 0
+    while start + tile < length:
+        spans.append((start, start + tile))
+        start += tile - overlap
+    spans.append((length - tile, length))
+    return spans
+
+
+def plan_tiles(
+    height: int, width: int, tile: int, overlap: int = TILE_OVERLAP, multiple: int = TILE_MULTIPLE
+) -> list[Tile]:
+    """Tiles of at most ``tile`` pixels a side (rounded down to ``multiple``) covering the frame."""
+    size = tile - tile % multiple
+    if size < 2 * overlap:
+        raise ValueError(f"tiles must be at least {2 * overlap} pixels for an overlap of {overlap}")
+    return [
+        Tile(y0, y1, x0, x1)
+        for y0, y1 in tile_spans(height, size, overlap)
+        for x0, x1 in tile_spans(width, size, overlap)
+    ]
+
+
+def ramp(start: int, stop: int, length: int, width: int, device: torch.device) -> torch.Tensor:
+    """Blend weights along one axis of a tile spanning ``start:stop`` of ``length`` (all in output
+    pixels): rising over ``width`` pixels at each edge shared with a neighbour, 1 elsewhere."""
+    n = stop - start
+    weights = torch.ones(n, device=device)
+    rise = (torch.arange(min(width, n), device=device, dtype=torch.float32) + 0.5) / width
+    if start > 0:
+        weights[: rise.numel()] = torch.minimum(weights[: rise.numel()], rise)
+    if stop < length:
+        weights[n - rise.numel() :] = torch.minimum(weights[n - rise.numel() :], rise.flip(0))
+    return weights
+
+
+class TiledModel:
+    """A window model that runs ``model`` tile by tile and blends the tiles."""
+
+    def __init__(self, model: WindowModel, tile: int, scale: int, overlap: int = TILE_OVERLAP) -> None:
+        plan_tiles(tile, tile, tile, overlap)  # refuse a tile too small for the overlap now
+        self.model = model
+        self.tile = tile
+        self.scale = scale
+        self.overlap = overlap
+        self.device = model.device
+
+    def __call__(self, frames: torch.Tensor, fps_x: int) -> torch.Tensor:
+        _, _, height, width = frames.shape
+        tiles = plan_tiles(height, width, self.tile, self.overlap)
+        if len(tiles) == 1:
+            return self.model(frames, fps_x)
+        s = self.scale
+        out = weight_sum = None
+        for t in tiles:
+            part = self.model(frames[:, :, t.y0 : t.y1, t.x0 : t.x1], fps_x).float()
+            wy = ramp(t.y0 * s, t.y1 * s, height * s, self.overlap * s, part.device)
+            wx = ramp(t.x0 * s, t.x1 * s, width * s, self.overlap * s, part.device)
+            weight = wy[:, None] * wx[None, :]
+            if out is None:
+                out = part.new_zeros(part.shape[0], part.shape[1], height * s, width * s)
+                weight_sum = part.new_zeros(height * s, width * s)
+            out[:, :, t.y0 * s : t.y1 * s, t.x0 * s : t.x1 * s] += part * weight
+            weight_sum[t.y0 * s : t.y1 * s, t.x0 * s : t.x1 * s] += weight
+        return out / weight_sum
