@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+from stvsr_cli import hub
 from stvsr_cli.errors import InputError, OutputError, UsageError
 from stvsr_cli.io.decode import VideoInfo, VideoReader, probe
 from stvsr_cli.io.encode import EncodeSettings, VideoWriter, is_disk_full
@@ -126,6 +127,8 @@ def upscale(
     tile: int = 0,
     device: str = "auto",
     half: bool | None = None,
+    weights: Path | str | None = None,
+    offline: bool | None = None,
     encode: EncodeSettings | None = None,
     start: float | Fraction | None = None,
     duration: float | Fraction | None = None,
@@ -133,6 +136,7 @@ def upscale(
     registry: Registry | None = None,
     on_info: Callable[[VideoInfo, Job], None] | None = None,
     progress: Progress | None = None,
+    download_progress: hub.Progress | None = None,
 ) -> UpscaleResult:
     """Upscale ``input`` by ``scale`` in space and ``fps_x`` in time into ``output``.
 
@@ -140,6 +144,8 @@ def upscale(
     lasts as long as the input and carries its audio and subtitles. Nothing is left at ``output``
     unless the whole run succeeds. ``start``/``duration`` (seconds) process a piece of the input.
     ``tile`` (LR pixels, 0 = off) runs the model on overlapping tiles, for frames too big for the device.
+    The model's registered weights are downloaded on first use unless ``offline``; ``weights``
+    names a local file to use instead.
     """
     began = time.perf_counter()
     job = check_job(
@@ -153,7 +159,9 @@ def upscale(
     if tile and tile < MIN_TILE:
         raise UsageError(f"--tile must be 0 (off) or at least {MIN_TILE} pixels")
     info = probe(job.src, start=start, duration=duration)
-    upscaler = load_model(job.spec, scale=scale, device=device, half=half)
+    upscaler = load_model(
+        job.spec, scale=scale, device=device, half=half, weights=weights, offline=offline, progress=download_progress
+    )
     plan = plan_windows(info.frame_count, job.window, job.overlap, fps_x, job.spec.min_frames)
     if on_info is not None:
         on_info(info, job)

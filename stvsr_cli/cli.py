@@ -15,7 +15,16 @@ from typing import Any, NoReturn
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -102,6 +111,13 @@ def main(ctx: click.Context, debug: bool) -> None:
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--half/--no-half", default=None, help="float16 inference (default: on for CUDA where supported).")
+@click.option(
+    "--weights",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="Run the model's architecture with this local weights file instead.",
+)
+@click.option("--offline", is_flag=True, default=None, help="Never download (also: HF_HUB_OFFLINE=1).")
 @click.option("--codec", default=None, help="Video encoder (default libx264, or the container's default).")
 @click.option("--crf", type=click.FloatRange(min=0), default=None, help="Quality for CRF encoders (default 18).")
 @click.option("--preset", default=None, help="Encoder preset (default medium for x264/x265).")
@@ -144,13 +160,22 @@ def upscale(ctx: click.Context, input: Path, output: Path, **opts: Any) -> None:
     def on_progress(done: int, total: int) -> None:
         bar.update(task, completed=done, total=total)
 
+    opts["offline"] = opts["offline"] or None  # not given: HF_HUB_OFFLINE decides
     encode = EncodeSettings(
         codec=opts.pop("codec"), crf=opts.pop("crf"), preset=opts.pop("preset"), pix_fmt=opts.pop("pix_fmt")
     )
     json_context = {"input": str(input), "output": str(output)} if as_json else None
     try:
         result = _guarded(
-            lambda: run_upscale(input, output, encode=encode, on_info=on_info, progress=on_progress, **opts),
+            lambda: run_upscale(
+                input,
+                output,
+                encode=encode,
+                on_info=on_info,
+                progress=on_progress,
+                download_progress=_download_bar(console, quiet),
+                **opts,
+            ),  # fmt: skip
             debug=debug,
             json_context=json_context,
         )
@@ -177,6 +202,7 @@ def _rate(rate: Fraction) -> str:
 @click.pass_context
 def models(ctx: click.Context, as_json: bool) -> None:
     """List the registered models."""
+    from stvsr_cli import hub
     from stvsr_cli.models.registry import load_registry
 
     registry = _guarded(load_registry, debug=(ctx.obj or {}).get("debug", False))
@@ -186,7 +212,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
             "arch": spec.arch,
             "scale": "any" if spec.scales is None else list(spec.scales),
             "fps_x": "any" if spec.fps_x is None else list(spec.fps_x),
-            "available": spec.weights_available,
+            "available": hub.available(spec),
             "weights": spec.weights or "none needed",
             "license": spec.license,
             "default": spec.name == registry.default,
@@ -214,6 +240,97 @@ def models(ctx: click.Context, as_json: bool) -> None:
 
 def _factors(value: Any) -> str:
     return value if isinstance(value, str) else ", ".join(map(str, value))
+
+
+def _download_bar(console: Console, quiet: bool) -> Callable[[int, int | None], None] | None:
+    """A progress callback that shows a download bar on a terminal (started on the first bytes)."""
+    if quiet or not console.is_terminal:
+        return None
+    bar = Progress(
+        TextColumn("downloading weights"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+        console=console, transient=True,
+    )  # fmt: skip
+    task = bar.add_task("download", total=None)
+
+    def update(done: int, total: int | None) -> None:
+        bar.start()
+        bar.update(task, completed=done, total=total)
+        if total is not None and done >= total:
+            bar.stop()
+
+    return update
+
+
+@main.group()
+def weights() -> None:
+    """Download, import, verify and locate model weights."""
+
+
+def _spec(ctx: click.Context, name: str):
+    from stvsr_cli.models.registry import load_registry
+
+    return _guarded(lambda: load_registry().get(name), debug=_debug(ctx))
+
+
+def _debug(ctx: click.Context) -> bool:
+    return bool((ctx.find_root().obj or {}).get("debug", False))
+
+
+@weights.command("download")
+@click.argument("name")
+@click.pass_context
+def weights_download(ctx: click.Context, name: str) -> None:
+    """Fetch, verify and cache the weights of model NAME."""
+    from stvsr_cli import hub
+
+    spec = _spec(ctx, name)
+    if spec.weights is None:
+        click.echo(f"model '{name}' needs no weights")
+        return
+    path = _guarded(
+        lambda: hub.weights_file(spec, offline=False, progress=_download_bar(_stderr(), False)), debug=_debug(ctx)
+    )
+    click.echo(str(path))
+
+
+@weights.command("import")
+@click.argument("name")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.pass_context
+def weights_import(ctx: click.Context, name: str, file: Path) -> None:
+    """Check FILE against model NAME's registered hash, convert it, put it in the cache."""
+    from stvsr_cli import hub
+
+    spec = _spec(ctx, name)
+    click.echo(str(_guarded(lambda: hub.import_weights(spec, file), debug=_debug(ctx))))
+
+
+@weights.command("verify")
+@click.argument("name", required=False)
+@click.pass_context
+def weights_verify(ctx: click.Context, name: str | None) -> None:
+    """Re-check the weights of model NAME (or of every model); exit 1 if any are damaged."""
+    from stvsr_cli import hub
+    from stvsr_cli.models.registry import load_registry
+
+    registry = _guarded(load_registry, debug=_debug(ctx))
+    specs = [_spec(ctx, name)] if name else list(registry.models.values())
+    results = _guarded(lambda: [(spec.name, hub.verify(spec)) for spec in specs], debug=_debug(ctx))
+    for model, status in results:
+        click.echo(f"{model}: {status}")
+    if any(status.startswith("damaged") for _, status in results):
+        sys.exit(1)
+
+
+@weights.command("path")
+@click.argument("name")
+@click.pass_context
+def weights_path(ctx: click.Context, name: str) -> None:
+    """Print where the weights of model NAME are (exit 1 if they are not there yet)."""
+    from stvsr_cli import hub
+
+    spec = _spec(ctx, name)
+    click.echo(str(_guarded(lambda: hub.local_path(spec), debug=_debug(ctx))))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -4,6 +4,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from stvsr_cli import hub
 from stvsr_cli.cli import main
 from stvsr_cli.errors import StvsrError, UnknownModelError, UnsupportedOptionError
 from stvsr_cli.models.loader import load_model
@@ -14,7 +15,7 @@ def test_builtin_registry_has_classic_as_default():
     registry = load_registry()
     spec = registry.get(None)
     assert spec.name == "classic" and spec.arch == "classic"
-    assert spec.supports_scale(3) and spec.supports_fps_x(5) and spec.weights_available
+    assert spec.supports_scale(3) and spec.supports_fps_x(5) and hub.available(spec)
 
 
 def test_unknown_model_names_the_known_ones():
@@ -45,10 +46,10 @@ def test_local_weights_are_found_beside_the_registry_file(tmp_path):
     extra = tmp_path / "mine.toml"
     extra.write_text('[models.mine]\narch = "zsm"\nweights = "w/mine.safetensors"\n')
     spec = load_registry(extra).get("mine")
-    assert spec.weights == str(tmp_path / "w" / "mine.safetensors") and not spec.weights_available
+    assert spec.weights == str(tmp_path / "w" / "mine.safetensors") and not hub.available(spec)
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "mine.safetensors").write_bytes(b"")
-    assert spec.weights_available
+    assert hub.available(spec)
 
 
 @pytest.mark.parametrize(

@@ -107,5 +107,6 @@ def test_zsm_without_its_weights_fails_in_one_line(clip, tmp_path):
     from stvsr_cli.cli import main
 
     result = CliRunner().invoke(main, ["upscale", str(clip), str(tmp_path / "out.mp4"), "--model", "zsm"])
-    assert result.exit_code == 1 and "must be downloaded" in result.stderr and "Traceback" not in result.stderr
+    assert result.exit_code == 1 and "Traceback" not in result.stderr
+    assert "not in the cache" in result.stderr and "stvsr weights import zsm" in result.stderr
     assert not (tmp_path / "out.mp4").exists()

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from stvsr_cli import hub
 from stvsr_cli.errors import DeviceError, StvsrError, UnsupportedOptionError
 from stvsr_cli.models.ops.dcn import pick_deform_conv, use_deform_conv
 from stvsr_cli.models.registry import ModelSpec, architecture
@@ -55,11 +56,20 @@ class Upscaler:
 
 
 def load_model(
-    spec: ModelSpec, *, scale: int, device: str | torch.device = "auto", half: bool | None = None
+    spec: ModelSpec,
+    *,
+    scale: int,
+    device: str | torch.device = "auto",
+    half: bool | None = None,
+    weights: Path | str | None = None,
+    offline: bool | None = None,
+    progress: hub.Progress | None = None,
 ) -> Upscaler:
     """Build ``spec``'s network for ``scale``, load its weights strictly, move it to the device.
 
-    ``half=None`` means float16 autocast on CUDA where the model allows it, float32 otherwise.
+    The weights are the registry's (downloaded, verified and cached on first use; ``offline``
+    forbids the download) unless ``weights`` names a local file (safetensors or a PyTorch state
+    dict) to use instead. ``half=None`` means float16 autocast on CUDA where the model allows it.
     """
     spec.check_factors(scale=scale)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
@@ -77,34 +87,16 @@ def load_model(
         module = architecture(spec)(**kwargs)
     except TypeError as exc:
         raise StvsrError(f"model '{spec.name}': bad params for arch '{spec.arch}': {exc}") from None
-    if spec.weights is not None:
-        _load_weights(module, spec)
+    if weights is not None:
+        path = Path(weights)
+    elif spec.weights is not None:
+        path = hub.weights_file(spec, offline=offline, progress=progress)
+    else:
+        path = None
+    if path is not None:
+        hub.load_strict(module, hub.read_state_dict(path), spec, path)
     module = module.eval().requires_grad_(False).to(dev)
     if dev.type == "cuda":
         module = module.to(memory_format=torch.channels_last)  # cuDNN's fast layout for convolutions
     use_deform_conv(module, pick_deform_conv(dev))  # chosen once per model, not per call
     return Upscaler(spec=spec, module=module, scale=scale, device=dev, half=half)
-
-
-def _load_weights(module: nn.Module, spec: ModelSpec) -> None:
-    assert spec.weights is not None
-    if "://" in spec.weights:
-        raise StvsrError(
-            f"the weights of model '{spec.name}' must be downloaded ({spec.weights})",
-            "downloading weights is not built yet",
-        )
-    path = Path(spec.weights)
-    if not path.is_file():
-        raise StvsrError(f"weights file {path} of model '{spec.name}' is missing")
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as exc:
-        raise StvsrError(f"cannot read weights file {path}: {exc}") from None
-    try:
-        module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
-        raise StvsrError(f"weights file {path} does not fit model '{spec.name}' (arch {spec.arch}): {first}") from None

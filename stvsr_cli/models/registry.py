@@ -25,6 +25,10 @@ ARCHITECTURES: dict[str, str] = {
 
 REGISTRY_ENV = "STVSR_REGISTRY"
 
+# How a weights file is stored: safetensors, or a PyTorch state dict (read with weights_only=True)
+# in the authors' layout, converted to safetensors when it enters the cache.
+WEIGHTS_FORMATS = ("safetensors", "zsm-official-pth", "pth")
+
 _ENTRY_KEYS = {
     "arch": "architecture key (see ARCHITECTURES)",
     "params": "constructor keyword arguments",
@@ -92,15 +96,6 @@ class ModelSpec:
         """True when the network's forward takes the time factor (it supports more than one)."""
         return self.fps_x is None or len(self.fps_x) > 1
 
-    @property
-    def weights_available(self) -> bool:
-        """Whether the model can run without a download."""
-        if self.weights is None:
-            return True
-        if "://" in self.weights:
-            return False  # remote weights: downloading and caching is not built yet
-        return Path(self.weights).is_file()
-
     def describe_factors(self, factors: tuple[int, ...] | None) -> str:
         return "any" if factors is None else ", ".join(str(f) for f in factors)
 
@@ -163,6 +158,8 @@ def parse_entry(name: str, table: Any, where: str, base_dir: Path) -> ModelSpec:
     weights = table.get("weights")
     if weights is not None and "://" in weights and not (table.get("sha256") or table.get("git_blob_sha1")):
         raise StvsrError(f"{where}: downloaded weights need a 'sha256' (or 'git_blob_sha1')")
+    if table.get("format", "safetensors") not in WEIGHTS_FORMATS:
+        raise StvsrError(f"{where}: unknown format {table['format']!r}", "known: " + ", ".join(WEIGHTS_FORMATS))
     if weights is not None and "://" not in weights:
         weights = str((base_dir / weights).resolve())
     if not isinstance(table.get("half", True), bool):
