@@ -95,12 +95,7 @@ def check_job(
     src, dst = Path(src), Path(dst)
     spec = (registry or load_registry()).get(model)
     spec.check_factors(scale=scale, fps_x=fps_x)
-    window = spec.window if window is None else window
-    overlap = min(spec.overlap, window - 1) if overlap is None else overlap
-    if window < max(2, spec.min_frames):
-        raise UsageError(f"--window must be at least {max(2, spec.min_frames)} for model '{spec.name}'")
-    if not 1 <= overlap < window:
-        raise UsageError(f"--overlap must be between 1 and {window - 1} (one less than the window)")
+    window, overlap = spec.window_and_overlap(window, overlap)
 
     if not src.exists():
         raise InputError(f"input '{src}' not found")

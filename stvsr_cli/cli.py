@@ -98,26 +98,44 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+def _options(*options: Callable) -> Callable:
+    """Apply several click options as one decorator (commands share the model options)."""
+
+    def apply(fn: Callable) -> Callable:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
+model_options = _options(
+    click.option(
+        "-m", "--model", default=None, help="Registered model (see `stvsr models`); default: the default model."
+    ),
+    click.option("-s", "--scale", type=click.IntRange(1, 16), default=4, show_default=True, help="Spatial factor."),
+    click.option("-x", "--fps-x", type=click.IntRange(1, 64), default=2, show_default=True, help="Frame-rate factor."),
+    click.option("--window", type=click.IntRange(min=2), default=None, help="Input frames per model call."),
+    click.option("--overlap", type=click.IntRange(min=1), default=None, help="Frames shared by consecutive calls."),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    click.option("--half/--no-half", default=None, help="float16 inference (default: on for CUDA where supported)."),
+    click.option(
+        "--weights",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="Run the model's architecture with this local weights file instead.",
+    ),
+    click.option("--offline", is_flag=True, default=None, help="Never download (also: HF_HUB_OFFLINE=1)."),
+)
+
+
 @main.command()
 @click.argument("input", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path(path_type=Path))
-@click.option("-m", "--model", default=None, help="Registered model (see `stvsr models`); default: the default model.")
-@click.option("-s", "--scale", type=click.IntRange(1, 16), default=4, show_default=True, help="Spatial factor.")
-@click.option("-x", "--fps-x", type=click.IntRange(1, 64), default=2, show_default=True, help="Frame-rate factor.")
-@click.option("--window", type=click.IntRange(min=2), default=None, help="Input frames per model call.")
-@click.option("--overlap", type=click.IntRange(min=1), default=None, help="Frames shared by consecutive calls.")
+@model_options
 @click.option(
     "--tile", type=click.IntRange(min=0), default=0, help="Run the model on tiles of this many LR pixels (0 = off)."
 )
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--half/--no-half", default=None, help="float16 inference (default: on for CUDA where supported).")
-@click.option(
-    "--weights",
-    type=click.Path(path_type=Path, dir_okay=False),
-    default=None,
-    help="Run the model's architecture with this local weights file instead.",
-)
-@click.option("--offline", is_flag=True, default=None, help="Never download (also: HF_HUB_OFFLINE=1).")
 @click.option("--codec", default=None, help="Video encoder (default libx264, or the container's default).")
 @click.option("--crf", type=click.FloatRange(min=0), default=None, help="Quality for CRF encoders (default 18).")
 @click.option("--preset", default=None, help="Encoder preset (default medium for x264/x265).")
@@ -191,6 +209,85 @@ def upscale(ctx: click.Context, input: Path, output: Path, **opts: Any) -> None:
         )
     if as_json:
         click.echo(json.dumps(result.to_json()))
+
+
+def _load_model(opts: dict[str, Any], console: Console, quiet: bool):
+    """The model the shared options name, loaded (downloading its weights on first use)."""
+    from stvsr_cli.models.loader import load_model
+    from stvsr_cli.models.registry import load_registry
+
+    spec = load_registry().get(opts["model"])
+    spec.check_factors(scale=opts["scale"], fps_x=opts["fps_x"])
+    return load_model(
+        spec,
+        scale=opts["scale"],
+        device=opts["device"],
+        half=opts["half"],
+        weights=opts["weights"],
+        offline=opts["offline"] or None,
+        progress=_download_bar(console, quiet),
+    )
+
+
+@main.command("eval")
+@click.argument("data", nargs=-1, required=True, type=click.Path(path_type=Path))
+@model_options
+@click.option(
+    "--json", "json_file", type=click.Path(path_type=Path, dir_okay=False), help="Also write the scores here."
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print only the mean.")
+@click.pass_context
+def eval_command(ctx: click.Context, data: tuple[Path, ...], json_file: Path | None, quiet: bool, **opts: Any) -> None:
+    """Score a model on ground-truth clips (video files, folders of videos or of frame folders).
+
+    The protocol of the papers: input = every fps-x-th frame, bicubic-downscaled; PSNR/SSIM on Y.
+    """
+    from stvsr_cli.evaluation import evaluate
+
+    console = Console(highlight=False)
+    debug = _debug(ctx)
+
+    def progress(score) -> None:
+        if not quiet:
+            _stderr().print(f"{score.name}: {score.psnr_y:.2f} dB, SSIM {score.ssim_y:.4f} ({score.frames} frames)")
+
+    def run():
+        model = _load_model(opts, _stderr(), quiet)
+        return evaluate(
+            data, model, fps_x=opts["fps_x"], window=opts["window"], overlap=opts["overlap"], on_clip=progress
+        )
+
+    result = _guarded(run, debug=debug)
+    table = Table(title=f"{result.model}: x{result.scale} space, x{result.fps_x} time")
+    for column in ("clip", "frames", "PSNR-Y", "SSIM-Y", "PSNR-Y input", "PSNR-Y interp."):
+        table.add_column(column, justify="left" if column == "clip" else "right", overflow="fold")
+    if not quiet:
+        for c in result.clips:
+            interp = "-" if c.interp_psnr_y is None else f"{c.interp_psnr_y:.2f}"
+            table.add_row(c.name, str(c.frames), f"{c.psnr_y:.2f}", f"{c.ssim_y:.4f}", f"{c.input_psnr_y:.2f}", interp)
+    table.add_row(
+        "mean",
+        str(sum(c.frames for c in result.clips)),
+        f"{result.mean['psnr_y']:.2f}",
+        f"{result.mean['ssim_y']:.4f}",
+        "",
+        "",
+        style="bold",
+    )
+    console.print(table)
+    if json_file is not None:
+        _guarded(lambda: _write_json(json_file, result.to_json()), debug=debug)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write beside the target, then rename: never a half-written file."""
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise StvsrError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _rate(rate: Fraction) -> str:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from stvsr_cli.errors import StvsrError, UnknownModelError, UnsupportedOptionError
+from stvsr_cli.errors import StvsrError, UnknownModelError, UnsupportedOptionError, UsageError
 
 # Architecture key -> "module:Class". Imported only when a model of that architecture is built.
 ARCHITECTURES: dict[str, str] = {
@@ -95,6 +95,16 @@ class ModelSpec:
     def fps_x_is_argument(self) -> bool:
         """True when the network's forward takes the time factor (it supports more than one)."""
         return self.fps_x is None or len(self.fps_x) > 1
+
+    def window_and_overlap(self, window: int | None, overlap: int | None) -> tuple[int, int]:
+        """The planner's window and overlap: the registered defaults, or checked user values."""
+        window = self.window if window is None else window
+        overlap = min(self.overlap, window - 1) if overlap is None else overlap
+        if window < max(2, self.min_frames):
+            raise UsageError(f"--window must be at least {max(2, self.min_frames)} for model '{self.name}'")
+        if not 1 <= overlap < window:
+            raise UsageError(f"--overlap must be between 1 and {window - 1} (one less than the window)")
+        return window, overlap
 
     def describe_factors(self, factors: tuple[int, ...] | None) -> str:
         return "any" if factors is None else ", ".join(str(f) for f in factors)

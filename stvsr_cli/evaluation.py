@@ -1,0 +1,212 @@
+"""``stvsr eval``: score a model on ground-truth clips with the papers' protocol.
+
+The protocol (../shared/data/README.md), exactly:
+1. crop each ground-truth frame down to multiples of the scale;
+2. the input is ground-truth frames 0, k, 2k, ... (k = fps_x), downscaled by antialiased bicubic on
+   float RGB in [0, 1] and rounded to 8 bits;
+3. the input runs through the same windowed pipeline as ``stvsr upscale``; output frames
+   0 .. k(n_in - 1) are rounded to 8 bits and scored against the ground truth;
+4. PSNR and SSIM on BT.601 Y, no border crop; the mean over a clip's frames, then over clips.
+   Input-position frames (j % k == 0) and interpolated frames are also reported apart.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from stvsr_cli.errors import InputError
+from stvsr_cli.io.decode import VideoReader, probe
+from stvsr_cli.metrics import psnr_y, ssim_y
+from stvsr_cli.models.loader import Upscaler
+from stvsr_cli.pipeline.run import run_windows
+from stvsr_cli.pipeline.windows import plan_windows
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".y4m", ".flv", ".wmv"}
+
+
+@dataclass(frozen=True)
+class Clip:
+    name: str
+    path: Path  # a video file, or a folder of frames
+
+
+def find_clips(paths: Sequence[Path | str]) -> list[Clip]:
+    """Clips named on the command line: video files, folders of videos, folders of frame folders,
+    or a folder of frames itself."""
+    clips: list[Clip] = []
+    for raw in paths:
+        path = Path(raw)
+        if not path.exists():
+            raise InputError(f"'{path}' not found")
+        if path.is_file():
+            clips.append(Clip(path.stem, path))
+            continue
+        entries = sorted(path.iterdir())
+        if any(e.suffix.lower() in IMAGE_SUFFIXES for e in entries if e.is_file()):
+            clips.append(Clip(path.name, path))
+            continue
+        found = [Clip(e.name, e) for e in entries if e.is_dir() and _has_images(e)]
+        found += [Clip(e.stem, e) for e in entries if e.is_file() and e.suffix.lower() in VIDEO_SUFFIXES]
+        if not found:
+            raise InputError(f"'{path}' holds no videos and no folders of frames")
+        clips.extend(found)
+    return clips
+
+
+def _has_images(folder: Path) -> bool:
+    return any(e.suffix.lower() in IMAGE_SUFFIXES for e in folder.iterdir() if e.is_file())
+
+
+def read_clip(clip: Clip) -> list[np.ndarray]:
+    """The clip's frames as ``[H, W, 3]`` uint8 RGB arrays."""
+    if clip.path.is_dir():
+        frames = []
+        for file in sorted(p for p in clip.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
+            try:
+                with av.open(str(file)) as container:
+                    frames.append(next(container.decode(video=0)).to_ndarray(format="rgb24"))
+            except (av.FFmpegError, StopIteration):
+                raise InputError(f"cannot read frame '{file}'") from None
+        return frames
+    with VideoReader(probe(clip.path)) as reader:
+        return [
+            f if f.dtype == np.uint8 else (f.astype(np.float64) / 257).round().astype(np.uint8) for f in reader.frames()
+        ]
+
+
+def downscale(frames: list[np.ndarray], scale: int) -> list[np.ndarray]:
+    """Antialiased bicubic 1/scale on float RGB in [0, 1], rounded to 8 bits (the protocol's input)."""
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).double() / 255
+    small = F.interpolate(x, scale_factor=1 / scale, mode="bicubic", antialias=True, align_corners=False)
+    small = (small * 255).round().clamp(0, 255).to(torch.uint8)
+    return list(small.permute(0, 2, 3, 1).contiguous().numpy())
+
+
+@dataclass(frozen=True)
+class ClipScore:
+    name: str
+    frames: int
+    psnr_y: float
+    ssim_y: float
+    input_psnr_y: float
+    input_ssim_y: float
+    interp_psnr_y: float | None  # None when nothing was interpolated (fps_x 1, one input frame)
+    interp_ssim_y: float | None
+    seconds: float
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    model: str
+    scale: int
+    fps_x: int
+    clips: list[ClipScore]
+
+    @property
+    def mean(self) -> dict[str, float]:
+        return {
+            "psnr_y": _mean(c.psnr_y for c in self.clips),
+            "ssim_y": _mean(c.ssim_y for c in self.clips),
+        }
+
+    def to_json(self) -> dict:
+        return {
+            "model": self.model,
+            "scale": self.scale,
+            "fps_x": self.fps_x,
+            "clips": [{k: _finite(v) for k, v in asdict(c).items()} for c in self.clips],
+            "mean": {k: _finite(v) for k, v in self.mean.items()},
+        }
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else math.nan
+
+
+def _finite(value):
+    """JSON has no infinity: identical frames give PSNR "inf" as a string."""
+    return "inf" if isinstance(value, float) and math.isinf(value) else value
+
+
+def score_clip(
+    name: str,
+    ground_truth: list[np.ndarray],
+    model: Upscaler,
+    *,
+    scale: int,
+    fps_x: int,
+    window: int,
+    overlap: int,
+) -> ClipScore:
+    """Run the protocol on one clip of ground-truth frames."""
+    began = time.perf_counter()
+    h, w = ground_truth[0].shape[:2]
+    h, w = h - h % scale, w - w % scale
+    if h == 0 or w == 0:
+        raise InputError(f"clip '{name}' is smaller than the scale")
+    truth = [f[:h, :w] for f in ground_truth]
+    n_in = (len(truth) - 1) // fps_x + 1
+    inputs = downscale(truth[0 : fps_x * (n_in - 1) + 1 : fps_x], scale)
+    scored = fps_x * (n_in - 1) + 1  # the held frames after the last input are not scored
+    outputs: list[np.ndarray] = []
+
+    def keep(frame: np.ndarray) -> None:
+        if len(outputs) < scored:
+            outputs.append(frame)
+
+    run_windows(inputs, plan_windows(n_in, window, overlap, fps_x, model.spec.min_frames), model, keep)
+    psnrs, ssims = [], []
+    for out, gt in zip(outputs, truth):
+        a = torch.from_numpy(out).permute(2, 0, 1)
+        b = torch.from_numpy(gt).permute(2, 0, 1)
+        psnrs.append(psnr_y(a, b))
+        ssims.append(ssim_y(a, b))
+    real = [j for j in range(scored) if j % fps_x == 0]
+    between = [j for j in range(scored) if j % fps_x]
+    return ClipScore(
+        name=name,
+        frames=scored,
+        psnr_y=_mean(psnrs),
+        ssim_y=_mean(ssims),
+        input_psnr_y=_mean(psnrs[j] for j in real),
+        input_ssim_y=_mean(ssims[j] for j in real),
+        interp_psnr_y=_mean(psnrs[j] for j in between) if between else None,
+        interp_ssim_y=_mean(ssims[j] for j in between) if between else None,
+        seconds=time.perf_counter() - began,
+    )
+
+
+def evaluate(
+    data: Sequence[Path | str],
+    model: Upscaler,
+    *,
+    fps_x: int = 2,
+    window: int | None = None,
+    overlap: int | None = None,
+    on_clip: Callable[[ClipScore], None] | None = None,
+) -> EvalResult:
+    """Score ``model`` on every clip found in ``data`` (see ``find_clips``)."""
+    spec = model.spec
+    spec.check_factors(fps_x=fps_x)
+    window, overlap = spec.window_and_overlap(window, overlap)
+    scores = []
+    for clip in find_clips(data):
+        frames = read_clip(clip)
+        if not frames:
+            raise InputError(f"clip '{clip.name}' has no frames")
+        score = score_clip(clip.name, frames, model, scale=model.scale, fps_x=fps_x, window=window, overlap=overlap)
+        scores.append(score)
+        if on_clip is not None:
+            on_clip(score)
+    return EvalResult(model=spec.name, scale=model.scale, fps_x=fps_x, clips=scores)
