@@ -279,6 +279,56 @@ def eval_command(ctx: click.Context, data: tuple[Path, ...], json_file: Path | N
         _guarded(lambda: _write_json(json_file, result.to_json()), debug=debug)
 
 
+class Size(click.ParamType):
+    """WIDTHxHEIGHT."""
+
+    name = "WxH"
+
+    def convert(self, value: Any, param, ctx) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            width, height = (int(v) for v in str(value).lower().split("x"))
+            if width < 1 or height < 1:
+                raise ValueError
+        except ValueError:
+            self.fail(f"'{value}' is not a size such as 480x270", param, ctx)
+        return width, height
+
+
+@main.command("bench")
+@click.option("-m", "--model", default=None, help="Registered model (random weights); default: the default model.")
+@click.option("--size", type=Size(), default="480x270", show_default=True, help="LR frame size.")
+@click.option(
+    "--frames", type=click.IntRange(min=1), default=24, show_default=True, help="Frames of the end-to-end clip."
+)
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--half/--no-half", default=None, help="float16 autocast (default: on for CUDA where supported).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def bench_command(ctx: click.Context, as_json: bool, **opts: Any) -> None:
+    """Measure model-only and end-to-end speed and peak memory on this machine."""
+    from stvsr_cli.bench import bench
+
+    r = _guarded(
+        lambda: bench(
+            opts["model"], size=opts["size"], frames=opts["frames"], device=opts["device"], half=opts["half"]
+        ),
+        debug=_debug(ctx),
+    )
+    if as_json:
+        click.echo(json.dumps(r.to_json()))
+        return
+    click.echo(
+        f"{r.model} {r.width}x{r.height} -> {r.out_width}x{r.out_height} on {r.device}, {r.precision}"
+        f"{', random weights' if r.random_weights else ''}\n"
+        f"  model only: {r.model_fps:.2f} output frames/s, {r.model_mpix_s:.1f} output Mpixel/s "
+        f"({r.model_seconds_per_call:.3f} s per {r.window}-frame window)\n"
+        f"  end to end: {r.e2e_fps:.2f} output frames/s ({r.e2e_frames} frames in {r.e2e_seconds:.1f} s, decode + model + encode)\n"
+        f"  peak memory: {r.peak_memory_gib:.2f} GiB ({r.memory})"
+    )
+
+
 def _write_json(path: Path, data: Any) -> None:
     """Write beside the target, then rename: never a half-written file."""
     tmp = path.with_name(f".{path.name}.partial")

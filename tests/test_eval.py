@@ -126,3 +126,21 @@ def test_eval_command_writes_the_json_summary(tmp_path):
 def test_eval_of_missing_data_fails_in_one_line(tmp_path):
     result = CliRunner().invoke(main, ["eval", str(tmp_path / "nothing")])
     assert result.exit_code == 1 and "not found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bench_runs_a_tiny_model_on_the_cpu(tmp_path, monkeypatch):
+    registry = tmp_path / "models.toml"
+    registry.write_text(
+        '[models.tiny]\narch = "zsm"\nparams = { nf = 8, groups = 8, front_rbs = 1, back_rbs = 1 }\n'
+        'window = 3\noverlap = 1\nweights = "https://example.invalid/w.safetensors"\nsha256 = "' + "0" * 64 + '"\n'
+    )
+    monkeypatch.setenv("STVSR_REGISTRY", str(registry))
+    result = CliRunner().invoke(
+        main, ["bench", "--model", "tiny", "--size", "32x24", "--frames", "4", "--device", "cpu", "--json"]
+    )
+    assert result.exit_code == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["model"] == "tiny" and data["random_weights"] is True and data["device"] == "cpu"
+    assert (data["out_width"], data["out_height"], data["e2e_frames"]) == (128, 96, 8)
+    assert data["model_fps"] > 0 and data["e2e_fps"] > 0 and data["peak_memory_gib"] > 0
+    assert data["model_mpix_s"] == pytest.approx(data["model_fps"] * 128 * 96 / 1e6, rel=1e-3)

@@ -1,0 +1,141 @@
+"""``stvsr bench``: how fast a model runs here, alone and end to end, and how much memory it takes.
+
+Weights are random (speed does not depend on them, and nothing needs downloading). Model-only
+throughput times whole pipeline windows after a warm-up call, with CUDA synchronised; end-to-end
+throughput runs ``upscale`` (decode -> model -> encode) on a synthetic clip.
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+from stvsr_cli.api import upscale
+from stvsr_cli.models.loader import load_model
+from stvsr_cli.models.registry import ModelSpec, Registry, load_registry
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    model: str
+    device: str
+    precision: str
+    width: int
+    height: int
+    out_width: int
+    out_height: int
+    window: int
+    model_seconds_per_call: float
+    model_fps: float  # output frames per second, model only
+    model_mpix_s: float  # output megapixels per second, model only
+    e2e_frames: int
+    e2e_seconds: float
+    e2e_fps: float
+    peak_memory_gib: float
+    memory: str  # what the peak measures
+    random_weights: bool  # the model has weights, replaced by random ones here
+
+    def to_json(self) -> dict:
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def synthetic_clip(path: Path, frames: int, width: int, height: int, rate: int = 25) -> None:
+    """A moving pattern (H.264, yuv420p): cheap to make, not trivial to encode."""
+    y, x = np.mgrid[0:height, 0:width]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width - width % 2, height - height % 2, "yuv420p"
+        for i in range(frames):
+            rgb = np.stack([(x * 3 + i * 4) % 256, (y * 2 + i * 3) % 256, ((x + y) + i * 5) % 256], axis=-1).astype(
+                np.uint8
+            )[: stream.height, : stream.width]
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, rate)
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _peak_memory(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30, "GPU allocated"
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "process RSS"
+
+
+def bench(
+    model: str | None = None,
+    *,
+    size: tuple[int, int] = (480, 270),
+    frames: int = 24,
+    device: str = "auto",
+    half: bool | None = None,
+    calls: int = 3,
+    registry: Registry | None = None,
+) -> BenchResult:
+    registry = registry or load_registry()
+    registered = registry.get(model)
+    spec: ModelSpec = replace(registered, weights=None)  # random weights: nothing to fetch
+    scale = 4 if spec.scales is None else spec.scales[0]
+    fps_x = 2 if spec.fps_x is None else spec.fps_x[0]
+    width, height = size
+    torch.manual_seed(0)
+    upscaler = load_model(spec, scale=scale, device=device, half=half)
+    dev = upscaler.device
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    window = torch.rand(spec.window, 3, height, width, device=dev)
+
+    def call() -> None:
+        upscaler(window, fps_x)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    call()  # warm-up: cuDNN autotuning, allocator, lazy initialisation
+    began = time.perf_counter()
+    for _ in range(calls):
+        call()
+    per_call = (time.perf_counter() - began) / calls
+    outputs = fps_x * (spec.window - 1) + 1
+
+    with tempfile.TemporaryDirectory(prefix="stvsr-bench-") as tmp:
+        clip = Path(tmp) / "clip.mp4"
+        synthetic_clip(clip, frames, width, height)
+        result = upscale(
+            clip,
+            Path(tmp) / "out.mp4",
+            model=spec.name,
+            scale=scale,
+            fps_x=fps_x,
+            device=str(dev),
+            half=upscaler.half,
+            registry=Registry(models={spec.name: spec}, default=spec.name),
+        )
+    peak, memory = _peak_memory(dev)
+    return BenchResult(
+        model=spec.name,
+        device=str(dev),
+        precision="fp16 autocast" if upscaler.half else "fp32",
+        width=width,
+        height=height,
+        out_width=width * scale,
+        out_height=height * scale,
+        window=spec.window,
+        model_seconds_per_call=per_call,
+        model_fps=outputs / per_call,
+        model_mpix_s=outputs * width * height * scale * scale / per_call / 1e6,
+        e2e_frames=result.frames_out,
+        e2e_seconds=result.seconds,
+        e2e_fps=result.fps,
+        peak_memory_gib=peak,
+        memory=memory,
+        random_weights=registered.weights is not None,
+    )
