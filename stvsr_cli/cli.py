@@ -329,6 +329,49 @@ def bench_command(ctx: click.Context, as_json: bool, **opts: Any) -> None:
     )
 
 
+class Box(click.ParamType):
+    """X,Y,W,H."""
+
+    name = "X,Y,W,H"
+
+    def convert(self, value: Any, param, ctx) -> tuple[int, int, int, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            x, y, w, h = (int(v) for v in str(value).split(","))
+            if min(x, y) < 0 or min(w, h) < 1:
+                raise ValueError
+        except ValueError:
+            self.fail(f"'{value}' is not a box such as 400,300,256,256", param, ctx)
+        return x, y, w, h
+
+
+@main.command("compare")
+@click.argument("input", type=click.Path(path_type=Path))
+@click.argument("output", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("-m", "--model", "models", multiple=True, help="A model to show (repeat); default: the default model.")
+@click.option(
+    "--time", type=Seconds(), default=None, help="Show the in-between frame nearest this time (default: the middle)."
+)
+@click.option("--crop", type=Box(), default=None, help="Output-pixel box X,Y,W,H (default: 256x256 in the centre).")
+@click.option("--profile", is_flag=True, help="Add a temporal profile strip (the crop's middle row over time).")
+@click.option("-s", "--scale", type=click.IntRange(1, 16), default=4, show_default=True)
+@click.option("-x", "--fps-x", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--offline", is_flag=True, default=None, help="Never download weights.")
+@click.pass_context
+def compare_command(ctx: click.Context, input: Path, output: Path, **opts: Any) -> None:
+    """Write OUTPUT.png: the same crop from bicubic and each model, side by side, labelled."""
+    from stvsr_cli.compare import compare
+
+    opts["offline"] = opts["offline"] or None
+    r = _guarded(lambda: compare(input, output, **opts), debug=_debug(ctx))
+    click.echo(
+        f"wrote {r.path} ({r.width}x{r.height}): output frame {r.frame} at {float(r.time):.3f} s, "
+        f"crop {','.join(map(str, r.crop))}, {', '.join(r.models)}"
+    )
+
+
 def _write_json(path: Path, data: Any) -> None:
     """Write beside the target, then rename: never a half-written file."""
     tmp = path.with_name(f".{path.name}.partial")
