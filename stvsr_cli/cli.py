@@ -152,7 +152,7 @@ def upscale(ctx: click.Context, input: Path, output: Path, **opts: Any) -> None:
     from stvsr_cli.api import upscale as run_upscale
     from stvsr_cli.io.encode import EncodeSettings
 
-    debug = opts.pop("debug") or (ctx.obj or {}).get("debug", False)
+    debug = opts.pop("debug") or _debug(ctx)
     quiet, as_json = opts.pop("quiet"), opts.pop("as_json")
     console = _stderr()
     show_bar = console.is_terminal and not quiet
@@ -395,7 +395,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
     from stvsr_cli import hub
     from stvsr_cli.models.registry import load_registry
 
-    registry = _guarded(load_registry, debug=(ctx.obj or {}).get("debug", False))
+    registry = _guarded(load_registry, debug=_debug(ctx))
     rows = [
         {
             "name": spec.name,

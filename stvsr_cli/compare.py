@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from stvsr_cli.errors import UsageError
+from stvsr_cli.io.colour import to_uint8
 from stvsr_cli.io.decode import VideoReader, probe
 from stvsr_cli.models.loader import load_model
 from stvsr_cli.models.registry import Registry, load_registry
@@ -99,13 +100,13 @@ def compare(
     real_outputs = fps_x * (len(frames) - 1) + 1
 
     crops, profiles = [], []
+    row = y + h // 2  # the profile's row
     for spec in specs:
         model = load_model(spec, scale=scale, device=device, offline=offline)
         window, overlap = spec.window_and_overlap(None, None)
         plan = plan_windows(len(frames), window, overlap, fps_x, spec.min_frames)
         rows: list[np.ndarray] = []
         shown: list[np.ndarray] = []
-        row = y + h // 2
 
         def keep(frame: np.ndarray, rows=rows, shown=shown) -> None:
             index = len(rows)
@@ -115,8 +116,8 @@ def compare(
                 shown.append(frame[y : y + h, x : x + w])
 
         run_windows(frames, plan, model, keep)
-        crops.append(_to_8bit(shown[0]))
-        profiles.append(_to_8bit(np.stack(rows)))
+        crops.append(to_uint8(shown[0]))
+        profiles.append(to_uint8(np.stack(rows)))
 
     image = _compose(names, crops, profiles if profile else None)
     tmp = dst.with_name(f".{dst.stem}.partial.png")
@@ -128,10 +129,6 @@ def compare(
     return CompareResult(
         dst, image.width, image.height, names, j, Fraction(j) / (info.frame_rate * fps_x), (x, y, w, h)
     )
-
-
-def _to_8bit(rgb: np.ndarray) -> np.ndarray:
-    return rgb if rgb.dtype == np.uint8 else (rgb.astype(np.float64) / 257).round().astype(np.uint8)
 
 
 def _compose(names: list[str], crops: list[np.ndarray], profiles: list[np.ndarray] | None):

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from stvsr_cli.errors import InputError
+from stvsr_cli.io.colour import to_uint8
 from stvsr_cli.io.decode import VideoReader, probe
 from stvsr_cli.metrics import psnr_y, ssim_y
 from stvsr_cli.models.loader import Upscaler
@@ -79,9 +80,7 @@ def read_clip(clip: Clip) -> list[np.ndarray]:
                 raise InputError(f"cannot read frame '{file}'") from None
         return frames
     with VideoReader(probe(clip.path)) as reader:
-        return [
-            f if f.dtype == np.uint8 else (f.astype(np.float64) / 257).round().astype(np.uint8) for f in reader.frames()
-        ]
+        return [to_uint8(f) for f in reader.frames()]
 
 
 def downscale(frames: list[np.ndarray], scale: int) -> list[np.ndarray]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import av
+import numpy as np
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
 # AVColorSpace values (libavutil/pixfmt.h) and the swscale matrix each one means.
@@ -76,3 +77,8 @@ def bit_depth(pix_fmt: str) -> int:
 def rgb_format(depth: int) -> str:
     """The packed RGB format frames travel in: 8 bits, or 16 bits for deeper sources."""
     return "rgb24" if depth <= 8 else "rgb48le"
+
+
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    """8-bit RGB from 8- or 16-bit RGB (rounded)."""
+    return rgb if rgb.dtype == np.uint8 else (rgb.astype(np.float64) / 257).round().astype(np.uint8)

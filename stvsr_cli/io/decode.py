@@ -158,7 +158,8 @@ def probe(
     return info
 
 
-def _seek(container: av.container.InputContainer, stream: av.video.stream.VideoStream, time: Fraction | None) -> None:
+def seek(container: av.container.InputContainer, stream: av.video.stream.VideoStream, time: Fraction | None) -> None:
+    """Seek to the keyframe at or before ``time`` (seconds); the start when the format cannot seek."""
     if time is None:
         return
     try:
@@ -173,7 +174,7 @@ def _read_packets(
     """Every frame's presentation time, sorted, from the packets alone; whether those times had to be
     made up from the frame index; and the first frame, decoded for what only frames carry
     (rotation, colour tags, the real pixel format)."""
-    _seek(container, stream, trim_start)
+    seek(container, stream, trim_start)
     times: list[Fraction] = []
     missing = 0
     first_frame = None
@@ -331,7 +332,7 @@ class VideoReader:
             with open_input(info.path) as container:
                 stream = video_stream(container, info.path)
                 stream.thread_type = "AUTO"
-                _seek(container, stream, info.trim_start)
+                seek(container, stream, info.trim_start)
                 tb = info.time_base
                 previous: Fraction | None = None
                 for frame in container.decode(stream):

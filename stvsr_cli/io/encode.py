@@ -21,7 +21,7 @@ from av.video.frame import PictureType
 
 from stvsr_cli.errors import InputError, OutputError, UnsupportedOptionError
 from stvsr_cli.io.colour import AVCOL_RANGE_UNSPECIFIED, AVCOL_SPC_UNSPECIFIED, rgb_format, stream_colour
-from stvsr_cli.io.decode import VideoInfo, open_input, video_stream
+from stvsr_cli.io.decode import VideoInfo, open_input, seek, video_stream
 
 DEFAULT_CODEC = "libx264"
 DEFAULT_CRF = 18
@@ -307,9 +307,7 @@ class SideStreams:
             self._close_input()
             return
         streams = [s for s in self._input.streams if s.index in self._map]
-        if source.trim_start is not None:
-            video = self._input.streams.video[0]
-            self._input.seek(int(source.trim_start / Fraction(video.time_base)), stream=video, backward=True)
+        seek(self._input, video_stream(self._input, source.path), source.trim_start)
         self._packets = self._input.demux(streams)
 
     def _next(self):
