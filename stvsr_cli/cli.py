@@ -41,7 +41,7 @@ def _stderr() -> Console:
 def _fail(exc: BaseException, *, debug: bool, json_context: dict | None) -> NoReturn:
     """Print one line for ``exc`` (and the JSON object when asked), then exit with its code."""
     if isinstance(exc, KeyboardInterrupt):
-        message, code = "interrupted; no output was written", EXIT_INTERRUPTED
+        message, code = (str(exc) or "interrupted; no output was written"), EXIT_INTERRUPTED
     elif isinstance(exc, StvsrError):
         message, code = exc.one_line(), exc.exit_code
     else:
@@ -370,6 +370,116 @@ def compare_command(ctx: click.Context, input: Path, output: Path, **opts: Any) 
         f"wrote {r.path} ({r.width}x{r.height}): output frame {r.frame} at {float(r.time):.3f} s, "
         f"crop {','.join(map(str, r.crop))}, {', '.join(r.models)}"
     )
+
+
+@main.command("train")
+@click.option("--arch", default=None, help="Architecture key (see `stvsr models`), e.g. zsm.")
+@click.option("--params", default="{}", help='Constructor params as JSON, e.g. \'{"nf": 16, "back_rbs": 4}\'.')
+@click.option("--data", multiple=True, required=True, type=click.Path(path_type=Path), help="Training clips (repeat).")
+@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Run folder.")
+@click.option("--name", default=None, help="Model name for the export (default: the --out folder's name).")
+@click.option("--steps", type=click.IntRange(min=1), default=10_000, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--patch", type=click.IntRange(min=8), default=128, show_default=True, help="HR patch size.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=4e-4, show_default=True)
+@click.option("--frames-in", type=click.IntRange(min=2), default=4, show_default=True, help="Input frames per sample.")
+@click.option("-x", "--fps-x", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("-s", "--scale", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option(
+    "--amp",
+    type=click.Choice(["bf16", "fp16", "none"]),
+    default=None,
+    help="Mixed precision (default: bf16 or fp16 on CUDA, none on the CPU).",
+)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--val", multiple=True, type=click.Path(path_type=Path), help="Validation clips (repeat).")
+@click.option("--val-every", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--save-every", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--init", default=None, help="Start from a registered model's weights (fine-tuning).")
+@click.option(
+    "--eval",
+    "eval_data",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Clips for the final evaluation against classic, in the model card.",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Keep decoded frames here between runs.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("-q", "--quiet", is_flag=True)
+@click.pass_context
+def train_command(ctx: click.Context, **opts: Any) -> None:
+    """Train an architecture on a folder of videos (or frame folders); export weights, a model card
+    and a registry entry into --out."""
+    from stvsr_cli.training.data import load_frames
+    from stvsr_cli.training.export import export
+    from stvsr_cli.training.trainer import TrainConfig, Trainer
+
+    debug, quiet, resume = _debug(ctx), opts.pop("quiet"), opts.pop("resume")
+    eval_data = [str(p) for p in opts.pop("eval_data")]
+    try:
+        params = json.loads(opts.pop("params"))
+        if not isinstance(params, dict):
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter("must be a JSON object", param_hint="--params") from None
+    out: Path = opts["out"]
+    config = TrainConfig(
+        **{k: v for k, v in opts.items() if k not in ("data", "val", "out", "cache_dir", "name")},
+        params=params,
+        data=[str(p) for p in opts["data"]],
+        val=[str(p) for p in opts["val"]],
+        out=str(out),
+        name=opts["name"] or out.resolve().name,
+        cache_dir=str(opts["cache_dir"]) if opts["cache_dir"] else None,
+    )
+    console = _stderr()
+    bar = Progress(
+        TextColumn("training"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]}"),
+        TextColumn("val {task.fields[psnr]}"), TextColumn("{task.fields[rate]} steps/s"), TimeRemainingColumn(),
+        console=console, disable=quiet or not console.is_terminal,
+    )  # fmt: skip
+    task = bar.add_task("train", total=config.steps, loss="-", psnr="-", rate="-")
+    last_psnr = ["-"]
+
+    def on_log(entry) -> None:
+        if entry.val_psnr is not None:
+            last_psnr[0] = f"{entry.val_psnr:.2f} dB"
+        rate = f"{entry.step / entry.seconds:.2f}" if entry.seconds else "-"
+        bar.update(task, completed=entry.step, loss=f"{entry.loss:.4f}", psnr=last_psnr[0], rate=rate)
+        if not quiet and not console.is_terminal:
+            val = f", val {entry.val_psnr:.2f} dB" if entry.val_psnr is not None else ""
+            click.echo(f"step {entry.step}/{entry.steps}: loss {entry.loss:.5f}, lr {entry.lr:.2e}{val}", err=True)
+
+    def run():
+        trainer = Trainer(config, resume=resume)
+        cache = load_frames(config.data, Path(config.cache_dir) if config.cache_dir else None)
+        if not quiet:
+            click.echo(
+                f"{config.arch} {json.dumps(config.params)}: {sum(p.numel() for p in trainer.parameters):,} parameters; "
+                f"{len(cache.clips)} clips, {cache.frame_count} frames; from step {trainer.step}",
+                err=True,
+            )
+        with bar:
+            try:
+                trainer.run(cache, on_log)
+            except KeyboardInterrupt:
+                raise KeyboardInterrupt(f"stopped at step {trainer.step}; continue with --resume") from None
+        return export(trainer, cache, eval_data or None)
+
+    result = _guarded(run, debug=debug)
+    click.echo(f"wrote {result.weights}, {result.card}, {result.registry}")
+    if result.result is not None:
+        click.echo(
+            f"eval: {result.result.mean['psnr_y']:.2f} dB / {result.result.mean['ssim_y']:.4f} "
+            f"(classic {result.baseline.mean['psnr_y']:.2f} dB / {result.baseline.mean['ssim_y']:.4f})"
+        )
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -83,11 +83,21 @@ def read_clip(clip: Clip) -> list[np.ndarray]:
         return [to_uint8(f) for f in reader.frames()]
 
 
+def downscale_tensor(frames: torch.Tensor, scale: int) -> torch.Tensor:
+    """The protocol's input: ``[..., 3, H, W]`` float RGB in [0, 1], antialiased bicubic 1/scale,
+    rounded to 8-bit levels (still float in [0, 1])."""
+    shape = frames.shape
+    small = F.interpolate(
+        frames.reshape(-1, *shape[-3:]), scale_factor=1 / scale, mode="bicubic", antialias=True, align_corners=False
+    )
+    small = (small * 255).round().clamp(0, 255) / 255
+    return small.view(*shape[:-2], *small.shape[-2:])
+
+
 def downscale(frames: list[np.ndarray], scale: int) -> list[np.ndarray]:
-    """Antialiased bicubic 1/scale on float RGB in [0, 1], rounded to 8 bits (the protocol's input)."""
+    """``downscale_tensor`` on uint8 ``[H, W, 3]`` frames, computed in float64."""
     x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).double() / 255
-    small = F.interpolate(x, scale_factor=1 / scale, mode="bicubic", antialias=True, align_corners=False)
-    small = (small * 255).round().clamp(0, 255).to(torch.uint8)
+    small = (downscale_tensor(x, scale) * 255).round().to(torch.uint8)
     return list(small.permute(0, 2, 3, 1).contiguous().numpy())
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import sys
 import urllib.error
@@ -124,6 +125,33 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             f"cannot read {path} as PyTorch weights (only plain tensors are accepted): {reason}"
         ) from None
     return unwrap_checkpoint(checkpoint, path)
+
+
+# Metadata of the safetensors files stvsr writes: enough to rebuild the network (`--weights FILE`).
+META_ARCH, META_PARAMS = "stvsr.arch", "stvsr.params"
+
+
+def architecture_metadata(arch: str, params: Mapping) -> dict[str, str]:
+    return {META_ARCH: arch, META_PARAMS: json.dumps(dict(params), sort_keys=True)}
+
+
+def read_architecture(path: Path) -> tuple[str, dict] | None:
+    """(arch, params) recorded in a safetensors file by ``stvsr train``, if any."""
+    if is_pytorch_checkpoint(path):
+        return None
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError):
+        return None
+    if META_ARCH not in meta:
+        return None
+    try:
+        return meta[META_ARCH], json.loads(meta.get(META_PARAMS, "{}"))
+    except json.JSONDecodeError:
+        return None
 
 
 def unwrap_checkpoint(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:

@@ -37,7 +37,7 @@ def test_user_registry_adds_and_overrides_entries(tmp_path, monkeypatch):
     assert set(registry.models) == builtin | {"fixed4"} and registry.default == "fixed4"
     assert registry.get("classic").scales == (2,)  # same name: the user's entry wins
     spec = registry.get("fixed4")
-    assert spec.scales == (4,) and spec.fps_x == (2,) and not spec.fps_x_is_argument and spec.window == 5
+    assert spec.scales == (4,) and spec.fps_x == (2,) and spec.window == 5
     with pytest.raises(UnsupportedOptionError, match="does not support --scale 2"):
         load_model(spec, scale=2, device="cpu")
 

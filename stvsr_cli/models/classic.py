@@ -17,6 +17,8 @@ class Classic(nn.Module):
     frame i upscaled, output ``k*i + s`` is ``(1 - s/k) * up(i) + (s/k) * up(i+1)``.
     """
 
+    takes_fps_x = True  # any time factor, given to forward
+
     def __init__(self, *, scale: int = 4) -> None:
         super().__init__()
         self.scale = scale

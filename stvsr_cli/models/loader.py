@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -32,6 +32,12 @@ def resolve_device(device: str = "auto") -> torch.device:
     return resolved
 
 
+def run_network(module: nn.Module, frames: torch.Tensor, fps_x: int) -> torch.Tensor:
+    """Call an architecture: ``[B, N, 3, H, W]`` -> ``[B, fps_x*(N-1)+1, 3, sH, sW]``. Networks with
+    one built-in time factor take the frames alone; those that set ``takes_fps_x`` take the factor."""
+    return module(frames, fps_x=fps_x) if getattr(type(module), "takes_fps_x", False) else module(frames)
+
+
 @dataclass
 class Upscaler:
     """A network ready to run on a window of frames, with the facts the pipeline needs.
@@ -51,7 +57,7 @@ class Upscaler:
         """``[N, 3, H, W]`` in [0, 1] on ``device`` -> ``[fps_x*(N-1)+1, 3, sH, sW]`` clamped to [0, 1]."""
         batch = frames.float().unsqueeze(0)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
-            out = self.module(batch, fps_x=fps_x) if self.spec.fps_x_is_argument else self.module(batch)
+            out = run_network(self.module, batch, fps_x)
         return out[0].float().clamp_(0, 1)
 
 
@@ -80,6 +86,8 @@ def load_model(
     if half and not spec.half:
         raise UnsupportedOptionError(f"model '{spec.name}' does not support float16", "use --no-half")
 
+    if weights is not None:
+        spec = _spec_for_file(spec, Path(weights))
     kwargs = dict(spec.params)
     if spec.scales is None:
         kwargs["scale"] = scale
@@ -100,3 +108,19 @@ def load_model(
         module = module.to(memory_format=torch.channels_last)  # cuDNN's fast layout for convolutions
     use_deform_conv(module, pick_deform_conv(dev))  # chosen once per model, not per call
     return Upscaler(spec=spec, module=module, scale=scale, device=dev, half=half)
+
+
+def _spec_for_file(spec: ModelSpec, path: Path) -> ModelSpec:
+    """A weights file written by ``stvsr train`` says which network it fits: use its params."""
+    if not path.is_file():
+        raise StvsrError(f"weights file {path} not found")
+    recorded = hub.read_architecture(path)
+    if recorded is None:
+        return spec
+    arch, params = recorded
+    if arch != spec.arch:
+        raise UnsupportedOptionError(
+            f"weights file {path.name} is for arch '{arch}', model '{spec.name}' is arch '{spec.arch}'",
+            f"use --model with a model of arch '{arch}'",
+        )
+    return replace(spec, params=params)

@@ -52,8 +52,8 @@ class ModelSpec:
     """What a registered model is and can do.
 
     ``scales``/``fps_x`` are tuples of supported factors, or ``None`` for any integer. An
-    architecture that accepts any scale takes it as its ``scale`` constructor argument; one that
-    supports more than one time factor takes ``fps_x`` as a keyword of ``forward``.
+    architecture that accepts any scale takes it as its ``scale`` constructor argument; one whose
+    class sets ``takes_fps_x = True`` takes the time factor as a keyword of ``forward``.
     """
 
     name: str
@@ -90,11 +90,6 @@ class ModelSpec:
                 f"model '{self.name}' does not support --fps-x {fps_x}",
                 f"it supports {self.describe_factors(self.fps_x)}",
             )
-
-    @property
-    def fps_x_is_argument(self) -> bool:
-        """True when the network's forward takes the time factor (it supports more than one)."""
-        return self.fps_x is None or len(self.fps_x) > 1
 
     def window_and_overlap(self, window: int | None, overlap: int | None) -> tuple[int, int]:
         """The planner's window and overlap: the registered defaults, or checked user values."""

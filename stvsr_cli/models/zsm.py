@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stvsr_cli.models.classic import Classic
 from stvsr_cli.models.ops.dcn import DeformConv, deform_conv2d_torch
 
 
@@ -179,7 +180,12 @@ class BiDeformableConvLSTM(nn.Module):
 class ZoomingSlowMo(nn.Module):
     """Zooming Slow-Mo; defaults are the official checkpoint's configuration (11,102,771 parameters)."""
 
-    def __init__(self, *, nf: int = 64, groups: int = 8, front_rbs: int = 5, back_rbs: int = 40) -> None:
+    def __init__(
+        self, *, nf: int = 64, groups: int = 8, front_rbs: int = 5, back_rbs: int = 40, global_residual: bool = False
+    ) -> None:
+        """``global_residual`` is our addition, off in the official configuration: the network then
+        predicts a correction to bicubic upscaling and linear blending (``classic``), and starts
+        training from exactly that baseline. It adds no parameters."""
         super().__init__()
         self.conv_first = conv3x3(3, nf)
         self.feature_extraction = nn.Sequential(*[ResidualBlockNoBN(nf) for _ in range(front_rbs)])
@@ -195,6 +201,10 @@ class ZoomingSlowMo(nn.Module):
         self.upconv2 = conv3x3(nf, 64 * 4)
         self.HRconv = conv3x3(64, 64)
         self.conv_last = conv3x3(64, 3)
+        self.baseline = Classic(scale=4) if global_residual else None
+        if global_residual:
+            nn.init.zeros_(self.conv_last.weight)
+            nn.init.zeros_(self.conv_last.bias)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         b, n, c, h, w = frames.shape
@@ -222,5 +232,7 @@ class ZoomingSlowMo(nn.Module):
         out = lrelu(F.pixel_shuffle(self.upconv1(out), 2))
         out = lrelu(F.pixel_shuffle(self.upconv2(out), 2))
         out = self.conv_last(lrelu(self.HRconv(out)))
-        out = out.view(b, 2 * n - 1, 3, 4 * hp, 4 * wp)
-        return out[..., : 4 * h, : 4 * w]
+        out = out.view(b, 2 * n - 1, 3, 4 * hp, 4 * wp)[..., : 4 * h, : 4 * w]
+        if self.baseline is not None:
+            out = out + self.baseline(frames, fps_x=2)
+        return out

@@ -1,0 +1,1 @@
+"""stvsr train: data, the training loop, export."""

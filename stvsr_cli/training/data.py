@@ -1,0 +1,138 @@
+"""Training data: clips decoded once into uint8 frames, random patches drawn deterministically per step.
+
+A sample is ``fps_x * (frames_in - 1) + 1`` consecutive ground-truth frames (7 for 4 inputs at
+x2) cropped to ``patch`` x ``patch`` HR pixels, with random flips, 90-degree rotations and temporal
+reversal. The input is every ``fps_x``-th frame, downscaled with the eval protocol's antialiased
+bicubic and rounded to 8 bits; the target is every frame. Batch ``s`` depends only on
+(seed, s), so a resumed run sees exactly the batches an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from stvsr_cli.errors import InputError
+from stvsr_cli.evaluation import downscale_tensor, find_clips, read_clip
+
+
+@dataclass(frozen=True)
+class FrameCache:
+    """Every clip's frames, ``[T, H, W, 3]`` uint8 each (in memory, or memory-mapped from disk)."""
+
+    names: list[str]
+    clips: list[np.ndarray]
+
+    @property
+    def frame_count(self) -> int:
+        return sum(len(c) for c in self.clips)
+
+
+def load_frames(data: Sequence[Path | str], cache_dir: Path | None = None) -> FrameCache:
+    """Decode every clip once. With ``cache_dir`` the frames are kept there as ``.npy`` files
+    (keyed by path, size and modification time) and memory-mapped on later runs."""
+    names, arrays = [], []
+    for clip in find_clips(data):
+        cached = None
+        if cache_dir is not None:
+            stat = clip.path.stat()
+            key = hashlib.sha256(f"{clip.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+            cached = cache_dir / f"{clip.name}-{key}.npy"
+            if cached.is_file():
+                names.append(clip.name)
+                arrays.append(np.load(cached, mmap_mode="r"))
+                continue
+        frames = read_clip(clip)
+        if not frames:
+            continue
+        if len({f.shape for f in frames}) != 1:
+            raise InputError(f"clip '{clip.name}' changes size between frames")
+        array = np.stack(frames)
+        if cached is not None:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(".tmp.npy")
+            np.save(tmp, array)
+            tmp.replace(cached)
+        names.append(clip.name)
+        arrays.append(array)
+    return FrameCache(names, arrays)
+
+
+class PatchSampler:
+    """Random training patches from a frame cache."""
+
+    def __init__(self, cache: FrameCache, *, frames_in: int, fps_x: int, patch: int, scale: int, seed: int = 0) -> None:
+        if patch % scale:
+            raise InputError(f"--patch {patch} must be a multiple of the scale {scale}")
+        self.length = fps_x * (frames_in - 1) + 1
+        self.fps_x, self.patch, self.scale, self.seed = fps_x, patch, scale, seed
+        self.clips = [c for c in cache.clips if len(c) >= self.length and min(c.shape[1:3]) >= patch]
+        if not self.clips:
+            raise InputError(f"no clip has {self.length} frames of at least {patch}x{patch} pixels")
+        # Weight clips by how many sequences they hold, so every sequence is equally likely.
+        counts = torch.tensor([len(c) - self.length + 1 for c in self.clips], dtype=torch.float64)
+        self.weights = counts / counts.sum()
+
+    def batch(self, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Batch number ``step``: (LR input ``[B, N, 3, p/s, p/s]``, HR target ``[B, L, 3, p, p]``), float in [0, 1]."""
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        samples = []
+        for _ in range(size):
+            clip = self.clips[int(torch.multinomial(self.weights, 1, generator=gen))]
+            t = int(torch.randint(len(clip) - self.length + 1, (1,), generator=gen))
+            y = int(torch.randint(clip.shape[1] - self.patch + 1, (1,), generator=gen))
+            x = int(torch.randint(clip.shape[2] - self.patch + 1, (1,), generator=gen))
+            seq = torch.from_numpy(
+                np.ascontiguousarray(clip[t : t + self.length, y : y + self.patch, x : x + self.patch])
+            )
+            flips = torch.randint(2, (4,), generator=gen).tolist()
+            if flips[0]:
+                seq = seq.flip(2)  # horizontal
+            if flips[1]:
+                seq = seq.flip(1)  # vertical
+            if flips[2]:
+                seq = seq.transpose(1, 2)  # with the flips: all eight 90-degree rotations and mirrors
+            if flips[3]:
+                seq = seq.flip(0)  # time runs backwards
+            samples.append(seq)
+        target = torch.stack(samples).permute(0, 1, 4, 2, 3).float() / 255
+        return downscale_tensor(target[:, :: self.fps_x], self.scale), target
+
+
+class Prefetcher:
+    """Builds the next batches in a background thread so that the model never waits for data."""
+
+    def __init__(self, sampler: PatchSampler, size: int, first_step: int, depth: int = 4) -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(sampler, size, first_step), daemon=True)
+        self._thread.start()
+
+    def _run(self, sampler: PatchSampler, size: int, step: int) -> None:
+        while not self._stop.is_set():
+            item = sampler.batch(step, size)
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+            step += 1
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self._queue.get()
+
+    def close(self) -> None:
+        self._stop.set()
+        while self._thread.is_alive():
+            try:
+                self._queue.get(timeout=0.05)
+            except queue.Empty:
+                pass

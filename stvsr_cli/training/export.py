@@ -1,0 +1,145 @@
+"""What a training run leaves behind: weights (safetensors), a model card, a registry entry."""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from stvsr_cli import hub
+from stvsr_cli.evaluation import EvalResult, evaluate
+from stvsr_cli.models.loader import Upscaler, load_model
+from stvsr_cli.models.registry import load_registry
+from stvsr_cli.training.data import FrameCache
+from stvsr_cli.training.trainer import Trainer
+
+
+@dataclass(frozen=True)
+class Export:
+    weights: Path
+    card: Path
+    registry: Path
+    result: EvalResult | None
+    baseline: EvalResult | None
+
+
+def hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA), torch {torch.__version__}"
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), torch {torch.__version__}"
+
+
+def data_licences(data: list[str]) -> str:
+    """The licence lines of a README beside or above the training data, when there is one."""
+    for folder in data:
+        for readme in (Path(folder) / "README.md", Path(folder).parent / "README.md"):
+            if readme.is_file():
+                lines = [
+                    line for line in readme.read_text().splitlines() if "licen" in line.lower() or line.startswith("|")
+                ]
+                if lines:
+                    return f"From {readme}:\n\n" + "\n".join(lines)
+    return "Not stated with the data: add the licences of the training footage before publishing this model."
+
+
+def export(trainer: Trainer, cache: FrameCache, eval_data: list[str] | None = None) -> Export:
+    config, out = trainer.config, Path(trainer.config.out)
+    weights = out / f"{config.name}.safetensors"
+    state = {k: v.detach().to("cpu").contiguous() for k, v in trainer.model.state_dict().items()}
+    save_file(state, str(weights), metadata=hub.architecture_metadata(config.arch or "", config.params))
+    sha256 = hub.file_sha256(weights)
+
+    result = baseline = None
+    if eval_data:
+        trainer.model.eval()
+        ours = Upscaler(config.spec(), trainer.model, config.scale, trainer.device, half=False)
+        result = evaluate(eval_data, ours, fps_x=config.fps_x)
+        classic = load_model(load_registry().get("classic"), scale=config.scale, device=trainer.device)
+        baseline = evaluate(eval_data, classic, fps_x=config.fps_x)
+
+    window = max(2, config.frames_in)  # run as trained
+    entry = (
+        f"[models.{config.name}]\n"
+        f'arch = "{config.arch}"\n'
+        f"params = {{ {', '.join(f'{k} = {_toml(v)}' for k, v in config.params.items())} }}\n"
+        f"scale = {config.scale}\nfps_x = {config.fps_x}\nwindow = {window}\noverlap = {max(1, window // 2)}\n"
+        f'weights = "{weights.name}"\nsha256 = "{sha256}"\n'
+        f'license = "see {config.name}.md (training data: research and private use)"\n'
+        f'description = "{config.arch} trained by stvsr train for {trainer.step} steps"\n'
+    )
+    registry = out / f"{config.name}.toml"
+    registry.write_text(entry)
+    card = out / f"{config.name}.md"
+    card.write_text(_card(trainer, cache, weights, sha256, entry, result, baseline))
+    return Export(weights, card, registry, result, baseline)
+
+
+def _toml(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
+def _card(trainer, cache, weights, sha256, entry, result, baseline) -> str:
+    config = trainer.config
+    n_params = sum(p.numel() for p in trainer.model.parameters())
+    lines = [
+        f"# {config.name}",
+        "",
+        f"Architecture `{config.arch}` with params `{json.dumps(config.params)}` ({n_params:,} parameters), "
+        f"x{config.scale} in space, x{config.fps_x} in time, trained by `stvsr train`.",
+        "",
+        "## Training",
+        "",
+        f"- data: {', '.join(config.data)} ({len(cache.clips)} clips, {cache.frame_count} frames)",
+        f"- steps: {trainer.step}, batch {config.batch}, {config.patch}x{config.patch} HR patches, "
+        f"{config.frames_in} input frames per sample, AdamW lr {config.lr} (warm-up, cosine decay), "
+        f"Charbonnier loss, gradient clipping {config.clip_grad}, mixed precision: {trainer.amp or 'none'}",
+        f"- wall time: {trainer.elapsed / 60:.1f} min on {hardware(trainer.device)}",
+        f"- date: {date.today().isoformat()}",
+        f"- weights: `{weights.name}`, sha256 `{sha256}`",
+        "",
+        "## Evaluation",
+        "",
+    ]
+    if result is None:
+        lines.append("Not evaluated (run `stvsr train` with `--eval DIR`).")
+    else:
+        lines += [
+            "`stvsr eval` protocol (PSNR-Y dB / SSIM-Y, all frames; input-position and in-between frames apart):",
+            "",
+            "| clip | classic | this model | classic interp. | this model interp. |",
+            "|---|---|---|---|---|",
+        ]
+        for ours, base in zip(result.clips, baseline.clips, strict=True):
+            lines.append(
+                f"| {ours.name} | {base.psnr_y:.2f} / {base.ssim_y:.4f} | {ours.psnr_y:.2f} / {ours.ssim_y:.4f} "
+                f"| {_db(base.interp_psnr_y)} | {_db(ours.interp_psnr_y)} |"
+            )
+        lines.append(
+            f"| **mean** | {baseline.mean['psnr_y']:.2f} / {baseline.mean['ssim_y']:.4f} "
+            f"| {result.mean['psnr_y']:.2f} / {result.mean['ssim_y']:.4f} | | |"
+        )
+    lines += [
+        "",
+        "## Training data licences",
+        "",
+        data_licences(config.data),
+        "",
+        "## Registry entry",
+        "",
+        "```toml",
+        entry.rstrip(),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _db(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"

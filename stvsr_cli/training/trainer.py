@@ -1,0 +1,292 @@
+"""The training loop: Charbonnier loss, AdamW with warm-up and cosine decay, gradient clipping,
+mixed precision on CUDA, checkpoints that resume exactly, validation with the eval protocol."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from stvsr_cli import hub
+from stvsr_cli.errors import StvsrError, UsageError
+from stvsr_cli.evaluation import find_clips, read_clip, score_clip
+from stvsr_cli.models.loader import Upscaler, resolve_device, run_network
+from stvsr_cli.models.ops.dcn import pick_deform_conv, use_deform_conv
+from stvsr_cli.models.registry import ARCHITECTURES, ModelSpec, architecture, load_registry
+from stvsr_cli.training.data import FrameCache, PatchSampler, Prefetcher
+
+CHECKPOINTS = "checkpoints"
+LATEST = "latest.pt"
+
+
+class TrainingError(StvsrError):
+    pass
+
+
+@dataclass
+class TrainConfig:
+    arch: str | None
+    params: dict
+    data: list[str]
+    out: str
+    name: str
+    steps: int = 10_000
+    batch: int = 8
+    patch: int = 128
+    lr: float = 4e-4
+    frames_in: int = 4
+    fps_x: int = 2
+    scale: int = 4
+    device: str = "auto"
+    amp: str | None = None  # bf16 | fp16 | none; None = bf16 on CUDA where supported, else none
+    seed: int = 0
+    save_every: int = 500
+    log_every: int = 10
+    val: list[str] = field(default_factory=list)
+    val_every: int = 500
+    val_clips: int = 3
+    warmup: int | None = None
+    clip_grad: float = 1.0
+    init: str | None = None
+    cache_dir: str | None = None
+
+    def spec(self) -> ModelSpec:
+        """The model being trained, as a registry entry (for the pipeline's validation calls)."""
+        return ModelSpec(
+            name=self.name,
+            arch=self.arch or "",
+            params=self.params,
+            scales=(self.scale,),
+            fps_x=(self.fps_x,),
+            window=max(self.frames_in, 2),
+            overlap=1,
+        )
+
+
+@dataclass(frozen=True)
+class StepLog:
+    step: int
+    steps: int
+    loss: float
+    lr: float
+    seconds: float  # wall time of the run so far, resumed runs included
+    val_psnr: float | None = None
+
+
+def charbonnier(output: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    return torch.sqrt((output - target) ** 2 + eps * eps).mean()
+
+
+def lr_factor(step: int, steps: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 1 % of the peak."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, steps - warmup)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
+    if amp is None:
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return None
+    if amp == "none":
+        return None
+    if amp == "fp16" and device.type != "cuda":
+        raise UsageError("--amp fp16 needs a CUDA device", "use --amp bf16 or none on the CPU")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, *, resume: bool = False) -> None:
+        self.config = config
+        self.out = Path(config.out)
+        self.device = resolve_device(config.device)
+        self.amp = _amp_dtype(config.amp, self.device)
+        self._resolve_arch()
+        if config.arch not in ARCHITECTURES:
+            raise UsageError(f"unknown arch '{config.arch}'", "known: " + ", ".join(sorted(ARCHITECTURES)))
+        torch.manual_seed(config.seed)  # the same initial weights for the same seed
+        try:
+            self.model = architecture(config.spec())(**config.params)
+        except TypeError as exc:
+            raise UsageError(f"bad --params for arch '{config.arch}': {exc}") from None
+        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
+        if not self.parameters:
+            raise UsageError(f"arch '{config.arch}' has nothing to train")
+        if config.init:
+            self._load_init(config.init)
+        self.model.to(self.device)
+        use_deform_conv(self.model, pick_deform_conv(self.device))
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=config.lr, betas=(0.9, 0.99), weight_decay=0.0)
+        warmup = config.warmup if config.warmup is not None else min(500, max(1, config.steps // 20))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, config.steps, warmup)
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
+        self.step = 0
+        self.elapsed = 0.0
+        if resume:
+            self._resume()
+        elif (self.out / CHECKPOINTS / LATEST).exists():
+            raise UsageError(
+                f"{self.out} already holds a training run", "use --resume to continue it, or another --out"
+            )
+
+    # -- setup ----------------------------------------------------------------------------------
+    def _resolve_arch(self) -> None:
+        """``--init NAME`` without ``--arch`` trains that model's architecture and params."""
+        config = self.config
+        if config.init and not config.arch:
+            spec = load_registry().get(config.init)
+            config.arch, config.params = spec.arch, {**spec.params, **config.params}
+        if not config.arch:
+            raise UsageError("give --arch (or --init NAME to fine-tune a registered model)")
+
+    def _load_init(self, name: str) -> None:
+        spec = load_registry().get(name)
+        if spec.arch != self.config.arch:
+            raise UsageError(f"--init {name} is arch '{spec.arch}', not '{self.config.arch}'")
+        if spec.weights is None:
+            raise UsageError(f"model '{name}' has no weights to start from")
+        path = hub.weights_file(spec)
+        hub.load_strict(self.model, hub.read_state_dict(path), spec, path)
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def save_checkpoint(self) -> Path:
+        folder = self.out / CHECKPOINTS
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "config": json.dumps(asdict(self.config)),
+        }
+        path = folder / f"step_{self.step:07d}.pt"
+        tmp = path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        latest_tmp = folder / (LATEST + ".tmp")
+        torch.save(state, latest_tmp)
+        os.replace(latest_tmp, folder / LATEST)
+        return path
+
+    def _resume(self) -> None:
+        path = self.out / CHECKPOINTS / LATEST
+        if not path.is_file():
+            raise UsageError(f"nothing to resume in {self.out}", "start without --resume")
+        state = torch.load(path, map_location=self.device, weights_only=True)
+        saved = json.loads(state["config"])
+        for key in ("arch", "params", "scale", "fps_x", "frames_in", "patch", "batch", "seed"):
+            if saved[key] != asdict(self.config)[key]:
+                raise UsageError(
+                    f"--resume with a different --{key.replace('_', '-')} ({saved[key]} in the checkpoint)"
+                )
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.step, self.elapsed = state["step"], state["elapsed"]
+
+    # -- validation -------------------------------------------------------------------------------
+    def validate(self, clips: list[tuple[str, list]]) -> float:
+        """Mean PSNR-Y of the eval protocol on the validation clips."""
+        self.model.eval()
+        upscaler = Upscaler(self.config.spec(), self.model, self.config.scale, self.device, half=False)
+        scores = [
+            score_clip(
+                name,
+                frames,
+                upscaler,
+                scale=self.config.scale,
+                fps_x=self.config.fps_x,
+                window=max(self.config.frames_in, 2),
+                overlap=1,
+            )  # fmt: skip
+            for name, frames in clips
+        ]
+        self.model.train()
+        return sum(s.psnr_y for s in scores) / len(scores)
+
+    def _validation_clips(self) -> list[tuple[str, list]]:
+        """A few validation clips, cut to at most 7 frames and 256 pixels a side to keep it quick."""
+        clips = []
+        for clip in find_clips(self.config.val)[: self.config.val_clips]:
+            frames = read_clip(clip)[:7]
+            h, w = frames[0].shape[:2]
+            y, x = max(0, (h - 256) // 2), max(0, (w - 256) // 2)
+            clips.append((clip.name, [f[y : y + 256, x : x + 256] for f in frames]))
+        return clips
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self, cache: FrameCache, on_log: Callable[[StepLog], None] | None = None) -> list[StepLog]:
+        config = self.config
+        sampler = PatchSampler(
+            cache, frames_in=config.frames_in, fps_x=config.fps_x, patch=config.patch, scale=config.scale,
+            seed=config.seed,
+        )  # fmt: skip
+        val_clips = self._validation_clips() if config.val else []
+        logs: list[StepLog] = []
+        log_path = self.out / "train.jsonl"
+        self.out.mkdir(parents=True, exist_ok=True)
+        prefetch = Prefetcher(sampler, config.batch, self.step)
+        self.model.train()
+        began, losses = time.perf_counter() - self.elapsed, []
+        try:
+            while self.step < config.steps:
+                lr_in, target = prefetch.next()
+                lr_in = lr_in.to(self.device, non_blocking=True)
+                target = target.to(self.device, non_blocking=True)
+                with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                    output = run_network(self.model, lr_in, config.fps_x)
+                if output.shape != target.shape:
+                    raise TrainingError(
+                        f"arch '{config.arch}' gives {tuple(output.shape)} for the target {tuple(target.shape)}",
+                        f"does it upscale x{config.scale} in space and x{config.fps_x} in time?",
+                    )
+                loss = charbonnier(output.float(), target)
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"the loss became {loss.item()} at step {self.step}", "lower --lr")
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.parameters, config.clip_grad)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.scheduler.step()
+                self.step += 1
+                losses.append(loss.item())
+                self.elapsed = time.perf_counter() - began
+                val_psnr = None
+                if val_clips and (self.step % config.val_every == 0 or self.step == config.steps):
+                    val_psnr = self.validate(val_clips)
+                if self.step % config.log_every == 0 or val_psnr is not None or self.step == config.steps:
+                    entry = StepLog(
+                        self.step, config.steps, sum(losses) / len(losses), self.scheduler.get_last_lr()[0],
+                        self.elapsed, val_psnr,
+                    )  # fmt: skip
+                    losses = []
+                    logs.append(entry)
+                    with open(log_path, "a") as f:
+                        f.write(json.dumps(asdict(entry)) + "\n")
+                    if on_log is not None:
+                        on_log(entry)
+                if self.step % config.save_every == 0 or self.step == config.steps:
+                    self.save_checkpoint()
+        except KeyboardInterrupt:
+            if self.step:
+                self.save_checkpoint()  # Ctrl-C loses nothing: --resume continues from here
+            raise
+        finally:
+            prefetch.close()
+        self.model.eval()
+        return logs

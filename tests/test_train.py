@@ -1,0 +1,98 @@
+"""stvsr train on the CPU with a tiny network: the loss falls, runs resume exactly, exports load."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from media import make_video, smooth, stream_facts
+from safetensors.torch import load_file
+
+from stvsr_cli.cli import main
+from stvsr_cli.training.data import PatchSampler, load_frames
+from stvsr_cli.training.trainer import TrainConfig, Trainer
+
+TINY = {"nf": 8, "groups": 8, "front_rbs": 1, "back_rbs": 1}
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("train")
+    for i in range(2):
+        make_video(folder / f"clip{i}.mkv", frames=9, size=(40, 36), codec="ffv1", pix_fmt="bgr0", content=smooth)
+    return folder
+
+
+def config(data, out, steps, **extra):
+    return TrainConfig(
+        arch="zsm", params=TINY, data=[str(data)], out=str(out), name="tiny", steps=steps, batch=2, patch=16,
+        log_every=5, warmup=2, **{"save_every": 5, **extra},
+    )  # fmt: skip
+
+
+def test_samples_are_the_protocols_input_and_target(data):
+    sampler = PatchSampler(load_frames([data]), frames_in=4, fps_x=2, patch=16, scale=4, seed=3)
+    lr, hr = sampler.batch(7, 2)
+    assert lr.shape == (2, 4, 3, 4, 4) and hr.shape == (2, 7, 3, 16, 16)
+    again_lr, again_hr = sampler.batch(7, 2)
+    assert torch.equal(lr, again_lr) and torch.equal(hr, again_hr)  # batch s depends on (seed, s) only
+    assert not torch.equal(hr, sampler.batch(8, 2)[1])
+    from stvsr_cli.evaluation import downscale_tensor
+
+    assert torch.equal(lr, downscale_tensor(hr[:, ::2], 4))  # input = even frames, bicubic, 8-bit levels
+
+
+def test_loss_falls_and_the_export_runs_in_upscale(data, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        main,
+        ["train", "--arch", "zsm", "--params", json.dumps(TINY), "--data", str(data), "--out", str(out),
+         "--steps", "30", "--batch", "2", "--patch", "16", "--log-every", "5", "--lr", "1e-3", "--name", "tiny"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    logs = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in logs] == [5, 10, 15, 20, 25, 30]
+    assert logs[-1]["loss"] < 0.7 * logs[0]["loss"]
+    weights = out / "tiny.safetensors"
+    assert set(load_file(str(weights))) and (out / "tiny.md").read_text().startswith("# tiny")
+    assert 'arch = "zsm"' in (out / "tiny.toml").read_text()
+    clip = tmp_path / "in.mp4"
+    make_video(clip, frames=3, size=(16, 12))
+    run = CliRunner().invoke(main, ["upscale", str(clip), str(tmp_path / "out.mp4"), "--model", "zsm", "--weights", str(weights)])
+    assert run.exit_code == 0, run.stderr
+    assert stream_facts(tmp_path / "out.mp4")["frames"] == 6
+
+
+def test_resume_continues_exactly(data, tmp_path):
+    straight = Trainer(config(data, tmp_path / "straight", 10))
+    straight.run(load_frames([data]))
+
+    def ctrl_c(entry):
+        if entry.step == 5:
+            raise KeyboardInterrupt  # as Ctrl-C would: the trainer saves a checkpoint first
+
+    first = Trainer(config(data, tmp_path / "resumed", 10, save_every=100))
+    with pytest.raises(KeyboardInterrupt):
+        first.run(load_frames([data]), ctrl_c)
+    resumed = Trainer(config(data, tmp_path / "resumed", 10), resume=True)
+    assert resumed.step == 5
+    saved = torch.load(tmp_path / "resumed" / "checkpoints" / "latest.pt", weights_only=True)["optimizer"]
+    assert saved["state"][0]["step"] == resumed.optimizer.state_dict()["state"][0]["step"] == 5
+    logs = resumed.run(load_frames([data]))
+    assert [e.step for e in logs] == [10]
+    for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_training_mistakes_fail_in_one_line(data, tmp_path):
+    runner = CliRunner()
+    base = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--steps", "2", "--patch", "16", "--batch", "1"]
+    no_run = runner.invoke(main, [*base, "--arch", "zsm", "--resume"])
+    assert no_run.exit_code == 2 and "nothing to resume" in no_run.stderr
+    unknown = runner.invoke(main, [*base, "--arch", "nosuch"])
+    assert unknown.exit_code == 2 and "unknown arch" in unknown.stderr
+    bad_params = runner.invoke(main, [*base, "--arch", "zsm", "--params", '{"colour": 3}'])
+    assert bad_params.exit_code == 2 and "bad --params" in bad_params.stderr
+    nothing = runner.invoke(main, [*base, "--arch", "classic"])
+    assert nothing.exit_code == 2 and "nothing to train" in nothing.stderr
+    assert all("Traceback" not in r.stderr for r in (no_run, unknown, bad_params, nothing))
