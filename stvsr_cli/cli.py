@@ -7,6 +7,7 @@ stderr (a traceback only with ``--debug``); ``--json`` puts one JSON object on s
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from collections.abc import Callable
 from fractions import Fraction
@@ -456,6 +457,11 @@ def train_command(ctx: click.Context, **opts: Any) -> None:
         if not quiet and not console.is_terminal:
             val = f", val {entry.val_psnr:.2f} dB" if entry.val_psnr is not None else ""
             click.echo(f"step {entry.step}/{entry.steps}: loss {entry.loss:.5f}, lr {entry.lr:.2e}{val}", err=True)
+
+    # A kill (SIGTERM), and Ctrl-C even where a shell started us with it ignored, stop the run the
+    # same way: the trainer saves a checkpoint that --resume continues from.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
 
     def run():
         trainer = Trainer(config, resume=resume)

@@ -114,7 +114,7 @@ def test_eval_command_writes_the_json_summary(tmp_path):
     make_video(tmp_path / "clips" / "a.mp4", frames=5, size=(40, 32))
     write_clip(tmp_path / "clips" / "b.mkv", [flat(90)] * 3)
     out = tmp_path / "scores.json"
-    result = CliRunner().invoke(main, ["eval", str(tmp_path / "clips"), "--json", str(out)])
+    result = CliRunner().invoke(main, ["eval", str(tmp_path / "clips"), "--model", "classic", "--json", str(out)])
     assert result.exit_code == 0, result.stderr
     data = json.loads(out.read_text())
     assert data["model"] == "classic" and [c["name"] for c in data["clips"]] == ["a", "b"]

@@ -25,7 +25,7 @@ def test_batch_script_skips_done_files_and_reports_failures(tmp_path):
     (folder / "broken.mp4").write_text("not a video")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     first = subprocess.run(
-        ["bash", str(EXAMPLES / "batch.sh"), str(folder), str(out), "--scale", "2"],
+        ["bash", str(EXAMPLES / "batch.sh"), str(folder), str(out), "--model", "classic", "--scale", "2"],
         capture_output=True, text=True, env=env,
     )  # fmt: skip
     assert first.returncode == 1 and "FAILED" in first.stderr and "done" in first.stdout

@@ -96,3 +96,21 @@ def test_training_mistakes_fail_in_one_line(data, tmp_path):
     nothing = runner.invoke(main, [*base, "--arch", "classic"])
     assert nothing.exit_code == 2 and "nothing to train" in nothing.stderr
     assert all("Traceback" not in r.stderr for r in (no_run, unknown, bad_params, nothing))
+
+
+def test_init_starts_from_a_registered_models_weights(data, tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from stvsr_cli.models.zsm import ZoomingSlowMo
+
+    torch.manual_seed(11)
+    start = ZoomingSlowMo(**TINY).state_dict()
+    save_file(start, str(tmp_path / "mine.safetensors"))
+    (tmp_path / "models.toml").write_text(
+        f'[models.mine]\narch = "zsm"\nparams = {{ nf = 8, groups = 8, front_rbs = 1, back_rbs = 1 }}\nweights = "mine.safetensors"\n'
+    )
+    monkeypatch.setenv("STVSR_REGISTRY", str(tmp_path / "models.toml"))
+    trainer = Trainer(TrainConfig(arch=None, params={}, data=[str(data)], out=str(tmp_path / "run"), name="ft", init="mine"))
+    assert trainer.config.arch == "zsm" and trainer.config.params == TINY
+    for key, value in trainer.model.state_dict().items():
+        assert torch.equal(value, start[key])

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 from media import make_video, read_frames, smooth, stream_facts
 
-from stvsr_cli import upscale
+from stvsr_cli import upscale as upscale_api
 from stvsr_cli.cli import main
 from stvsr_cli.io.encode import EncodeSettings
 
@@ -20,7 +20,13 @@ LOSSLESS = ["--codec", "ffv1", "--pix-fmt", "bgr0"]
 
 
 def run_cli(*args):
-    return CliRunner().invoke(main, ["upscale", *map(str, args)])
+    """The pipeline's behaviour is pinned with ``classic``, whose pixels can be computed directly."""
+    model = [] if "--model" in args else ["--model", "classic"]
+    return CliRunner().invoke(main, ["upscale", *map(str, args), *model])
+
+
+def upscale(*args, **kwargs):
+    return upscale_api(*args, **{"model": "classic", **kwargs})
 
 
 def expected_classic(frames: list[np.ndarray], scale: int, k: int) -> list[np.ndarray]:
@@ -39,7 +45,7 @@ def expected_classic(frames: list[np.ndarray], scale: int, k: int) -> list[np.nd
 
 def test_default_upscale_keeps_duration_and_audio(clip, tmp_path):
     out = tmp_path / "out.mp4"
-    result = run_cli(clip, out, "--json")
+    result = CliRunner().invoke(main, ["upscale", str(clip), str(out), "--json"])  # the default model
     assert result.exit_code == 0, result.stderr
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["frames_in"] == 10 and summary["frames_out"] == 20 and summary["rate_out"] == "50"

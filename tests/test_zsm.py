@@ -110,3 +110,16 @@ def test_zsm_without_its_weights_fails_in_one_line(clip, tmp_path):
     assert result.exit_code == 1 and "Traceback" not in result.stderr
     assert "not in the cache" in result.stderr and "stvsr weights import zsm" in result.stderr
     assert not (tmp_path / "out.mp4").exists()
+
+
+def test_global_residual_adds_the_classic_baseline_and_no_parameters():
+    from stvsr_cli.models.classic import Classic
+
+    plain = ZoomingSlowMo(nf=16, groups=8, front_rbs=1, back_rbs=2)
+    residual = ZoomingSlowMo(nf=16, groups=8, front_rbs=1, back_rbs=2, global_residual=True).eval()
+    assert plain.state_dict().keys() == residual.state_dict().keys()  # official checkpoints still load
+    torch.nn.init.zeros_(residual.conv_last.weight)
+    torch.nn.init.zeros_(residual.conv_last.bias)
+    frames = torch.rand(1, 3, 3, 13, 18)
+    with torch.no_grad():
+        torch.testing.assert_close(residual(frames), Classic(scale=4)(frames, fps_x=2), atol=0, rtol=0)

@@ -184,8 +184,8 @@ class ZoomingSlowMo(nn.Module):
         self, *, nf: int = 64, groups: int = 8, front_rbs: int = 5, back_rbs: int = 40, global_residual: bool = False
     ) -> None:
         """``global_residual`` is our addition, off in the official configuration: the network then
-        predicts a correction to bicubic upscaling and linear blending (``classic``), and starts
-        training from exactly that baseline. It adds no parameters."""
+        predicts a correction to bicubic upscaling and linear blending (``classic``), so training
+        starts near that baseline instead of from nothing. It adds no parameters."""
         super().__init__()
         self.conv_first = conv3x3(3, nf)
         self.feature_extraction = nn.Sequential(*[ResidualBlockNoBN(nf) for _ in range(front_rbs)])
@@ -202,9 +202,6 @@ class ZoomingSlowMo(nn.Module):
         self.HRconv = conv3x3(64, 64)
         self.conv_last = conv3x3(64, 3)
         self.baseline = Classic(scale=4) if global_residual else None
-        if global_residual:
-            nn.init.zeros_(self.conv_last.weight)
-            nn.init.zeros_(self.conv_last.bias)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         b, n, c, h, w = frames.shape

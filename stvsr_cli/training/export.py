@@ -62,12 +62,12 @@ def export(trainer: Trainer, cache: FrameCache, eval_data: list[str] | None = No
         classic = load_model(load_registry().get("classic"), scale=config.scale, device=trainer.device)
         baseline = evaluate(eval_data, classic, fps_x=config.fps_x)
 
-    window = max(2, config.frames_in)  # run as trained
+    spec = config.spec()
     entry = (
         f"[models.{config.name}]\n"
         f'arch = "{config.arch}"\n'
         f"params = {{ {', '.join(f'{k} = {_toml(v)}' for k, v in config.params.items())} }}\n"
-        f"scale = {config.scale}\nfps_x = {config.fps_x}\nwindow = {window}\noverlap = {max(1, window // 2)}\n"
+        f"scale = {config.scale}\nfps_x = {config.fps_x}\nwindow = {spec.window}\noverlap = {spec.overlap}\n"
         f'weights = "{weights.name}"\nsha256 = "{sha256}"\n'
         f'license = "see {config.name}.md (training data: research and private use)"\n'
         f'description = "{config.arch} trained by stvsr train for {trainer.step} steps"\n'

@@ -57,15 +57,17 @@ class TrainConfig:
     cache_dir: str | None = None
 
     def spec(self) -> ModelSpec:
-        """The model being trained, as a registry entry (for the pipeline's validation calls)."""
+        """The model being trained, as a registry entry: validation, the final evaluation and the
+        exported registry entry all run it this way (windows as long as the training samples)."""
+        window = max(self.frames_in, 2)
         return ModelSpec(
             name=self.name,
             arch=self.arch or "",
             params=self.params,
             scales=(self.scale,),
             fps_x=(self.fps_x,),
-            window=max(self.frames_in, 2),
-            overlap=1,
+            window=window,
+            overlap=max(1, window // 2),
         )
 
 
@@ -209,9 +211,9 @@ class Trainer:
                 upscaler,
                 scale=self.config.scale,
                 fps_x=self.config.fps_x,
-                window=max(self.config.frames_in, 2),
-                overlap=1,
-            )  # fmt: skip
+                window=upscaler.spec.window,
+                overlap=upscaler.spec.overlap,
+            )
             for name, frames in clips
         ]
         self.model.train()
