@@ -20,10 +20,12 @@ from stvsr_cli.io.encode import EncodeSettings, VideoWriter, is_disk_full
 from stvsr_cli.models.loader import load_model
 from stvsr_cli.models.registry import ModelSpec, Registry, load_registry
 from stvsr_cli.pipeline.run import run_windows
+from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD, find_cuts
 from stvsr_cli.pipeline.tiles import MIN_TILE, TiledModel
 from stvsr_cli.pipeline.windows import plan_windows
 
-Progress = Callable[[int, int], None]  # (output frames done, output frames in all)
+Progress = Callable[[int, int], None]  # (frames done, frames in all)
+DEINTERLACE_MODES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,9 @@ class UpscaleResult:
     rate_out: Fraction
     duration: Fraction  # seconds of video written
     seconds: float  # wall-clock time of the run
+    cuts: list[int] = field(default_factory=list)  # input frames (on the constant-rate grid) that start a shot
+    cut_times: list[Fraction] = field(default_factory=list)  # the same, in seconds from the first frame
+    deinterlaced: bool = False
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -60,6 +65,7 @@ class UpscaleResult:
             rate_in=str(self.rate_in),
             rate_out=str(self.rate_out),
             duration=float(self.duration),
+            cut_times=[round(float(t), 6) for t in self.cut_times],
             seconds=round(self.seconds, 3),
             fps=round(self.fps, 3),
         )
@@ -128,9 +134,13 @@ def upscale(
     start: float | Fraction | None = None,
     duration: float | Fraction | None = None,
     overwrite: bool = False,
+    scene_detect: bool = True,
+    scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
+    deinterlace: str = "auto",
     registry: Registry | None = None,
     on_info: Callable[[VideoInfo, Job], None] | None = None,
     progress: Progress | None = None,
+    scan_progress: Progress | None = None,
     download_progress: hub.Progress | None = None,
 ) -> UpscaleResult:
     """Upscale ``input`` by ``scale`` in space and ``fps_x`` in time into ``output``.
@@ -141,6 +151,11 @@ def upscale(
     ``tile`` (LR pixels, 0 = off) runs the model on overlapping tiles, for frames too big for the device.
     The model's registered weights are downloaded on first use unless ``offline``; ``weights``
     names a local file to use instead.
+
+    Hard scene cuts are found first (one quick pass over small thumbnails, ``scan_progress``
+    reports it) unless ``scene_detect`` is off: no model call spans a cut, and the output frames
+    between two shots repeat the nearer real frame. ``deinterlace`` is ``auto`` (when the stream
+    says it is interlaced), ``on`` or ``off``.
     """
     began = time.perf_counter()
     job = check_job(
@@ -153,17 +168,23 @@ def upscale(
         raise UsageError("--duration must be positive")
     if tile and tile < MIN_TILE:
         raise UsageError(f"--tile must be 0 (off) or at least {MIN_TILE} pixels")
+    if deinterlace not in DEINTERLACE_MODES:
+        raise UsageError(f"--deinterlace must be one of {', '.join(DEINTERLACE_MODES)}")
+    if scene_threshold <= 0:
+        raise UsageError("--scene-threshold must be positive")
     info = probe(job.src, start=start, duration=duration)
     upscaler = load_model(
         job.spec, scale=scale, device=device, half=half, weights=weights, offline=offline, progress=download_progress
     )
-    plan = plan_windows(info.frame_count, job.window, job.overlap, fps_x, job.spec.min_frames)
     if on_info is not None:
         on_info(info, job)
+    cuts = find_scene_cuts(info, scene_threshold, scan_progress) if scene_detect else []
+    plan = plan_windows(info.frame_count, job.window, job.overlap, fps_x, job.spec.min_frames, cuts=cuts)
+    deinterlacing = deinterlace == "on" or (deinterlace == "auto" and info.interlaced)
     rate_out = info.frame_rate * fps_x
     try:
         with (
-            VideoReader(info) as reader,
+            VideoReader(info, deinterlace=deinterlacing) as reader,
             VideoWriter(
                 job.dst,
                 info,
@@ -198,5 +219,26 @@ def upscale(
         rate_out=rate_out,
         duration=writer.frames_written / rate_out,
         seconds=time.perf_counter() - began,
+        cuts=cuts,
+        cut_times=[Fraction(c) / info.frame_rate for c in cuts],
+        deinterlaced=deinterlacing,
         warnings=reader.warnings + writer.warnings,
     )
+
+
+def find_scene_cuts(
+    info: VideoInfo, threshold: float = DEFAULT_SCENE_THRESHOLD, progress: Progress | None = None
+) -> list[int]:
+    """The frames of ``info`` (indices on its constant-rate grid) that start a new shot."""
+    if info.frame_count < 2:
+        return []
+    total = info.frame_count
+
+    def counted(thumbnails):
+        for done, thumb in enumerate(thumbnails, 1):
+            yield thumb
+            if progress is not None and (done % 64 == 0 or done == total):
+                progress(done, total)
+
+    with VideoReader(info, thumbnails=True) as reader:
+        return find_cuts(counted(reader.frames()), threshold)

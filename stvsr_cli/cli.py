@@ -31,6 +31,7 @@ from rich.text import Text
 
 from stvsr_cli import __version__
 from stvsr_cli.errors import StvsrError
+from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD
 
 EXIT_INTERRUPTED = 130
 
@@ -130,19 +131,45 @@ model_options = _options(
 )
 
 
+# What a run does besides the model: tiles, encoder, piece, scene cuts, deinterlacing.
+job_options = _options(
+    click.option(
+        "--tile", type=click.IntRange(min=0), default=0, help="Run the model on tiles of this many LR pixels (0 = off)."
+    ),
+    click.option("--codec", default=None, help="Video encoder (default libx264, or the container's default)."),
+    click.option("--crf", type=click.FloatRange(min=0), default=None, help="Quality for CRF encoders (default 18)."),
+    click.option("--preset", default=None, help="Encoder preset (default medium for x264/x265)."),
+    click.option("--pix-fmt", default=None, help="Output pixel format (default yuv420p, yuv420p10le for 10-bit input)."),
+    click.option("--start", type=Seconds(), default=None, help="Start this many seconds in (or [HH:]MM:SS)."),
+    click.option("--duration", type=Seconds(), default=None, help="Process only this many seconds."),
+    click.option(
+        "--scene-detect/--no-scene-detect",
+        default=True,
+        show_default=True,
+        help="Find hard cuts first; no model call spans one, and frames between two shots repeat the nearer one.",
+    ),
+    click.option(
+        "--scene-threshold",
+        type=click.FloatRange(min=0, min_open=True),
+        default=DEFAULT_SCENE_THRESHOLD,
+        show_default=True,
+        help="Cut score (percent of full scale) above which a frame starts a new shot; lower finds more cuts.",
+    ),
+    click.option(
+        "--deinterlace",
+        type=click.Choice(["auto", "on", "off"]),
+        default="auto",
+        show_default=True,
+        help="Deinterlace (bwdif, frame rate kept) before the model; auto: when the stream says it is interlaced.",
+    ),
+)
+
+
 @main.command()
 @click.argument("input", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path(path_type=Path))
 @model_options
-@click.option(
-    "--tile", type=click.IntRange(min=0), default=0, help="Run the model on tiles of this many LR pixels (0 = off)."
-)
-@click.option("--codec", default=None, help="Video encoder (default libx264, or the container's default).")
-@click.option("--crf", type=click.FloatRange(min=0), default=None, help="Quality for CRF encoders (default 18).")
-@click.option("--preset", default=None, help="Encoder preset (default medium for x264/x265).")
-@click.option("--pix-fmt", default=None, help="Output pixel format (default yuv420p, yuv420p10le for 10-bit input).")
-@click.option("--start", type=Seconds(), default=None, help="Start this many seconds in (or [HH:]MM:SS).")
-@click.option("--duration", type=Seconds(), default=None, help="Process only this many seconds.")
+@job_options
 @click.option("-y", "--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary line on stdout.")
@@ -151,7 +178,6 @@ model_options = _options(
 def upscale(ctx: click.Context, input: Path, output: Path, **opts: Any) -> None:
     """Upscale INPUT into OUTPUT: --scale times the size, --fps-x times the frame rate."""
     from stvsr_cli.api import upscale as run_upscale
-    from stvsr_cli.io.encode import EncodeSettings
 
     debug = opts.pop("debug") or _debug(ctx)
     quiet, as_json = opts.pop("quiet"), opts.pop("as_json")
@@ -161,6 +187,7 @@ def upscale(ctx: click.Context, input: Path, output: Path, **opts: Any) -> None:
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), FpsColumn(), TimeRemainingColumn(),
         console=console, disable=not show_bar,
     )  # fmt: skip
+    scan_task = bar.add_task("finding cuts", total=None, visible=False)
     task = bar.add_task("upscaling", total=None)
 
     def on_info(info, job) -> None:
@@ -179,19 +206,19 @@ def upscale(ctx: click.Context, input: Path, output: Path, **opts: Any) -> None:
     def on_progress(done: int, total: int) -> None:
         bar.update(task, completed=done, total=total)
 
-    opts["offline"] = opts["offline"] or None  # not given: HF_HUB_OFFLINE decides
-    encode = EncodeSettings(
-        codec=opts.pop("codec"), crf=opts.pop("crf"), preset=opts.pop("preset"), pix_fmt=opts.pop("pix_fmt")
-    )
+    def on_scan(done: int, total: int) -> None:
+        bar.update(scan_task, completed=done, total=total, visible=True)
+
+    opts = _upscale_kwargs(opts)
     json_context = {"input": str(input), "output": str(output)} if as_json else None
     try:
         result = _guarded(
             lambda: run_upscale(
                 input,
                 output,
-                encode=encode,
                 on_info=on_info,
                 progress=on_progress,
+                scan_progress=on_scan,
                 download_progress=_download_bar(console, quiet),
                 **opts,
             ),  # fmt: skip
@@ -203,6 +230,12 @@ def upscale(ctx: click.Context, input: Path, output: Path, **opts: Any) -> None:
     if not quiet:
         for warning in result.warnings:
             click.echo(f"stvsr: warning: {warning}", err=True)
+        if result.deinterlaced:
+            click.echo("deinterlaced the input (bwdif)", err=True)
+        if result.cuts:
+            times = ", ".join(f"{float(t):.2f}" for t in result.cut_times[:10])
+            more = f" and {len(result.cuts) - 10} more" if len(result.cuts) > 10 else ""
+            click.echo(f"{len(result.cuts)} scene cut(s) at {times}{more} s", err=True)
         click.echo(
             f"wrote {result.output}: {result.frames_out} frames, {float(result.duration):.3f} s, "
             f"in {result.seconds:.1f} s ({result.fps:.1f} frames/s on {result.device})",
@@ -210,6 +243,147 @@ def upscale(ctx: click.Context, input: Path, output: Path, **opts: Any) -> None:
         )
     if as_json:
         click.echo(json.dumps(result.to_json()))
+
+
+def _upscale_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
+    """The shared model and job options as keyword arguments of ``stvsr_cli.upscale``."""
+    from stvsr_cli.io.encode import EncodeSettings
+
+    opts = dict(opts)
+    opts["offline"] = opts["offline"] or None  # not given: HF_HUB_OFFLINE decides
+    opts["encode"] = EncodeSettings(
+        codec=opts.pop("codec"), crf=opts.pop("crf"), preset=opts.pop("preset"), pix_fmt=opts.pop("pix_fmt")
+    )
+    return opts
+
+
+@main.command()
+@click.argument("in_dir", type=click.Path(path_type=Path))
+@click.argument("out_dir", type=click.Path(path_type=Path))
+@model_options
+@job_options
+@click.option(
+    "--pattern",
+    "patterns",
+    multiple=True,
+    help="File name or relative path glob to take (repeat; default: common video extensions).",
+)
+@click.option("--ext", default=None, help="Write outputs with this extension (container) instead of the input's.")
+@click.option("--report", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write a JSON report.")
+@click.option("--shard", "shard_spec", default=None, metavar="K/N", help="Process only shard K of N (1-based).")
+@click.option(
+    "--jobs", type=click.IntRange(min=1), default=None, help="Files at once (default: one per GPU, or 1)."
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    is_flag=False,
+    flag_value="local",
+    default=None,
+    metavar="[ADDRESS]",
+    help="Run the files as Ray tasks: on the cluster at ADDRESS ('auto' for the running one), or a local one.",
+)
+@click.option(
+    "--ray-gpus-per-task", type=click.FloatRange(min=0), default=None, help="GPUs per Ray task (default 1 if any)."
+)
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but failures and the summary.")
+@click.pass_context
+def batch(ctx: click.Context, in_dir: Path, out_dir: Path, **opts: Any) -> None:
+    """Upscale every video under IN_DIR into the same relative paths under OUT_DIR.
+
+    Files whose output exists are skipped (an output only exists once complete); a file that fails
+    is reported and the rest go on. Exit 0 when every file is done or skipped, 1 when any failed.
+    """
+    from stvsr_cli import batch as batching
+
+    debug = _debug(ctx)
+    quiet = opts.pop("quiet")
+    patterns = opts.pop("patterns") or batching.DEFAULT_PATTERNS
+    ext, report, shard_spec = opts.pop("ext"), opts.pop("report"), opts.pop("shard_spec")
+    jobs, ray_address, ray_gpus = opts.pop("jobs"), opts.pop("ray_address"), opts.pop("ray_gpus_per_task")
+    kwargs = _upscale_kwargs(opts)
+    console = _stderr()
+
+    def make_plan():
+        spec = batching.parse_shard(shard_spec) if shard_spec else None
+        plan = batching.plan_batch(in_dir, out_dir, patterns=patterns, ext=ext, shard_spec=spec)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return plan
+
+    plan = _guarded(make_plan, debug=debug)
+    if not quiet:
+        share = f" (shard {shard_spec} of {plan.total})" if shard_spec else ""
+        console.print(f"{len(plan.files)} videos{share}; {plan.ignored} other files ignored")
+    show = console.is_terminal and not quiet
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=console, disable=not show,
+    )  # fmt: skip
+    overall = bar.add_task("files", total=len(plan.files))
+    current: dict[str, Any] = {}
+    results: list = []
+
+    def on_start(item) -> None:
+        current[item.relative] = bar.add_task(item.relative, total=None)
+
+    def on_progress(name: str, done: int, total: int) -> None:
+        if name not in current:
+            current[name] = bar.add_task(name, total=None)
+        bar.update(current[name], completed=done, total=total)
+
+    def on_result(item, result) -> None:
+        results.append(result)
+        if item.relative in current:
+            bar.remove_task(current.pop(item.relative))
+        bar.advance(overall)
+        if result.status == "failed":
+            bar.console.print(f"[red]failed[/red] {item.relative}: {result.error}", highlight=False, markup=True)
+        elif not quiet:
+            bar.console.print(f"{result.status} {item.relative}", highlight=False)
+
+    def run():
+        try:
+            return run_files()
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt("interrupted; finished files are kept: run the same command again to go on") from None
+
+    def run_files():
+        if ray_address is not None:
+            return batching.run_batch_ray(
+                plan, kwargs, address=None if ray_address == "local" else ray_address,
+                gpus_per_task=ray_gpus, on_result=on_result,
+            )  # fmt: skip
+        n_jobs, devices = _batch_devices(jobs, kwargs["device"])
+        return batching.run_batch(
+            plan, kwargs, jobs=n_jobs, devices=devices, on_start=on_start, on_result=on_result, progress=on_progress
+        )
+
+    bar.start()
+    try:
+        _guarded(run, debug=debug)
+    finally:
+        bar.stop()
+        if report is not None:
+            _guarded(lambda: batching.write_report(report, plan, results), debug=debug)
+    summary = batching.summarize(plan, results)
+    click.echo(
+        f"{summary['done']} done, {summary['skipped']} skipped, {summary['failed']} failed"
+        f" ({summary['ignored_not_videos']} non-video files ignored)",
+        err=True,
+    )
+    sys.exit(1 if summary["failed"] else 0)
+
+
+def _batch_devices(jobs: int | None, device: str) -> tuple[int, list[str] | None]:
+    """Files at once, and the devices to spread them over: one file per GPU when there are several."""
+    if device not in ("auto", "cuda"):
+        return jobs or 1, None
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count < 2:
+        return jobs or 1, None
+    return jobs or count, [f"cuda:{i}" for i in range(count)]
 
 
 def _load_model(opts: dict[str, Any], console: Console, quiet: bool):

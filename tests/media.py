@@ -166,3 +166,61 @@ def stream_facts(path: Path) -> dict:
         facts["rotation"] = decoded[0].rotation
         facts["colorspace"] = int(decoded[0].colorspace)
     return facts
+
+
+def make_ramp_video(
+    path: Path, *, frames: int = 3, size: tuple[int, int] = (64, 48), tags: dict[str, int] | None = None
+) -> None:
+    """A lossless 10-bit (yuv420p10le, FFV1) grey ramp using 877 luma levels: more than 8 bits can hold.
+
+    ``tags`` sets colour tags on the stream: color_primaries, color_trc, colorspace, color_range.
+    """
+    width, height = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p10le"
+        for name, value in (tags or {}).items():
+            setattr(stream.codec_context, name, value)
+        for i in range(frames):
+            y = (64 + (np.arange(height * width).reshape(height, width) + 7 * i) % 877).astype(np.uint16)
+            chroma = np.full(width * height // 2, 512, np.uint16)
+            frame = av.VideoFrame.from_ndarray(
+                np.concatenate([y.ravel(), chroma]).reshape(height * 3 // 2, width), format="yuv420p10le"
+            )
+            for name, value in (tags or {}).items():
+                setattr(frame, name, value)
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def make_interlaced_video(path: Path, *, frames: int = 8, size: tuple[int, int] = (64, 48)) -> list[np.ndarray]:
+    """An interlaced (top field first) H.264 clip of a moving bar: each frame weaves two fields taken
+    at different times, as a tape transfer does, so a progressive reading shows combing."""
+
+    def woven(index: int, height: int, width: int) -> np.ndarray:
+        fields = []
+        for half in (0, 1):
+            picture = np.full((height, width, 3), 30, np.uint8)
+            left = (8 * index + 4 * half) % (width - 8)
+            picture[:, left : left + 8] = 220
+            fields.append(picture)
+        picture = fields[0].copy()
+        picture[1::2] = fields[1][1::2]
+        return picture
+
+    return make_video(
+        path,
+        frames=frames,
+        size=size,
+        content=woven,
+        options={"flags": "+ildct+ilme", "x264-params": "interlaced=1:tff=1", "qp": "0"},
+    )
+
+
+def combing(frame: np.ndarray) -> float:
+    """Mean of |2 row - row above - row below| on the luma: high where fields from two times alternate."""
+    y = frame.astype(np.float64).mean(axis=-1)
+    return float(np.abs(2 * y[1:-1] - y[:-2] - y[2:]).mean())

@@ -56,3 +56,17 @@ def test_coarse_time_base_rates_snap_to_the_standard_rate():
     assert nominal_rate(F(2997, 100)) == F(30000, 1001)  # the usual rounding of NTSC's rate
     assert nominal_rate(F(2994, 100)) == F(2994, 100)  # 0.1 % away from any standard rate: kept
     assert nominal_rate(F(123457, 1000)) == F(123457, 1000)
+
+
+def test_timestamps_are_exact_and_compact():
+    import numpy as np
+
+    from stvsr_cli.pipeline.timing import Timestamps
+
+    times = Timestamps(np.array([0, 1001, 2002, 3003]), F(1, 30000), origin=F(1, 2))
+    assert len(times) == 4 and times[0] == F(1, 2) and times[-1] == F(1, 2) + F(3003, 30000)
+    assert list(times) == [F(1, 2) + F(1001 * i, 30000) for i in range(4)]
+    piece = times.between(F(1, 2) + F(1001, 30000), F(1, 2) + F(3003, 30000))  # [low, high)
+    assert list(piece.ticks) == [1001, 2002]
+    assert list(times.between(None, F(1, 2) + F(1, 30000)).ticks) == [0]
+    assert times.ticks.nbytes == 8 * len(times)

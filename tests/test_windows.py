@@ -76,7 +76,7 @@ def test_tail_frames_that_do_not_fill_a_window_are_kept():
 
 def test_edge_frames_come_from_the_window_where_they_are_central():
     plan = plan_windows(12, 6, 3, 2)
-    assert window_starts(12, 6, 3) == [0, 3, 6]
+    assert list(window_starts(12, 6, 3)) == [0, 3, 6]
     # Input frame 5 (output 10) is the last frame of window 0 but central in window 1 (frames 3-8).
     src = plan.sources[10]
     assert plan.windows[src.window].frames == (3, 4, 5, 6, 7, 8) and src.index == 4
@@ -104,3 +104,40 @@ def test_short_video_uses_one_shorter_window():
 def test_invalid_plans_are_refused(args):
     with pytest.raises(ValueError):
         plan_windows(*args)
+
+
+@st.composite
+def plans_with_cuts(draw):
+    n, window, overlap, k, min_frames = draw(plans())
+    cuts = draw(st.sets(st.integers(1, max(1, n - 1)), max_size=6)) if n > 1 else set()
+    return n, window, overlap, k, min_frames, sorted(cuts)
+
+
+@settings(max_examples=400, deadline=None)
+@given(plans_with_cuts())
+def test_no_window_spans_a_cut_and_gaps_copy_the_nearer_real_frame(args):
+    n, window, overlap, k, min_frames, cuts = args
+    plan = plan_windows(n, window, overlap, k, min_frames, cuts=cuts)
+    assert plan.n_outputs == k * n
+    for win in plan.windows:
+        assert not any(win.start < c <= win.last for c in cuts)
+    shot_of = [sum(c <= i for c in cuts) for i in range(n)]
+    for j, src in enumerate(plan.sources):
+        win = plan.windows[src.window]
+        time = k * win.start + src.index  # the time, in 1/k frames, whose output frame is used
+        before, offset = divmod(j, k)
+        if before + 1 < n and shot_of[before] == shot_of[before + 1] or offset == 0:
+            assert time == j  # inside a shot: the model's frame at its own time
+        elif before + 1 >= n:
+            assert time == k * (n - 1)  # after the clip: the last frame held
+        else:  # between two shots: a real frame, the nearer one (earlier on a tie)
+            assert time == (k * before if offset <= k - offset else k * (before + 1))
+    # Output frames still come window by window, in order.
+    assert [s.window for s in plan.sources] == sorted(s.window for s in plan.sources)
+
+
+def test_cut_between_two_shots_at_double_rate():
+    plan = plan_windows(8, 4, 2, 2, cuts=[4])
+    assert [w.frames for w in plan.windows] == [(0, 1, 2, 3), (4, 5, 6, 7)]
+    in_between = plan.sources[7]  # time 3.5, between frame 3 (shot 1) and frame 4 (shot 2)
+    assert in_between == plan.sources[6]  # the copy of frame 3, not a blend

@@ -7,22 +7,28 @@ background thread into a bounded queue and yields RGB frames on that grid; it ne
 
 from __future__ import annotations
 
+import math
 import queue
 import threading
-from collections.abc import Iterator
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import av.filter
 import numpy as np
+from av.video.reformatter import Interpolation
 
 from stvsr_cli.errors import InputError
 from stvsr_cli.io.colour import Colour, bit_depth, rgb_format, stream_colour
-from stvsr_cli.pipeline.timing import grid_length, is_variable_rate, nominal_rate, resample_to_grid
+from stvsr_cli.pipeline.scenes import thumbnail_size
+from stvsr_cli.pipeline.timing import Timestamps, grid_length, is_variable_rate, nominal_rate, resample_to_grid
 
 # AVFieldOrder values.
 _FIELD_ORDERS = {1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
+INTERLACED_FIELD_ORDERS = ("tt", "bb", "tb", "bt", "interlaced")
 
 # Packets are demuxed in decode order; presentation order may lag by this much (B-frame reordering).
 _REORDER_MARGIN = Fraction(2)
@@ -53,7 +59,7 @@ class VideoInfo:
     pix_fmt: str
     bit_depth: int
     colour: Colour
-    field_order: str  # progressive, tt, bb, tb, bt (interlaced, top/bottom field first) or unknown
+    field_order: str  # progressive, tt, bb, tb, bt, interlaced (order unknown) or unknown
     audio_streams: int
     subtitle_streams: int
     trim_start: Fraction | None  # absolute time the piece starts at, when --start/--duration are used
@@ -62,6 +68,11 @@ class VideoInfo:
     @property
     def duration(self) -> Fraction:
         return self.frame_count / self.frame_rate
+
+    @property
+    def interlaced(self) -> bool:
+        """The stream says its frames are interlaced (its field order, or its first frame's flag)."""
+        return self.field_order in INTERLACED_FIELD_ORDERS
 
 
 def open_input(path: Path) -> av.container.InputContainer:
@@ -149,13 +160,20 @@ def probe(
                 int(first_frame.colorspace),
                 int(first_frame.color_range),
             ),
-            field_order=_FIELD_ORDERS.get(int(getattr(ctx, "field_order", 0) or 0), "unknown"),
+            field_order=_field_order(ctx, first_frame),
             audio_streams=len(container.streams.audio),
             subtitle_streams=len(container.streams.subtitles),
             trim_start=trim_start,
             trim_end=trim_end,
         )
     return info
+
+
+def _field_order(ctx, first_frame: av.VideoFrame) -> str:
+    order = _FIELD_ORDERS.get(int(getattr(ctx, "field_order", 0) or 0), "unknown")
+    if order == "unknown" and first_frame.interlaced_frame:
+        return "interlaced"
+    return order
 
 
 def seek(container: av.container.InputContainer, stream: av.video.stream.VideoStream, time: Fraction | None) -> None:
@@ -170,39 +188,43 @@ def seek(container: av.container.InputContainer, stream: av.video.stream.VideoSt
 
 def _read_packets(
     container, stream, tb: Fraction, trim_start, trim_end, path: Path
-) -> tuple[list[Fraction], bool, av.VideoFrame | None]:
+) -> tuple[Timestamps, bool, av.VideoFrame | None]:
     """Every frame's presentation time, sorted, from the packets alone; whether those times had to be
     made up from the frame index; and the first frame, decoded for what only frames carry
-    (rotation, colour tags, the real pixel format)."""
+    (rotation, colour tags, the real pixel format). Times are kept as integers: a feature film's
+    hundred thousand frames take a megabyte."""
     seek(container, stream, trim_start)
-    times: list[Fraction] = []
+    ticks = array("q")
     missing = 0
     first_frame = None
+    stop_after = None if trim_end is None else math.floor((trim_end + _REORDER_MARGIN) / tb)
     try:
         for packet in container.demux(stream):
             if first_frame is None:
                 first_frame = _decode_first(packet)
             if packet.size == 0 or packet.is_discard:
                 continue
-            time = _time(packet.pts if packet.pts is not None else packet.dts, tb)
-            if time is None:
+            tick = packet.pts if packet.pts is not None else packet.dts
+            if tick is None:
                 missing += 1
                 continue
-            if trim_end is not None and time > trim_end + _REORDER_MARGIN:
+            if stop_after is not None and tick > stop_after:
                 break
-            times.append(time)
+            ticks.append(tick)
     except av.FFmpegError as exc:
         raise InputError(f"'{path}' is corrupt: cannot read its packets", _reason(exc)) from None
-    count = len(times) + missing
-    index_timing = len(set(times)) < count * 0.9
+    unique = np.unique(np.frombuffer(ticks, dtype=np.int64))  # sorted
+    count = len(ticks) + missing
+    index_timing = len(unique) < count * 0.9
     if index_timing:
         # Missing or repeated timestamps (raw elementary streams, broken muxers): space frames evenly.
         rate = Fraction(stream.guessed_rate or stream.average_rate or 25)
-        start = min(times) if times else Fraction(0)
-        times = [start + Fraction(i) / rate for i in range(count)]
-    times = sorted(set(times))
+        start = int(unique[0]) * tb if len(unique) else Fraction(0)
+        times = Timestamps(np.arange(count, dtype=np.int64), 1 / rate, start)
+    else:
+        times = Timestamps(unique, tb)
     if trim_start is not None:
-        times = [t for t in times if t >= trim_start and (trim_end is None or t < trim_end)]
+        times = times.between(trim_start, trim_end)
     return times, index_timing, first_frame
 
 
@@ -220,35 +242,41 @@ def _decode_first(packet) -> av.VideoFrame | None:
 _EXACT_INDEX_FORMATS = ("mov", "mp4", "matroska", "webm")
 
 
-def _declared_duration(stream) -> Fraction | None:
+def _declared_end(stream) -> tuple[Fraction, Fraction] | None:
+    """When the stream's index says it ends, and how long it says it lasts."""
+    tb = Fraction(stream.time_base)
+    start = _time(stream.start_time, tb) or Fraction(0)
     if stream.duration:
-        return stream.duration * Fraction(stream.time_base)
-    tag = (stream.metadata or {}).get("DURATION")  # Matroska writes the stream's duration as a tag
+        return start + stream.duration * tb, stream.duration * tb
+    # Matroska writes the time the stream ends, measured from zero, as a DURATION tag; reading it as
+    # an end time is also the lenient reading when some other muxer meant a length.
+    tag = (stream.metadata or {}).get("DURATION")
     try:
         h, m, sec = tag.split(":")
-        return (int(h) * 60 + int(m)) * 60 + Fraction(sec)
+        end = (int(h) * 60 + int(m)) * 60 + Fraction(sec)
     except (AttributeError, ValueError):
         return None
+    return end, end - start
 
 
-def _check_complete(container, stream, times: list[Fraction], rate: Fraction, trim_end, path: Path) -> None:
+def _check_complete(container, stream, times: Sequence[Fraction], rate: Fraction, trim_end, path: Path) -> None:
     """Refuse a file whose packets stop well before what its own index declares (a cut-off copy)."""
     if not any(name in _EXACT_INDEX_FORMATS for name in container.format.name.split(",")):
         return
     found = f"{len(times)} frames, {float(times[-1] - times[0] + 1 / rate):.2f} s"
     if trim_end is None and stream.frames and len(times) < stream.frames:
         raise InputError(f"'{path}' is truncated: its index lists {stream.frames} frames, the file holds {found}")
-    declared = _declared_duration(stream)
+    declared = _declared_end(stream)
     if stream.frames or declared is None:
         return  # a frame count, where there is one, was checked above; it is the exact measure
-    start = _time(stream.start_time, Fraction(stream.time_base)) or Fraction(0)
-    expected_end = start + declared if trim_end is None else min(start + declared, trim_end)
+    end, length = declared
+    expected_end = end if trim_end is None else min(end, trim_end)
     # Slack for a long-lasting last frame (variable frame rate) without missing a real cut.
-    if times[-1] + 1 / rate < expected_end - max(3 / rate, declared / 10):
-        raise InputError(f"'{path}' is truncated: it declares {float(declared):.2f} s, the file holds {found}")
+    if times[-1] + 1 / rate < expected_end - max(3 / rate, length / 10):
+        raise InputError(f"'{path}' is truncated: it declares {float(length):.2f} s, the file holds {found}")
 
 
-def _frame_rate(stream: av.video.stream.VideoStream, times: list[Fraction]) -> Fraction:
+def _frame_rate(stream: av.video.stream.VideoStream, times: Sequence[Fraction]) -> Fraction:
     """The average frame rate, falling back to the guessed rate, then to the timestamps; snapped to
     the standard rate it is a rounding of."""
     for rate in (stream.average_rate, stream.guessed_rate):
@@ -266,11 +294,17 @@ class VideoReader:
     """Decode ``info``'s frames in a background thread; yield them as RGB arrays on the frame grid.
 
     ``frames()`` yields exactly ``info.frame_count`` arrays ``[H, W, 3]`` (uint8, or uint16 for
-    sources deeper than 8 bits). Use as a context manager so the thread always stops.
+    sources deeper than 8 bits); with ``thumbnails``, small ``[h, w]`` uint8 luma pictures instead
+    (for scene detection). ``deinterlace`` runs every frame through FFmpeg's bwdif filter, one
+    progressive frame per interlaced one. Use as a context manager so the thread always stops.
     """
 
-    def __init__(self, info: VideoInfo, *, queue_size: int = 8) -> None:
+    def __init__(
+        self, info: VideoInfo, *, deinterlace: bool = False, thumbnails: bool = False, queue_size: int = 8
+    ) -> None:
         self.info = info
+        self.deinterlace = deinterlace
+        self.thumbnails = thumbnails
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -324,18 +358,29 @@ class VideoReader:
                 continue
         return False
 
+    def _converter(self) -> Callable[[av.VideoFrame], np.ndarray]:
+        info = self.info
+        if self.thumbnails:
+            width, height = thumbnail_size(info.width, info.height)
+            return lambda frame: frame.to_ndarray(
+                width=width, height=height, format="gray", interpolation=Interpolation.AREA
+            )
+        fmt = rgb_format(info.bit_depth)
+        args = info.colour.reformat_args(decoding=True)
+        return lambda frame: frame.to_ndarray(format=fmt, **args)
+
     def _decode(self) -> None:
         info = self.info
-        fmt = rgb_format(info.bit_depth)
-        convert = info.colour.reformat_args(decoding=True)
+        convert = self._converter()
         try:
             with open_input(info.path) as container:
                 stream = video_stream(container, info.path)
                 stream.thread_type = "AUTO"
                 seek(container, stream, info.trim_start)
-                tb = info.time_base
                 previous: Fraction | None = None
-                for frame in container.decode(stream):
+                decoded = container.decode(stream)
+                for frame in deinterlaced(decoded) if self.deinterlace else decoded:
+                    tb = Fraction(frame.time_base) if frame.time_base else info.time_base
                     time = None if info.index_timing else _time(frame.pts, tb)
                     if time is None:
                         time = info.start_time if previous is None else previous + 1 / info.frame_rate
@@ -344,8 +389,7 @@ class VideoReader:
                         continue  # pre-roll from the seek
                     if info.trim_end is not None and time >= info.trim_end:
                         break
-                    rgb = frame.to_ndarray(format=fmt, **convert)
-                    if not self._put((time, rgb)):
+                    if not self._put((time, convert(frame))):
                         return
         except InputError as exc:
             self._put(exc)
@@ -358,3 +402,37 @@ class VideoReader:
             self._put(exc)
             return
         self._put(_END)
+
+
+# bwdif (w3fdif and yadif's successor): one frame out per frame in, so the frame rate is kept;
+# the field order is read from each frame; every frame is deinterlaced, as asked.
+DEINTERLACE_FILTER = ("bwdif", "mode=send_frame:parity=auto:deint=all")
+
+
+def deinterlaced(frames: Iterable[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+    """``frames`` through FFmpeg's bwdif deinterlacer, with their timestamps (in the filter's time base)."""
+    graph = source = sink = None
+    for frame in frames:
+        if graph is None:
+            graph = av.filter.Graph()
+            source = graph.add_buffer(
+                width=frame.width, height=frame.height, format=frame.format, time_base=frame.time_base
+            )
+            deinterlacer = graph.add(*DEINTERLACE_FILTER)
+            sink = graph.add("buffersink")
+            source.link_to(deinterlacer)
+            deinterlacer.link_to(sink)
+            graph.configure()
+        source.push(frame)
+        yield from _pull_all(sink)
+    if source is not None:
+        source.push(None)  # flush: bwdif holds one frame back
+        yield from _pull_all(sink)
+
+
+def _pull_all(sink) -> Iterator[av.VideoFrame]:
+    while True:
+        try:
+            yield sink.pull()
+        except (BlockingIOError, av.EOFError):
+            return

@@ -7,6 +7,7 @@ progress is reported through another. Only the frames the current and next windo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from itertools import groupby
 from typing import Protocol
 
 import numpy as np
@@ -51,33 +52,33 @@ def run_windows(
     """Feed ``plan``'s windows through ``model`` and ``emit`` every output frame once, in order.
 
     ``frames`` must yield at least ``plan.n_frames`` arrays ``[H, W, 3]``. Returns the number of
-    frames emitted (``plan.n_outputs``).
+    frames emitted (``plan.n_outputs``). Memory stays flat: the plan is streamed, and only the
+    frames of the current window are held.
     """
     source = iter(frames)
     held: dict[int, np.ndarray] = {}
     next_index = 0
     emitted = 0
-    dtype: np.dtype | None = None
-    for w, window in enumerate(plan.windows):
+    for _, group in groupby(plan.steps(), key=lambda step: step.position):
+        steps = list(group)
+        window = steps[0].window
+        for i in [i for i in held if i < window.start]:
+            del held[i]
         while next_index <= window.last:
             try:
-                held[next_index] = next(source)
+                frame = next(source)
             except StopIteration:
                 raise RuntimeError(f"the frame source ended after {next_index} of {plan.n_frames} frames") from None
+            if next_index >= window.start:
+                held[next_index] = frame
             next_index += 1
-        outputs = plan.output_ranges[w]
-        if outputs:
-            batch = [held[i] for i in window.frames]
-            dtype = batch[0].dtype
-            result = model(to_tensor(batch, model.device), plan.fps_x)
-            needed = sorted({plan.sources[j].index for j in outputs})
-            arrays = dict(zip(needed, to_arrays(result[needed], dtype)))
-            for j in outputs:
-                emit(arrays[plan.sources[j].index])
-                emitted += 1
-                if progress is not None:
-                    progress(emitted)
-        keep_from = plan.windows[w + 1].start if w + 1 < len(plan.windows) else next_index
-        for i in [i for i in held if i < keep_from]:
-            del held[i]
+        batch = [held[i] for i in window.frames]
+        result = model(to_tensor(batch, model.device), plan.fps_x)
+        needed = sorted({step.index for step in steps})
+        arrays = dict(zip(needed, to_arrays(result[needed], batch[0].dtype)))
+        for step in steps:
+            emit(arrays[step.index])
+            emitted += 1
+            if progress is not None:
+                progress(emitted)
     return emitted

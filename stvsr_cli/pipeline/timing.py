@@ -12,6 +12,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from typing import TypeVar
 
+import numpy as np
+
 T = TypeVar("T")
 
 
@@ -24,6 +26,31 @@ STANDARD_RATES = tuple(
     )
 )
 _SNAP = Fraction(1, 10_000)
+
+
+class Timestamps(Sequence[Fraction]):
+    """Sorted presentation times held as integers, ``origin + ticks[i] * unit`` seconds: 8 bytes a
+    frame, where a list of ``Fraction`` takes twenty times that."""
+
+    def __init__(self, ticks: np.ndarray, unit: Fraction, origin: Fraction = Fraction(0)) -> None:
+        self.ticks = np.asarray(ticks, dtype=np.int64)
+        self.unit = Fraction(unit)
+        self.origin = Fraction(origin)
+
+    def __len__(self) -> int:
+        return len(self.ticks)
+
+    def __getitem__(self, index):  # an int; slices are not needed
+        return self.origin + int(self.ticks[index]) * self.unit
+
+    def between(self, low: Fraction | None, high: Fraction | None) -> Timestamps:
+        """The times ``t`` with ``low <= t < high`` (either bound may be None)."""
+        keep = np.ones(len(self.ticks), dtype=bool)
+        if low is not None:
+            keep &= self.ticks >= math.ceil((low - self.origin) / self.unit)
+        if high is not None:
+            keep &= self.ticks < math.ceil((high - self.origin) / self.unit)
+        return Timestamps(self.ticks[keep], self.unit, self.origin)
 
 
 def nominal_rate(rate: Fraction) -> Fraction:

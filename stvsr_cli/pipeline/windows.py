@@ -3,16 +3,26 @@
 A pure function of integers. A model call takes a window of consecutive input frames and returns
 ``fps_x * (len - 1) + 1`` frames at input times ``start, start + 1/k, ..., last`` (k = fps_x).
 The clip's output has ``fps_x * n_frames`` frames, frame j at input time ``j / k``; the frames after
-the last input frame (no next frame to interpolate towards) hold the last frame.
+the last input frame (no next frame to interpolate towards) hold the last frame. Scene cuts split
+the clip into shots that are planned apart.
+
+A plan is lazy: ``WindowPlan.steps()`` streams the output frames' sources in constant memory, so a
+feature film costs no more to plan than a clip; ``windows`` and ``sources`` list everything, for
+inspection and tests.
 """
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
+from typing import NamedTuple
+
+from stvsr_cli.pipeline.scenes import shots
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Window:
     """One model call: the input frame indices it is fed, in order.
 
@@ -32,24 +42,88 @@ class Window:
         return self.frames[-1]
 
 
-@dataclass(frozen=True)
-class OutputSource:
+class OutputSource(NamedTuple):
     """Where an output frame comes from: the window's position in the plan, and its output index."""
 
     window: int
     index: int
 
 
+class Step(NamedTuple):
+    """One output frame, in output order: output ``index`` of the model call on ``window``, the
+    ``position``-th window of the plan."""
+
+    position: int
+    window: Window
+    index: int
+
+
 @dataclass(frozen=True)
 class WindowPlan:
     n_frames: int
+    window: int
+    overlap: int
     fps_x: int
-    windows: tuple[Window, ...]
-    sources: tuple[OutputSource, ...]  # one per output frame, in output order
+    min_frames: int
+    cuts: tuple[int, ...]  # frames that start a shot, sorted, inside the clip
 
     @property
     def n_outputs(self) -> int:
-        return len(self.sources)
+        return self.fps_x * self.n_frames
+
+    def steps(self) -> Iterator[Step]:
+        """The source of every output frame, in order; consecutive frames of one window together."""
+        k = self.fps_x
+        clip_shots = shots(self.n_frames, self.cuts)
+        position = 0  # of the next window to be admitted
+        for s, shot in enumerate(clip_shots):
+            upcoming = self._windows_of(shot)
+            pending: Window | None = next(upcoming)
+            active: deque[tuple[int, Window]] = deque()  # windows that contain the current time
+            last_frame = shot.stop - 1
+            for t in range(k * shot.start, k * last_frame + 1):
+                while pending is not None and k * pending.start <= t:
+                    active.append((position, pending))
+                    position += 1
+                    pending = next(upcoming, None)
+                while k * active[0][1].last < t:
+                    active.popleft()
+                best, best_score = active[0], -1
+                for candidate in active:
+                    score = min(t - k * candidate[1].start, k * candidate[1].last - t)
+                    if score > best_score:
+                        best, best_score = candidate, score
+                step = Step(best[0], best[1], t - k * best[1].start)
+                yield step
+            # Between this shot's last frame and the next shot's first (or after the clip's end):
+            # a copy of the nearer real frame, never a blend of two shots.
+            following = clip_shots[s + 1] if s + 1 < len(clip_shots) else None
+            for offset in range(1, k):
+                if following is not None and k - offset < offset:
+                    yield Step(position, next(self._windows_of(following)), 0)
+                else:
+                    yield step
+
+    def _windows_of(self, shot: range) -> Iterator[Window]:
+        """The windows of one shot, in order. A shot shorter than the model's minimum window is
+        padded by repeating its last frame."""
+        length = len(shot)
+        if length <= self.window:
+            real = list(shot)
+            yield Window(tuple(real + [shot.stop - 1] * max(0, self.min_frames - length)))
+            return
+        for start in window_starts(length, self.window, self.overlap):
+            yield Window(tuple(range(shot.start + start, shot.start + start + self.window)))
+
+    @cached_property
+    def windows(self) -> tuple[Window, ...]:
+        """Every window of the plan, in order (including any that end up supplying no output)."""
+        return tuple(w for shot in shots(self.n_frames, self.cuts) for w in self._windows_of(shot))
+
+    @cached_property
+    def sources(self) -> tuple[OutputSource, ...]:
+        """One per output frame, in output order."""
+        return tuple(OutputSource(step.position, step.index) for step in self.steps())
 
     @cached_property
     def output_ranges(self) -> tuple[range, ...]:
@@ -62,27 +136,37 @@ class WindowPlan:
         return tuple(range(f, s) if s > f else range(0) for f, s in zip(firsts, stops))
 
 
-def window_starts(n_frames: int, window: int, overlap: int) -> list[int]:
+def window_starts(n_frames: int, window: int, overlap: int) -> Iterator[int]:
     """Start indices of full windows: every ``window - overlap`` frames, the last one flush with the end."""
     if n_frames <= window:
-        return [0]
+        yield 0
+        return
     stride = window - overlap
-    starts = []
     start = 0
     while start + window < n_frames:
-        starts.append(start)
+        yield start
         start += stride
-    starts.append(n_frames - window)  # aligned to the end, so the tail is never dropped
-    return starts
+    yield n_frames - window  # aligned to the end, so the tail is never dropped
 
 
-def plan_windows(n_frames: int, window: int, overlap: int, fps_x: int, min_frames: int = 2) -> WindowPlan:
+def plan_windows(
+    n_frames: int,
+    window: int,
+    overlap: int,
+    fps_x: int,
+    min_frames: int = 2,
+    cuts: Iterable[int] = (),
+) -> WindowPlan:
     """Plan the model calls for a clip of ``n_frames`` input frames.
 
     ``window`` input frames per call, consecutive calls sharing ``overlap`` frames (at least one,
     so that every gap between two input frames lies inside some window). Each output frame is
     taken from the window in which its time is most central (ties go to the earlier window),
     because bidirectional models are weakest at a window's edges.
+
+    ``cuts`` are the frames that start a new shot. No window spans a cut, and an output frame
+    between the last frame of a shot and the first of the next is a copy of the nearer of the two
+    (the earlier on a tie): a blend of two shots is never right.
     """
     if n_frames < 1:
         raise ValueError("a clip needs at least one frame")
@@ -92,29 +176,5 @@ def plan_windows(n_frames: int, window: int, overlap: int, fps_x: int, min_frame
         raise ValueError(f"window must be at least {max(2, min_frames)} frames")
     if not 1 <= overlap < window:
         raise ValueError("overlap must be at least 1 and smaller than the window")
-
-    if n_frames <= window:
-        real = list(range(n_frames))
-        padded = real + [n_frames - 1] * max(0, min_frames - n_frames)
-        windows = [Window(tuple(padded))]
-    else:
-        windows = [Window(tuple(range(s, s + window))) for s in window_starts(n_frames, window, overlap)]
-
-    # Work in units of 1/fps_x input frames so that all times are integers.
-    k = fps_x
-    last_time = k * (n_frames - 1)
-    sources: list[OutputSource] = []
-    first_candidate = 0
-    for j in range(k * n_frames):
-        t = min(j, last_time)  # after the last input frame, hold it
-        while k * windows[first_candidate].last < t:
-            first_candidate += 1
-        best, best_score = first_candidate, -1
-        w = first_candidate
-        while w < len(windows) and k * windows[w].start <= t:
-            score = min(t - k * windows[w].start, k * windows[w].last - t)
-            if score > best_score:
-                best, best_score = w, score
-            w += 1
-        sources.append(OutputSource(best, t - k * windows[best].start))
-    return WindowPlan(n_frames, fps_x, tuple(windows), tuple(sources))
+    inside = tuple(sorted({c for c in cuts if 0 < c < n_frames}))
+    return WindowPlan(n_frames, window, overlap, fps_x, min_frames, inside)
