@@ -13,19 +13,21 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
-from stvsr_cli import hub
+from stvsr_cli import __version__, hub
 from stvsr_cli.errors import InputError, OutputError, UsageError
 from stvsr_cli.io.decode import VideoInfo, VideoReader, probe
-from stvsr_cli.io.encode import EncodeSettings, VideoWriter, is_disk_full
+from stvsr_cli.io.encode import EncodeSettings, FrameEncoder, is_disk_full, join_segments, output_format
+from stvsr_cli.io.workdir import UNWRITABLE_ERRNOS, WorkFolder, input_identity
 from stvsr_cli.models.loader import load_model
 from stvsr_cli.models.registry import ModelSpec, Registry, load_registry
 from stvsr_cli.pipeline.run import run_windows
 from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD, find_cuts
-from stvsr_cli.pipeline.tiles import MIN_TILE, TiledModel
+from stvsr_cli.pipeline.tiles import MIN_TILE, OutOfMemoryFallback
 from stvsr_cli.pipeline.windows import plan_windows
 
 Progress = Callable[[int, int], None]  # (frames done, frames in all)
 DEINTERLACE_MODES = ("auto", "on", "off")
+DEFAULT_SEGMENT_FRAMES = 480  # output frames per resumable segment (closed at the next window boundary)
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class UpscaleResult:
     cuts: list[int] = field(default_factory=list)  # input frames (on the constant-rate grid) that start a shot
     cut_times: list[Fraction] = field(default_factory=list)  # the same, in seconds from the first frame
     deinterlaced: bool = False
+    segments: int = 1  # resumable pieces the output was made in (each starts with a keyframe)
     warnings: list[str] = field(default_factory=list)
 
     @property
@@ -137,11 +140,14 @@ def upscale(
     scene_detect: bool = True,
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
     deinterlace: str = "auto",
+    restart: bool = False,
+    segment_frames: int = DEFAULT_SEGMENT_FRAMES,
     registry: Registry | None = None,
     on_info: Callable[[VideoInfo, Job], None] | None = None,
     progress: Progress | None = None,
     scan_progress: Progress | None = None,
     download_progress: hub.Progress | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> UpscaleResult:
     """Upscale ``input`` by ``scale`` in space and ``fps_x`` in time into ``output``.
 
@@ -156,6 +162,12 @@ def upscale(
     reports it) unless ``scene_detect`` is off: no model call spans a cut, and the output frames
     between two shots repeat the nearer real frame. ``deinterlace`` is ``auto`` (when the stream
     says it is interlaced), ``on`` or ``off``.
+
+    The output is made in segments of about ``segment_frames`` frames, kept in a work folder beside
+    ``output`` until the end: running the same call again after any interruption resumes after the
+    last finished segment, with the same frames an uninterrupted run gives (``restart`` starts
+    over; a changed input or options start over by themselves; ``on_note`` hears which). A window
+    that runs out of device memory is retried on smaller tiles.
     """
     began = time.perf_counter()
     job = check_job(
@@ -172,6 +184,8 @@ def upscale(
         raise UsageError(f"--deinterlace must be one of {', '.join(DEINTERLACE_MODES)}")
     if scene_threshold <= 0:
         raise UsageError("--scene-threshold must be positive")
+    if segment_frames < 1:
+        raise UsageError("--segment-frames must be at least 1")
     info = probe(job.src, start=start, duration=duration)
     upscaler = load_model(
         job.spec, scale=scale, device=device, half=half, weights=weights, offline=offline, progress=download_progress
@@ -182,26 +196,47 @@ def upscale(
     plan = plan_windows(info.frame_count, job.window, job.overlap, fps_x, job.spec.min_frames, cuts=cuts)
     deinterlacing = deinterlace == "on" or (deinterlace == "auto" and info.interlaced)
     rate_out = info.frame_rate * fps_x
+    settings = encode or EncodeSettings()
+    fmt = output_format(job.dst)
+    job_record = {
+        "input": input_identity(job.src),
+        "options": {
+            "stvsr": __version__, "model": job.spec.name, "weights": _file_identity(weights), "scale": scale,
+            "fps_x": fps_x, "window": job.window, "overlap": job.overlap, "tile": tile, "device": device,
+            "half": half, "encode": asdict(settings), "start": start, "duration": duration,
+            "scene_detect": scene_detect, "scene_threshold": scene_threshold, "deinterlace": deinterlace,
+            "segment_frames": segment_frames,
+        },
+    }  # fmt: skip
+    size = {"width": info.width * scale, "height": info.height * scale, "rate": rate_out}
+    model = OutOfMemoryFallback(upscaler, scale, tile)
+    work, note = WorkFolder.open(job.dst, job_record, restart=restart)
     try:
-        with (
-            VideoReader(info, deinterlace=deinterlacing) as reader,
-            VideoWriter(
-                job.dst,
-                info,
-                width=info.width * scale,
-                height=info.height * scale,
-                rate=rate_out,
-                settings=encode or EncodeSettings(),
-            ) as writer,
-        ):
+        notes = [note] if note else []
+        if note and on_note is not None:
+            on_note(note)
+        with VideoReader(info, deinterlace=deinterlacing) as reader:
+            segment = _SegmentBuilder(fmt, info, settings, size, work)
             total = plan.n_outputs
             report = (lambda done: progress(done, total)) if progress is not None else None
-            model = TiledModel(upscaler, tile, scale) if tile else upscaler
-            run_windows(reader.frames(), plan, model, writer.write, report)
-    except OSError as exc:
-        if is_disk_full(exc):
-            raise OutputError(f"no space left on the disk of '{job.dst}'", "free some space and run again") from None
-        raise
+            run_windows(
+                reader.frames(), plan, model, segment.add, report,
+                skip_windows=work.done_windows, on_window_done=segment.window_done,
+            )  # fmt: skip
+            segment.finish()
+        side_warnings = join_segments(
+            job.dst, info, (work.packets(s) for s in work.segments), settings=settings, extradata=work.extradata,
+            **size,
+        )  # fmt: skip
+    except BaseException as exc:
+        if not work.segments:
+            work.discard()  # nothing worth keeping
+        explained = _explained(exc, work, job.dst)
+        if explained is exc:
+            raise
+        raise explained from None
+    frames_written, segments = work.done_frames, len(work.segments)
+    work.discard()
     return UpscaleResult(
         input=job.src,
         output=job.dst,
@@ -214,16 +249,88 @@ def upscale(
         out_width=info.width * scale,
         out_height=info.height * scale,
         frames_in=info.frame_count,
-        frames_out=writer.frames_written,
+        frames_out=frames_written,
         rate_in=info.frame_rate,
         rate_out=rate_out,
-        duration=writer.frames_written / rate_out,
+        duration=frames_written / rate_out,
         seconds=time.perf_counter() - began,
         cuts=cuts,
         cut_times=[Fraction(c) / info.frame_rate for c in cuts],
         deinterlaced=deinterlacing,
-        warnings=reader.warnings + writer.warnings,
+        segments=segments,
+        warnings=notes + model.notes + reader.warnings + side_warnings,
     )
+
+
+class _SegmentBuilder:
+    """Collects encoded output frames into segments of about ``segment_frames``, closed at window
+    boundaries (so a resumed run recomputes exactly the same frames) and saved in the work folder."""
+
+    def __init__(self, fmt: str, info: VideoInfo, settings: EncodeSettings, size: dict, work: WorkFolder) -> None:
+        self.fmt, self.info, self.settings, self.size, self.work = fmt, info, settings, size, work
+        self.limit = work.job["options"]["segment_frames"]
+        self.encoder: FrameEncoder | None = None
+        self.packets: list = []
+        self.frames = 0
+        self.windows = work.done_windows  # windows done so far, this run's and the earlier one's
+
+    def add(self, rgb) -> None:
+        if self.encoder is None:
+            self.encoder = FrameEncoder(
+                self.fmt, self.info, settings=self.settings, first_frame=self.work.done_frames, **self.size
+            )
+        self.packets += self.encoder.encode(rgb)
+        self.frames += 1
+
+    def window_done(self, windows: int, frames: int) -> None:
+        self.windows = windows
+        if self.frames >= self.limit:
+            self._close()
+
+    def finish(self) -> None:
+        if self.encoder is not None:
+            self._close()
+
+    def _close(self) -> None:
+        self.packets += self.encoder.flush()
+        windows = self.windows - self.work.done_windows
+        self.work.add_segment(self.packets, windows=windows, frames=self.frames, extradata=self.encoder.extradata)
+        self.encoder, self.packets, self.frames = None, [], 0
+
+
+def _explained(exc: BaseException, work: WorkFolder, dst: Path) -> BaseException:
+    """``exc`` as the user should see it: a full disk or Ctrl-C also says what was kept."""
+    kept = len(work.segments)
+    if isinstance(exc, OSError) and is_disk_full(exc):
+        where = exc.filename or dst
+        return OutputError(
+            f"no space left on the disk of '{where}'",
+            "free some space and run the same command again"
+            + (f": {kept} finished segment(s) are kept in {work.path}" if kept else ""),
+        )
+    if isinstance(exc, OSError) and exc.errno in UNWRITABLE_ERRNOS:
+        return OutputError(
+            f"cannot write '{exc.filename or dst}': {(exc.strerror or str(exc)).lower()}",
+            "choose an output folder you can write to",
+        )
+    if isinstance(exc, KeyboardInterrupt):
+        return KeyboardInterrupt(
+            f"interrupted; {kept} finished segment(s) kept in {work.path}: run the same command again to resume"
+            if kept
+            else "interrupted; no output was written"
+        )
+    return exc
+
+
+def _file_identity(path: Path | str | None) -> dict | None:
+    if path is None:
+        return None
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return {"path": str(path)}
+    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def find_scene_cuts(

@@ -162,6 +162,13 @@ job_options = _options(
         show_default=True,
         help="Deinterlace (bwdif, frame rate kept) before the model; auto: when the stream says it is interlaced.",
     ),
+    click.option(
+        "--segment-frames",
+        type=click.IntRange(min=1),
+        default=480,
+        show_default=True,
+        help="Output frames per resumable segment (a run that stops resumes after the last finished one).",
+    ),
 )
 
 
@@ -170,6 +177,9 @@ job_options = _options(
 @click.argument("output", type=click.Path(path_type=Path))
 @model_options
 @job_options
+@click.option(
+    "--restart", is_flag=True, help="Discard the segments an interrupted run of this output left, and start over."
+)
 @click.option("-y", "--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary line on stdout.")
@@ -220,6 +230,7 @@ def upscale(ctx: click.Context, input: Path, output: Path, **opts: Any) -> None:
                 progress=on_progress,
                 scan_progress=on_scan,
                 download_progress=_download_bar(console, quiet),
+                on_note=None if quiet else (lambda line: bar.console.print(line, highlight=False, markup=False)),
                 **opts,
             ),  # fmt: skip
             debug=debug,

@@ -149,7 +149,7 @@ def test_json_summary_on_failure(tmp_path):
 def test_interrupt_removes_the_partial_output(tmp_path, clip, monkeypatch):
     import stvsr_cli.api as api
 
-    def interrupted(frames, plan, model, emit, progress=None):
+    def interrupted(frames, plan, model, emit, progress=None, **_):
         for i, frame in enumerate(frames):
             emit(frame.repeat(4, axis=0).repeat(4, axis=1))
             if i == 3:

@@ -102,3 +102,16 @@ def test_models_command_reports_a_broken_user_registry_in_one_line(tmp_path, mon
     result = CliRunner().invoke(main, ["models"])
     assert result.exit_code == 1
     assert result.stderr.count("\n") == 1 and "bogus" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_shipped_weights_match_their_hash_and_load_strictly_offline():
+    """Every model whose weights ship in weights/ works offline and does better than nothing."""
+    registry = load_registry()
+    shipped = [spec for spec in registry.models.values() if spec.weights and "://" not in spec.weights]
+    assert "zsm-lite-cpu" in [spec.name for spec in shipped]
+    for spec in shipped:
+        assert hub.available(spec)
+        model = load_model(spec, scale=4, device="cpu", offline=True)  # the shipped models are x4
+        frames = torch.rand(spec.window or 4, 3, 16, 16)
+        out = model(frames, fps_x=2)
+        assert out.shape == (2 * len(frames) - 1, 3, 64, 64) and torch.isfinite(out).all()

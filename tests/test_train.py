@@ -114,3 +114,27 @@ def test_init_starts_from_a_registered_models_weights(data, tmp_path, monkeypatc
     assert trainer.config.arch == "zsm" and trainer.config.params == TINY
     for key, value in trainer.model.state_dict().items():
         assert torch.equal(value, start[key])
+
+
+def test_model_card_takes_the_licence_table_and_paragraph():
+    from stvsr_cli.training.export import licence_text
+
+    readme = """# data
+## train/
+Intro without the word.
+
+| files | licence |
+|---|---|
+| a.mp4 | BSD-3 |
+
+The licences allow research use;
+say so in the card.
+
+## eval/
+| files | frames |
+|---|---|
+| b.mkv | 7 |
+"""
+    assert licence_text(readme) == (
+        "| files | licence |\n|---|---|\n| a.mp4 | BSD-3 |\n\nThe licences allow research use;\nsay so in the card."
+    )

@@ -1,16 +1,20 @@
 """Encoding: the upscaled video, plus the input's audio and subtitles, written atomically.
 
-``VideoWriter`` writes to a temporary file beside the target and renames it into place only when
-everything (encoder drained, side streams copied, trailer written, data synced) succeeded; on any
-error or Ctrl-C the temporary file is removed, so the target path never holds a partial video.
+``FrameEncoder`` turns RGB frames into compressed packets, segment by segment (the work folder
+keeps them, so a run can resume); ``join_segments`` remuxes the packets of all segments with the
+source's audio and subtitles into a temporary file beside the target and renames it into place
+only when everything (side streams copied, trailer written, data synced) succeeded; on any error or
+Ctrl-C the temporary file is removed, so the target path never holds a partial video.
 """
 
 from __future__ import annotations
 
 import errno
+import io
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from itertools import islice
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -48,130 +52,78 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS
 
 
-class VideoWriter:
-    """Encode RGB frames at a constant ``rate``; copy (or convert) the source's other streams.
+@dataclass(frozen=True)
+class EncodedPacket:
+    """One compressed video packet, timestamps in frames of the output rate (codec time base)."""
 
-    ``write`` takes ``[H, W, 3]`` uint8 or uint16 arrays; frame j is presented at
-    ``start + j / rate`` where ``start`` is the source's first frame time (shifted to 0 when the
-    source was trimmed), so the audio, copied with its own timestamps, stays in sync.
+    data: bytes
+    pts: int
+    dts: int
+    keyframe: bool
+
+
+def open_output(path: Path, dst: Path) -> av.container.OutputContainer:
+    """Open ``path`` for writing a video of ``dst``'s format; one-line errors naming ``dst``."""
+    try:
+        return av.open(str(path), "w")
+    except ValueError:
+        raise UnsupportedOptionError(
+            f"unknown output format '{dst.suffix or dst.name}'", "use a video extension such as .mp4 or .mkv"
+        ) from None
+    except OSError as exc:
+        raise OutputError(f"cannot write '{dst}': {exc.strerror or exc}") from None
+
+
+def output_format(dst: Path) -> str:
+    """The muxer FFmpeg picks for ``dst``'s extension; checks on the way that the folder is writable."""
+    probe = dst.parent / f".{dst.stem}.stvsr-probe-{secrets.token_hex(4)}{dst.suffix}"
+    container = open_output(probe, dst)
+    try:
+        return container.format.name.split(",")[0]
+    finally:
+        container.close()
+        probe.unlink(missing_ok=True)
+
+
+class FrameEncoder:
+    """Encode RGB frames into compressed packets for ``fmt``'s muxer, without writing a file.
+
+    The stream is set up exactly as the final file's (``open_video_stream``), inside an in-memory
+    container of the same format, so the codec's global headers match byte for byte and packets
+    of separately encoded segments can be joined into one stream. Output frame j is stamped
+    ``first_pts + j`` in frames of ``rate``.
     """
 
     def __init__(
-        self,
-        dst: Path | str,
-        source: VideoInfo,
-        *,
-        width: int,
-        height: int,
-        rate: Fraction,
-        settings: EncodeSettings | None = None,
-    ) -> None:
-        self.dst = Path(dst)
+        self, fmt: str, source: VideoInfo, *, width: int, height: int, rate: Fraction, settings: EncodeSettings,
+        first_frame: int = 0,
+    ) -> None:  # fmt: skip
         self.source = source
-        self.rate = Fraction(rate)
-        self.warnings: list[str] = []
-        self.frames_written = 0
-        self._tmp = partial_path(self.dst)
-        self._offset = source.trim_start or Fraction(0)  # subtracted from every input time
+        self._container = av.open(io.BytesIO(), "w", format=fmt)
         try:
-            self._container = av.open(str(self._tmp), "w")
-        except ValueError:
-            raise UnsupportedOptionError(
-                f"unknown output format '{self.dst.suffix or self.dst.name}'",
-                "use a video extension such as .mp4 or .mkv",
-            ) from None
-        except OSError as exc:
-            raise OutputError(f"cannot write '{self.dst}': {exc.strerror or exc}") from None
-        try:
-            self._stream, self._colour = self._add_video_stream(width, height, settings or EncodeSettings())
-            self._side = SideStreams(source, self._container, self._offset, self.warnings)
+            self._stream, self._colour = open_video_stream(self._container, source, width, height, rate, settings)
             self._container.start_encoding()
         except BaseException as exc:
-            self._discard()
-            if isinstance(exc, av.FFmpegError) and not is_disk_full(exc):
+            self.close()
+            if isinstance(exc, av.FFmpegError):
                 raise UnsupportedOptionError(
                     f"the encoder rejected the settings ({exc.strerror or exc})", "try another --codec or --pix-fmt"
                 ) from None
             raise
+        self.extradata = self._stream.codec_context.extradata
         self._time_base = Fraction(self._stream.codec_context.time_base)
-        self._pts0 = round((source.start_time - self._offset) / self._time_base)
+        self._pts = start_pts(source, rate) + first_frame
         self._template: av.VideoFrame | None = None
 
-    # -- setup -------------------------------------------------------------------------------
-    def _add_video_stream(self, width: int, height: int, settings: EncodeSettings):
-        container, source = self._container, self.source
-        supported = container.supported_codecs
-        codec = settings.codec or (DEFAULT_CODEC if DEFAULT_CODEC in supported else container.default_video_codec)
-        try:
-            codec_info = av.Codec(codec, "w")
-        except Exception:
-            raise UnsupportedOptionError(f"unknown video encoder '{codec}'") from None
-        if codec_info.type != "video":
-            raise UnsupportedOptionError(f"'{codec}' is not a video encoder")
-        if codec_info.name not in supported and codec_info.canonical_name not in supported:
-            raise UnsupportedOptionError(
-                f"the {container.format.name} container cannot hold {codec} video",
-                "choose another --codec or extension",
-            )
-        pix_fmt = settings.pix_fmt or _default_pix_fmt(codec_info, source.bit_depth)
-        formats = {f.name for f in codec_info.video_formats or []}
-        if formats and pix_fmt not in formats:
-            raise UnsupportedOptionError(
-                f"{codec} cannot encode pixel format '{pix_fmt}'", "it supports " + ", ".join(sorted(formats))
-            )
-        fmt = av.VideoFormat(pix_fmt)
-        if (width % 2 and fmt.chroma_width(2) < 2) or (height % 2 and fmt.chroma_height(2) < 2):
-            raise UnsupportedOptionError(
-                f"output size {width}x{height} is odd but {pix_fmt} needs even sizes",
-                "use another --scale or --pix-fmt yuv444p",
-            )
-
-        stream = container.add_stream(codec, rate=self.rate)
-        ctx = stream.codec_context
-        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        ctx.time_base = 1 / self.rate
-        private = {o.name: o for o in ctx.supported_options.private}
-        options = {}
-        if "crf" in private:
-            options["crf"] = _number(settings.crf if settings.crf is not None else DEFAULT_CRF)
-        elif settings.crf is not None:
-            raise UnsupportedOptionError(f"{codec} has no --crf setting")
-        if settings.preset is not None:
-            if "preset" not in private:
-                raise UnsupportedOptionError(f"{codec} has no --preset setting")
-            options["preset"] = settings.preset
-        elif "preset" in private and private["preset"].type.name == "STRING":
-            options["preset"] = DEFAULT_PRESET
-        stream.options = options
-
-        # The source's colour matrix and range carry over; an RGB source gets what players assume.
-        colour = source.colour
-        if colour.is_rgb or fmt.is_rgb:
-            colour = stream_colour(
-                pix_fmt,
-                width,
-                height,
-                colour.primaries,
-                colour.transfer,
-                AVCOL_SPC_UNSPECIFIED,
-                AVCOL_RANGE_UNSPECIFIED,
-            )
-        if not fmt.is_rgb:
-            ctx.colorspace = colour.matrix
-            ctx.color_range = colour.range
-        ctx.color_primaries = colour.primaries
-        ctx.color_trc = colour.transfer
-        if source.sample_aspect_ratio:
-            ctx.sample_aspect_ratio = source.sample_aspect_ratio
-        if source.rotation:
-            stream.set_display_rotation(source.rotation)
-        return stream, colour
-
-    # -- writing -------------------------------------------------------------------------------
-    def write(self, rgb: np.ndarray) -> None:
+    def encode(self, rgb: np.ndarray) -> list[EncodedPacket]:
         fmt = rgb_format(8 if rgb.dtype == np.uint8 else 16)
         if self._template is None or self._template.format.name != fmt:
             self._template = _rgb_template(self.source, rgb.shape[1], rgb.shape[0], fmt)
+            if self._template is not None:
+                # Zero the row padding: swscale's vector code reads it, and stale bytes there would
+                # make two encodings of the same frames differ (a resumed run must match exactly).
+                plane = self._template.planes[0]
+                np.frombuffer(plane, dtype=np.uint8)[:] = 0
         if self._template is not None:
             plane = self._template.planes[0]
             view = np.frombuffer(plane, dtype=rgb.dtype).reshape(plane.height, -1)
@@ -182,43 +134,160 @@ class VideoWriter:
         frame = source.reformat(format=self._stream.pix_fmt, **self._colour.reformat_args(decoding=False))
         if frame is source:  # an RGB output format: no conversion, so no fresh frame; never hand out the template
             frame = av.VideoFrame.from_ndarray(rgb, format=fmt)
-        frame.pts = self._pts0 + self.frames_written
+        frame.pts = self._pts
         frame.time_base = self._time_base
         frame.duration = 1  # one output frame, not the decoded frame's duration in its own time base
-        self._mux(self._stream.encode(frame))
-        self.frames_written += 1
-        # Interleave: copy the side streams up to this frame's time.
-        self._side.copy_until(self.source.start_time + Fraction(self.frames_written) / self.rate)
+        self._pts += 1
+        return self._packets(self._stream.encode(frame))
 
-    def _mux(self, packets) -> None:
-        for packet in packets:
-            if not packet.duration:
-                packet.duration = 1  # one frame in the encoder's time base; muxers need it for the last frame
-            self._container.mux(packet)
-
-    def __enter__(self) -> VideoWriter:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            self._discard()
-            return
+    def flush(self) -> list[EncodedPacket]:
+        """Drain the encoder (else the last frames are lost); the encoder is closed after."""
         try:
-            self._mux(self._stream.encode())  # drain the encoder, or the last frames are lost
-            self._side.finish()
-            self._container.close()
-            _fsync(self._tmp)
-            os.replace(self._tmp, self.dst)
-        except BaseException:
-            self._discard()
-            raise
+            return self._packets(self._stream.encode())
+        finally:
+            self.close()
 
-    def _discard(self) -> None:
+    def _packets(self, packets) -> list[EncodedPacket]:
+        return [
+            EncodedPacket(bytes(p), p.pts, p.dts if p.dts is not None else p.pts, bool(p.is_keyframe))
+            for p in packets
+            if p.size
+        ]
+
+    def close(self) -> None:
         try:
             self._container.close()
         except Exception:
             pass
-        self._tmp.unlink(missing_ok=True)
+
+
+def start_pts(source: VideoInfo, rate: Fraction) -> int:
+    """Output frame 0's timestamp, in frames of ``rate``: the source's first frame time (shifted to
+    0 when the source was trimmed), so that the audio, copied with its own timestamps, stays in sync."""
+    return round((source.start_time - (source.trim_start or Fraction(0))) * rate)
+
+
+def join_segments(
+    dst: Path | str,
+    source: VideoInfo,
+    segments: Iterable[Iterable[EncodedPacket]],
+    *,
+    width: int,
+    height: int,
+    rate: Fraction,
+    settings: EncodeSettings,
+    extradata: bytes | None = None,
+) -> list[str]:
+    """Write ``dst`` from encoded video packets (one iterable per segment, in order) and the
+    source's audio and subtitles: remuxed, never re-encoded. Atomic: a hidden file beside ``dst``
+    is renamed into place only when complete. Returns warnings about the side streams."""
+    dst = Path(dst)
+    tmp = partial_path(dst)
+    warnings: list[str] = []
+    offset = source.trim_start or Fraction(0)
+    container = open_output(tmp, dst)
+    try:
+        with container:
+            stream, _ = open_video_stream(container, source, width, height, rate, settings)
+            if extradata is not None:
+                stream.codec_context.extradata = extradata
+            side = SideStreams(source, container, offset, warnings)
+            container.start_encoding()
+            time_base = 1 / Fraction(rate)
+            for segment in segments:
+                for encoded in segment:
+                    packet = av.Packet(encoded.data)
+                    packet.pts, packet.dts = encoded.pts, encoded.dts
+                    packet.time_base = time_base
+                    packet.duration = 1  # one frame; muxers need it for the last frame
+                    packet.is_keyframe = encoded.keyframe
+                    packet.stream = stream
+                    container.mux(packet)
+                    # Interleave: the side streams up to this frame's time (input timeline).
+                    side.copy_until(offset + (encoded.dts + 1) * time_base)
+            side.finish()
+        _fsync(tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return warnings
+
+
+def open_video_stream(container, source: VideoInfo, width: int, height: int, rate: Fraction, settings: EncodeSettings):
+    """Add the output video stream to ``container``: codec, pixel format, rate, colour tags,
+    aspect ratio and rotation, all checked against what the codec and container can do."""
+    supported = container.supported_codecs
+    codec = settings.codec or (DEFAULT_CODEC if DEFAULT_CODEC in supported else container.default_video_codec)
+    try:
+        codec_info = av.Codec(codec, "w")
+    except Exception:
+        raise UnsupportedOptionError(f"unknown video encoder '{codec}'") from None
+    if codec_info.type != "video":
+        raise UnsupportedOptionError(f"'{codec}' is not a video encoder")
+    if codec_info.name not in supported and codec_info.canonical_name not in supported:
+        raise UnsupportedOptionError(
+            f"the {container.format.name} container cannot hold {codec} video",
+            "choose another --codec or extension",
+        )
+    pix_fmt = settings.pix_fmt or _default_pix_fmt(codec_info, source.bit_depth)
+    formats = {f.name for f in codec_info.video_formats or []}
+    if formats and pix_fmt not in formats:
+        raise UnsupportedOptionError(
+            f"{codec} cannot encode pixel format '{pix_fmt}'", "it supports " + ", ".join(sorted(formats))
+        )
+    fmt = av.VideoFormat(pix_fmt)
+    if (width % 2 and fmt.chroma_width(2) < 2) or (height % 2 and fmt.chroma_height(2) < 2):
+        raise UnsupportedOptionError(
+            f"output size {width}x{height} is odd but {pix_fmt} needs even sizes",
+            "use another --scale or --pix-fmt yuv444p",
+        )
+
+    stream = container.add_stream(codec, rate=rate)
+    ctx = stream.codec_context
+    stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+    ctx.time_base = 1 / Fraction(rate)
+    private = {o.name: o for o in ctx.supported_options.private}
+    options = {}
+    if "crf" in private:
+        options["crf"] = _number(settings.crf if settings.crf is not None else DEFAULT_CRF)
+    elif settings.crf is not None:
+        raise UnsupportedOptionError(f"{codec} has no --crf setting")
+    if settings.preset is not None:
+        if "preset" not in private:
+            raise UnsupportedOptionError(f"{codec} has no --preset setting")
+        options["preset"] = settings.preset
+    elif "preset" in private and private["preset"].type.name == "STRING":
+        options["preset"] = DEFAULT_PRESET
+    if "x265-params" in private:
+        options["x265-params"] = "log-level=error"  # x265 prints a report per encoder otherwise
+    stream.options = options
+
+    # The source's colour matrix and range carry over; an RGB source gets what players assume.
+    colour = source.colour
+    if colour.is_rgb or fmt.is_rgb:
+        colour = stream_colour(
+            pix_fmt,
+            width,
+            height,
+            colour.primaries,
+            colour.transfer,
+            AVCOL_SPC_UNSPECIFIED,
+            AVCOL_RANGE_UNSPECIFIED,
+        )
+    if not fmt.is_rgb:
+        ctx.colorspace = colour.matrix
+        ctx.color_range = colour.range
+    ctx.color_primaries = colour.primaries
+    ctx.color_trc = colour.transfer
+    if source.sample_aspect_ratio:
+        ctx.sample_aspect_ratio = source.sample_aspect_ratio
+    if source.rotation:
+        stream.set_display_rotation(source.rotation)
+    return stream, colour
+
+
+_TEMPLATE_SEARCH = 8  # decoded frames to look through for one without side data
 
 
 def _rgb_template(source: VideoInfo, width: int, height: int, fmt: str) -> av.VideoFrame | None:
@@ -230,10 +299,16 @@ def _rgb_template(source: VideoInfo, width: int, height: int, fmt: str) -> av.Vi
     """
     try:
         with open_input(source.path) as container:
-            first = next(container.decode(video_stream(container, source.path)), None)
-            if first is None:
+            # A frame without side data: x264 reads some (the first frame's SEI, copied from the
+            # source encoder) and then no longer encodes the same frames the same way twice.
+            plain = None
+            for decoded in islice(container.decode(video_stream(container, source.path)), _TEMPLATE_SEARCH):
+                if not len(decoded.side_data):
+                    plain = decoded
+                    break
+            if plain is None:
                 return None
-            template = first.reformat(
+            template = plain.reformat(
                 width=width, height=height, format=fmt, **source.colour.reformat_args(decoding=True)
             )
     except (av.FFmpegError, InputError):

@@ -48,19 +48,28 @@ def run_windows(
     model: WindowModel,
     emit: Callable[[np.ndarray], None],
     progress: Callable[[int], None] | None = None,
+    *,
+    skip_windows: int = 0,
+    on_window_done: Callable[[int, int], None] | None = None,
 ) -> int:
     """Feed ``plan``'s windows through ``model`` and ``emit`` every output frame once, in order.
 
-    ``frames`` must yield at least ``plan.n_frames`` arrays ``[H, W, 3]``. Returns the number of
-    frames emitted (``plan.n_outputs``). Memory stays flat: the plan is streamed, and only the
-    frames of the current window are held.
+    ``frames`` must yield at least ``plan.n_frames`` arrays ``[H, W, 3]``. Only windows that supply
+    output frames are run. The first ``skip_windows`` of them are not (their frames were made by an
+    earlier, interrupted run); their output frames count as done. ``on_window_done(windows, frames)``
+    follows each window run, with the numbers of windows and output frames done so far. Returns the
+    number of frames emitted. Memory stays flat: the plan is streamed, and only the frames of the
+    current window are held.
     """
     source = iter(frames)
     held: dict[int, np.ndarray] = {}
     next_index = 0
-    emitted = 0
-    for _, group in groupby(plan.steps(), key=lambda step: step.position):
+    done = emitted = 0
+    for number, (_, group) in enumerate(groupby(plan.steps(), key=lambda step: step.position)):
         steps = list(group)
+        if number < skip_windows:
+            done += len(steps)
+            continue
         window = steps[0].window
         for i in [i for i in held if i < window.start]:
             del held[i]
@@ -79,6 +88,9 @@ def run_windows(
         for step in steps:
             emit(arrays[step.index])
             emitted += 1
+            done += 1
             if progress is not None:
-                progress(emitted)
+                progress(done)
+        if on_window_done is not None:
+            on_window_done(number + 1, done)
     return emitted

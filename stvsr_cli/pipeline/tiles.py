@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from stvsr_cli.errors import DeviceError
 from stvsr_cli.pipeline.run import WindowModel
 
 TILE_OVERLAP = 16  # LR pixels shared by neighbouring tiles
@@ -97,3 +98,61 @@ class TiledModel:
             out[:, :, t.y0 * s : t.y1 * s, t.x0 * s : t.x1 * s] += part * weight
             weight_sum[t.y0 * s : t.y1 * s, t.x0 * s : t.x1 * s] += weight
         return out / weight_sum
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A device (or host) allocation failure that smaller tiles can avoid."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+class OutOfMemoryFallback:
+    """Run ``model`` (tiled at ``tile`` LR pixels, or whole when 0); when a window runs out of
+    memory, free what the failed call held, halve the tile (or start tiling at half the frame) and
+    retry the window. Gives up, re-raising, only when even ``MIN_TILE`` pixels do not fit.
+    ``tile`` is then the size that works; ``notes`` says what happened."""
+
+    def __init__(self, model: WindowModel, scale: int, tile: int = 0) -> None:
+        self.model = model
+        self.scale = scale
+        self.tile = tile
+        self.device = model.device
+        self.notes: list[str] = []
+        self._current: WindowModel = TiledModel(model, tile, scale) if tile else model
+
+    def __call__(self, frames: torch.Tensor, fps_x: int) -> torch.Tensor:
+        while True:
+            try:
+                return self._current(frames, fps_x)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                smaller = self._smaller(max(frames.shape[-2:]))
+                if smaller is None:
+                    raise DeviceError(
+                        f"out of memory on {self.device} even with tiles of {self.tile or max(frames.shape[-2:])} px",
+                        "try a smaller --window or another --device",
+                    ) from exc
+                del exc  # its traceback holds the failed call's tensors
+                _free_memory(self.device)
+                self.notes.append(
+                    f"out of memory on {self.device}: tiling at {smaller} px"
+                    + (f" (was {self.tile} px)" if self.tile else "")
+                )
+                self.tile = smaller
+                self._current = TiledModel(self.model, smaller, self.scale)
+
+    def _smaller(self, frame_size: int) -> int | None:
+        current = self.tile or frame_size
+        smaller = max(MIN_TILE, (current // 2) // TILE_MULTIPLE * TILE_MULTIPLE)
+        return smaller if smaller < current and current > MIN_TILE else None
+
+
+def _free_memory(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

@@ -35,16 +35,37 @@ def hardware(device: torch.device) -> str:
 
 
 def data_licences(data: list[str]) -> str:
-    """The licence lines of a README beside or above the training data, when there is one."""
+    """The licence table and paragraphs of a README beside or above the training data, if any."""
     for folder in data:
         for readme in (Path(folder) / "README.md", Path(folder).parent / "README.md"):
             if readme.is_file():
-                lines = [
-                    line for line in readme.read_text().splitlines() if "licen" in line.lower() or line.startswith("|")
-                ]
-                if lines:
-                    return f"From {readme}:\n\n" + "\n".join(lines)
+                found = licence_text(readme.read_text())
+                if found:
+                    return f"From {readme}:\n\n{found}"
     return "Not stated with the data: add the licences of the training footage before publishing this model."
+
+
+def licence_text(markdown: str) -> str:
+    """Tables whose header mentions a licence, and paragraphs that do, in order."""
+    kept: list[str] = []
+    block: list[str] = []
+
+    def close() -> None:
+        if not block:
+            return
+        is_table = block[0].startswith("|")
+        if "licen" in (block[0] if is_table else " ".join(block)).lower():
+            kept.append("\n".join(block))
+        block.clear()
+
+    for line in markdown.splitlines():
+        starts_table = line.startswith("|") and not (block and block[0].startswith("|"))
+        if not line.strip() or line.startswith("#") or starts_table or (block and block[0].startswith("|") and not line.startswith("|")):
+            close()
+        if line.strip() and not line.startswith("#"):
+            block.append(line)
+    close()
+    return "\n\n".join(kept)
 
 
 def export(trainer: Trainer, cache: FrameCache, eval_data: list[str] | None = None) -> Export:
