@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,6 +24,7 @@ from stvsr_cli.models.registry import ModelSpec, Registry, load_registry
 from stvsr_cli.pipeline.run import run_windows
 from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD, find_cuts
 from stvsr_cli.pipeline.tiles import MIN_TILE, OutOfMemoryFallback
+from stvsr_cli.pipeline.timing import nominal_rate
 from stvsr_cli.pipeline.windows import plan_windows
 
 Progress = Callable[[int, int], None]  # (frames done, frames in all)
@@ -37,7 +39,7 @@ class UpscaleResult:
     model: str
     device: str
     scale: int
-    fps_x: int
+    fps_x: int | None  # None when a target frame rate (--fps) was asked for
     width: int
     height: int
     out_width: int
@@ -94,7 +96,7 @@ def check_job(
     *,
     model: str | None,
     scale: int,
-    fps_x: int,
+    fps_x: int | None,
     window: int | None,
     overlap: int | None,
     overwrite: bool,
@@ -103,7 +105,7 @@ def check_job(
     """Validate everything that can be validated without reading the video."""
     src, dst = Path(src), Path(dst)
     spec = (registry or load_registry()).get(model)
-    spec.check_factors(scale=scale, fps_x=fps_x)
+    spec.check_factors(scale=scale, fps_x=fps_x)  # fps_x None: a target --fps, checked once the input rate is known
     window, overlap = spec.window_and_overlap(window, overlap)
 
     if not src.exists():
@@ -126,6 +128,7 @@ def upscale(
     model: str | None = None,
     scale: int = 4,
     fps_x: int = 2,
+    fps: Fraction | float | str | None = None,
     window: int | None = None,
     overlap: int | None = None,
     tile: int = 0,
@@ -151,6 +154,9 @@ def upscale(
 ) -> UpscaleResult:
     """Upscale ``input`` by ``scale`` in space and ``fps_x`` in time into ``output``.
 
+    ``fps`` (a number or a fraction such as "60000/1001") asks for that frame rate instead of a
+    factor: output frame j is the picture at j/fps seconds (a real frame where one falls exactly
+    there), which models with arbitrary output times (``times = "any"`` in the registry) can make.
     The output has exactly ``fps_x`` times the input's frames at ``fps_x`` times its frame rate,
     lasts as long as the input and carries its audio and subtitles. Nothing is left at ``output``
     unless the whole run succeeds. ``start``/``duration`` (seconds) process a piece of the input.
@@ -170,9 +176,10 @@ def upscale(
     that runs out of device memory is retried on smaller tiles.
     """
     began = time.perf_counter()
+    target_rate = parse_rate(fps) if fps is not None else None
     job = check_job(
-        input, output, model=model, scale=scale, fps_x=fps_x, window=window, overlap=overlap,
-        overwrite=overwrite, registry=registry,
+        input, output, model=model, scale=scale, fps_x=None if target_rate else fps_x, window=window,
+        overlap=overlap, overwrite=overwrite, registry=registry,
     )  # fmt: skip
     if start is not None and start < 0:
         raise UsageError("--start must not be negative")
@@ -193,16 +200,25 @@ def upscale(
     if on_info is not None:
         on_info(info, job)
     cuts = find_scene_cuts(info, scene_threshold, scan_progress) if scene_detect else []
-    plan = plan_windows(info.frame_count, job.window, job.overlap, fps_x, job.spec.min_frames, cuts=cuts)
+    if target_rate is not None:
+        step = info.frame_rate / target_rate  # input frames per output frame
+        job.spec.check_step(step, f"{_rate_text(info.frame_rate)} -> {_rate_text(target_rate)} fps")
+        n_outputs = output_count(info.frame_count, info.frame_rate, target_rate)
+        plan = plan_windows(
+            info.frame_count, job.window, job.overlap, min_frames=job.spec.min_frames, cuts=cuts,
+            step=step, n_outputs=n_outputs,
+        )  # fmt: skip
+    else:
+        plan = plan_windows(info.frame_count, job.window, job.overlap, fps_x, job.spec.min_frames, cuts=cuts)
     deinterlacing = deinterlace == "on" or (deinterlace == "auto" and info.interlaced)
-    rate_out = info.frame_rate * fps_x
+    rate_out = target_rate if target_rate is not None else info.frame_rate * fps_x
     settings = encode or EncodeSettings()
     fmt = output_format(job.dst)
     job_record = {
         "input": input_identity(job.src),
         "options": {
             "stvsr": __version__, "model": job.spec.name, "weights": _file_identity(weights), "scale": scale,
-            "fps_x": fps_x, "window": job.window, "overlap": job.overlap, "tile": tile, "device": device,
+            "fps_x": fps_x, "fps": target_rate, "window": job.window, "overlap": job.overlap, "tile": tile, "device": device,
             "half": half, "encode": asdict(settings), "start": start, "duration": duration,
             "scene_detect": scene_detect, "scene_threshold": scene_threshold, "deinterlace": deinterlace,
             "segment_frames": segment_frames,
@@ -243,7 +259,7 @@ def upscale(
         model=job.spec.name,
         device=str(upscaler.device),
         scale=scale,
-        fps_x=fps_x,
+        fps_x=fps_x if target_rate is None else None,
         width=info.width,
         height=info.height,
         out_width=info.width * scale,
@@ -320,6 +336,26 @@ def _explained(exc: BaseException, work: WorkFolder, dst: Path) -> BaseException
             else "interrupted; no output was written"
         )
     return exc
+
+
+def parse_rate(value: Fraction | float | str) -> Fraction:
+    """A frame rate: 60, 59.94 (read as 60000/1001), or a fraction such as "60000/1001"."""
+    try:
+        rate = Fraction(str(value).strip()) if not isinstance(value, Fraction) else value
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"--fps '{value}' is not a frame rate such as 60 or 60000/1001") from None
+    if rate <= 0 or rate > 10_000:
+        raise UsageError(f"--fps {value} is not a frame rate between 0 and 10000")
+    return nominal_rate(rate) if rate.denominator in (1, 10, 100, 1000) else rate
+
+
+def output_count(n_frames: int, rate_in: Fraction, rate_out: Fraction) -> int:
+    """Output frames for ``n_frames`` at ``rate_out``: the same duration, to the nearest frame."""
+    return max(1, math.floor(n_frames * rate_out / rate_in + Fraction(1, 2)))
+
+
+def _rate_text(rate: Fraction) -> str:
+    return str(rate.numerator) if rate.denominator == 1 else f"{float(rate):.3f}"
 
 
 def _file_identity(path: Path | str | None) -> dict | None:

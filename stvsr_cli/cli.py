@@ -131,8 +131,14 @@ model_options = _options(
 )
 
 
-# What a run does besides the model: tiles, encoder, piece, scene cuts, deinterlacing.
+# What a run does besides the model: frame rate, tiles, encoder, piece, scene cuts, deinterlacing.
 job_options = _options(
+    click.option(
+        "--fps",
+        default=None,
+        metavar="RATE",
+        help="Output frame rate instead of --fps-x (60, 59.94, 60000/1001); needs a model with arbitrary times.",
+    ),
     click.option(
         "--tile", type=click.IntRange(min=0), default=0, help="Run the model on tiles of this many LR pixels (0 = off)."
     ),
@@ -187,10 +193,12 @@ job_options = _options(
 @click.pass_context
 def upscale(ctx: click.Context, input: Path, output: Path, **opts: Any) -> None:
     """Upscale INPUT into OUTPUT: --scale times the size, --fps-x times the frame rate."""
+    from stvsr_cli.api import output_count, parse_rate
     from stvsr_cli.api import upscale as run_upscale
 
     debug = opts.pop("debug") or _debug(ctx)
     quiet, as_json = opts.pop("quiet"), opts.pop("as_json")
+    _check_rate_options(ctx, opts)
     console = _stderr()
     show_bar = console.is_terminal and not quiet
     bar = Progress(
@@ -203,11 +211,12 @@ def upscale(ctx: click.Context, input: Path, output: Path, **opts: Any) -> None:
     def on_info(info, job) -> None:
         if quiet:
             return
+        rate_out = parse_rate(opts["fps"]) if opts.get("fps") is not None else info.frame_rate * job.fps_x
         vfr = ", variable rate" if info.variable_frame_rate else ""
         click.echo(
             f"{info.path.name}: {info.width}x{info.height}, {_rate(info.frame_rate)} fps{vfr}, "
             f"{info.frame_count} frames -> {info.width * job.scale}x{info.height * job.scale}, "
-            f"{_rate(info.frame_rate * job.fps_x)} fps, {info.frame_count * job.fps_x} frames "
+            f"{_rate(rate_out)} fps, {output_count(info.frame_count, info.frame_rate, rate_out)} frames "
             f"(model {job.spec.name})",
             err=True,
         )
@@ -254,6 +263,13 @@ def upscale(ctx: click.Context, input: Path, output: Path, **opts: Any) -> None:
         )
     if as_json:
         click.echo(json.dumps(result.to_json()))
+
+
+def _check_rate_options(ctx: click.Context, opts: dict[str, Any]) -> None:
+    if opts.get("fps") is not None and ctx.get_parameter_source("fps_x") is not click.core.ParameterSource.DEFAULT:
+        from stvsr_cli.errors import UsageError
+
+        _fail(UsageError("give --fps or --fps-x, not both"), debug=False, json_context=None)
 
 
 def _upscale_kwargs(opts: dict[str, Any]) -> dict[str, Any]:
@@ -308,6 +324,7 @@ def batch(ctx: click.Context, in_dir: Path, out_dir: Path, **opts: Any) -> None:
     from stvsr_cli import batch as batching
 
     debug = _debug(ctx)
+    _check_rate_options(ctx, opts)
     quiet = opts.pop("quiet")
     patterns = opts.pop("patterns") or batching.DEFAULT_PATTERNS
     ext, report, shard_spec = opts.pop("ext"), opts.pop("report"), opts.pop("shard_spec")
@@ -702,7 +719,8 @@ def models(ctx: click.Context, as_json: bool) -> None:
             "name": spec.name,
             "arch": spec.arch,
             "scale": "any" if spec.scales is None else list(spec.scales),
-            "fps_x": "any" if spec.fps_x is None else list(spec.fps_x),
+            "fps_x": "any" if spec.fps_x is None or spec.arbitrary_times else list(spec.fps_x),
+            "times": "any" if spec.arbitrary_times else "fixed",
             "available": hub.available(spec),
             "weights": spec.weights or "none needed",
             "license": spec.license,
@@ -722,7 +740,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
             row["name"] + (" (default)" if row["default"] else ""),
             row["arch"],
             _factors(row["scale"]),
-            _factors(row["fps_x"]),
+            _factors(row["fps_x"]) + (", any --fps" if row["times"] == "any" else ""),
             "built in" if row["weights"] == "none needed" else ("local" if row["available"] else "not downloaded"),
             row["license"],
         )

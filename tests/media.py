@@ -224,3 +224,10 @@ def combing(frame: np.ndarray) -> float:
     """Mean of |2 row - row above - row below| on the luma: high where fields from two times alternate."""
     y = frame.astype(np.float64).mean(axis=-1)
     return float(np.abs(2 * y[1:-1] - y[:-2] - y[2:]).mean())
+
+
+def make_training_clips(folder: Path, *, frames: int, count: int = 2) -> Path:
+    """``count`` lossless 40x36 clips of the smooth pattern: a tiny training set."""
+    for i in range(count):
+        make_video(folder / f"clip{i}.mkv", frames=frames, size=(40, 36), codec="ffv1", pix_fmt="bgr0", content=smooth)
+    return folder

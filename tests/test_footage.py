@@ -5,6 +5,7 @@ from fractions import Fraction
 
 import av
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from media import combing, make_interlaced_video, make_ramp_video, make_video, pattern, read_frames, stream_facts
 
@@ -154,3 +155,43 @@ def test_variable_rate_with_a_late_first_frame_keeps_duration_and_audio_sync(tmp
     with av.open(str(src)) as a, av.open(str(out)) as b:
         first_audio = [next(c.demux(audio=0)).pts * Fraction(c.streams.audio[0].time_base) for c in (a, b)]
     assert first_audio[0] == first_audio[1]  # audio keeps its place against the video
+
+
+def test_target_frame_rate_maps_every_output_time_onto_the_input(tmp_path):
+    """23.976 -> 59.94 fps: 48 frames (2.002 s) give 120 frames at exactly j * 1001/60000 s; real
+    frames where an output time meets an input frame, exact blends at t = 0.2, 0.4, ... between."""
+    import torch
+    import torch.nn.functional as F
+
+    src, out = tmp_path / "film.mkv", tmp_path / "out.mkv"
+    frames = make_video(src, frames=48, rate=Fraction(24000, 1001), codec="ffv1", pix_fmt="bgr0", audio=True)
+    result = upscale(src, out, scale=1, fps="60000/1001", encode=LOSSLESS, scene_detect=False)
+    assert result.frames_out == 120 and result.rate_out == Fraction(60000, 1001) and result.fps_x is None
+    facts = stream_facts(out)
+    assert facts["frames"] == 120 and probe(out).frame_rate == Fraction(60000, 1001)
+    # Matroska keeps milliseconds: every frame within half a millisecond of j * 1001/60000 s.
+    assert all(abs(t - Fraction(1001 * j, 60000)) <= Fraction(1, 2000) for j, t in enumerate(facts["times"]))
+    assert result.duration == Fraction(120 * 1001, 60000) == Fraction(48 * 1001, 24000)
+    got = read_frames(out)
+    for j in (0, 5, 10, 115):  # input frames 0, 2, 4, 46
+        np.testing.assert_array_equal(got[j], frames[2 * j // 5])
+    for j in (1, 7, 13):  # t = 0.4, 2.8, 5.2
+        position = Fraction(2 * j, 5)
+        i, s = int(position), float(position - int(position))
+        a, b = (torch.from_numpy(frames[x]).double() for x in (i, i + 1))
+        expected = ((1 - s) * a + s * b).round().byte().numpy()
+        assert np.abs(got[j].astype(int) - expected.astype(int)).max() <= 1
+    assert facts["audio_spans"] == [pytest.approx(float(facts["video_span"]), abs=0.03)]
+
+
+def test_fixed_factor_models_refuse_other_rates(tmp_path):
+    src = tmp_path / "clip.mp4"
+    make_video(src, frames=8, size=(32, 24))
+    result = CliRunner().invoke(main, ["upscale", str(src), str(tmp_path / "o.mp4"), "--model", "zsm-lite-cpu", "--fps", "60"])
+    assert result.exit_code == 2 and "makes 2 times the frame rate, not 25 -> 60 fps" in result.output
+    both = CliRunner().invoke(main, ["upscale", str(src), str(tmp_path / "o.mp4"), "--fps", "60", "--fps-x", "3"])
+    assert both.exit_code == 2 and "not both" in both.output
+    ok = upscale(src, tmp_path / "o50.mp4", model="zsm-lite-cpu", fps=50, scene_detect=False)  # exactly 2x: fine
+    assert ok.frames_out == 16 and ok.rate_out == 50
+    three = upscale(src, tmp_path / "o3.mp4", fps_x=3)
+    assert three.frames_out == 24 and three.rate_out == 75

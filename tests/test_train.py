@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from media import make_video, smooth, stream_facts
+from media import make_training_clips, make_video, stream_facts
 from safetensors.torch import load_file
 
 from stvsr_cli.cli import main
@@ -17,10 +17,7 @@ TINY = {"nf": 8, "groups": 8, "front_rbs": 1, "back_rbs": 1}
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("train")
-    for i in range(2):
-        make_video(folder / f"clip{i}.mkv", frames=9, size=(40, 36), codec="ffv1", pix_fmt="bgr0", content=smooth)
-    return folder
+    return make_training_clips(tmp_path_factory.mktemp("train"), frames=9)
 
 
 def config(data, out, steps, **extra):

@@ -141,3 +141,30 @@ def test_cut_between_two_shots_at_double_rate():
     assert [w.frames for w in plan.windows] == [(0, 1, 2, 3), (4, 5, 6, 7)]
     in_between = plan.sources[7]  # time 3.5, between frame 3 (shot 1) and frame 4 (shot 2)
     assert in_between == plan.sources[6]  # the copy of frame 3, not a blend
+
+
+@settings(max_examples=300, deadline=None)
+@given(plans(), st.integers(1, 7), st.integers(1, 7))
+def test_any_output_step_takes_each_frame_at_its_exact_time(args, num, den):
+    from fractions import Fraction
+
+    n, window, overlap, _, min_frames = args
+    step = Fraction(num, den)
+    n_outputs = max(1, round(n / step))
+    plan = plan_windows(n, window, overlap, min_frames=min_frames, step=step, n_outputs=n_outputs)
+    k = plan.fps_x
+    assert plan.n_outputs == n_outputs == len(plan.sources)
+    for j, src in enumerate(plan.sources):
+        win = plan.windows[src.window]
+        time = Fraction(k * win.start + src.index, k)
+        assert time == min(j * step, n - 1)  # held after the last input frame
+        assert win.start <= time <= win.last
+
+
+def test_23_976_to_59_94_is_a_step_of_two_fifths():
+    from fractions import Fraction
+
+    plan = plan_windows(48, 7, 2, min_frames=2, step=Fraction(24000, 1001) / Fraction(60000, 1001), n_outputs=120)
+    assert plan.step == Fraction(2, 5) and plan.fps_x == 5
+    times = [Fraction(5 * plan.windows[s.window].start + s.index, 5) for s in plan.sources]
+    assert times[:6] == [0, Fraction(2, 5), Fraction(4, 5), Fraction(6, 5), Fraction(8, 5), 2]

@@ -52,12 +52,20 @@ class Upscaler:
     device: torch.device
     half: bool
 
+    @property
+    def arbitrary_times(self) -> bool:
+        return self.spec.arbitrary_times
+
     @torch.inference_mode()
-    def __call__(self, frames: torch.Tensor, fps_x: int) -> torch.Tensor:
-        """``[N, 3, H, W]`` in [0, 1] on ``device`` -> ``[fps_x*(N-1)+1, 3, sH, sW]`` clamped to [0, 1]."""
+    def __call__(self, frames: torch.Tensor, fps_x: int, times: list | None = None) -> torch.Tensor:
+        """``[N, 3, H, W]`` in [0, 1] on ``device`` -> ``[fps_x*(N-1)+1, 3, sH, sW]`` clamped to [0, 1];
+        or, with ``times`` (positions from 0 to N-1, for models with arbitrary times), one frame per time."""
         batch = frames.float().unsqueeze(0)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
-            out = run_network(self.module, batch, fps_x)
+            if times is not None:
+                out = self.module(batch, times=[float(t) for t in times])
+            else:
+                out = run_network(self.module, batch, fps_x)
         return out[0].float().clamp_(0, 1)
 
 

@@ -12,6 +12,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from stvsr_cli.errors import StvsrError, UnknownModelError, UnsupportedOptionErr
 ARCHITECTURES: dict[str, str] = {
     "classic": "stvsr_cli.models.classic:Classic",
     "zsm": "stvsr_cli.models.zsm:ZoomingSlowMo",
+    "stvun": "stvsr_cli.models.stvun:STVUN",
 }
 
 REGISTRY_ENV = "STVSR_REGISTRY"
@@ -34,6 +36,7 @@ _ENTRY_KEYS = {
     "params": "constructor keyword arguments",
     "scale": 'spatial factor: an integer, a list of integers, or "any"',
     "fps_x": 'temporal factors: an integer, a list of integers, or "any"',
+    "times": '"any" when the network makes frames at any time between its inputs (--fps RATE)',
     "window": "input frames per model call (the planner's default)",
     "overlap": "input frames shared by consecutive calls (the planner's default)",
     "min_frames": "fewest input frames the network accepts (shorter clips are padded)",
@@ -54,6 +57,8 @@ class ModelSpec:
     ``scales``/``fps_x`` are tuples of supported factors, or ``None`` for any integer. An
     architecture that accepts any scale takes it as its ``scale`` constructor argument; one whose
     class sets ``takes_fps_x = True`` takes the time factor as a keyword of ``forward``.
+    ``arbitrary_times``: the network makes frames at any times in (0, 1) between two inputs (its
+    ``forward`` takes ``times``), so any frame rate can be asked for.
     """
 
     name: str
@@ -61,6 +66,7 @@ class ModelSpec:
     params: Mapping[str, Any] = field(default_factory=dict)
     scales: tuple[int, ...] | None = (4,)
     fps_x: tuple[int, ...] | None = (2,)
+    arbitrary_times: bool = False
     window: int = 7
     overlap: int = 2
     min_frames: int = 2
@@ -76,7 +82,7 @@ class ModelSpec:
         return self.scales is None or scale in self.scales
 
     def supports_fps_x(self, fps_x: int) -> bool:
-        return fps_x >= 1 and (self.fps_x is None or fps_x in self.fps_x)
+        return fps_x >= 1 and (self.fps_x is None or self.arbitrary_times or fps_x in self.fps_x)
 
     def check_factors(self, *, scale: int | None = None, fps_x: int | None = None) -> None:
         """Refuse a spatial or temporal factor this model cannot do, saying which it can."""
@@ -90,6 +96,18 @@ class ModelSpec:
                 f"model '{self.name}' does not support --fps-x {fps_x}",
                 f"it supports {self.describe_factors(self.fps_x)}",
             )
+
+    def check_step(self, step: Fraction, rates: str) -> None:
+        """Refuse an output frame spacing of ``step`` input frames (``rates``: "25 -> 60 fps") that
+        this model cannot make: fixed-factor models only make ``1/fps_x``."""
+        if self.arbitrary_times:
+            return
+        if step.numerator == 1 and self.supports_fps_x(step.denominator):
+            return
+        raise UnsupportedOptionError(
+            f"model '{self.name}' makes {self.describe_factors(self.fps_x)} times the frame rate, not {rates}",
+            "use a model with arbitrary output times (`stvsr models`: times any), e.g. classic",
+        )
 
     def window_and_overlap(self, window: int | None, overlap: int | None) -> tuple[int, int]:
         """The planner's window and overlap: the registered defaults, or checked user values."""
@@ -169,12 +187,15 @@ def parse_entry(name: str, table: Any, where: str, base_dir: Path) -> ModelSpec:
         weights = str((base_dir / weights).resolve())
     if not isinstance(table.get("half", True), bool):
         raise StvsrError(f"{where}: 'half' must be true or false")
+    if table.get("times", "fixed") not in ("any", "fixed"):
+        raise StvsrError(f"{where}: 'times' must be \"any\" or \"fixed\"")
     return ModelSpec(
         name=name,
         arch=arch,
         params=dict(params),
         scales=_factors(table.get("scale", 4), "scale", where),
         fps_x=_factors(table.get("fps_x", 2), "fps_x", where),
+        arbitrary_times=table.get("times") == "any",
         half=table.get("half", True),
         weights=weights,
         sha256=table.get("sha256"),

@@ -7,6 +7,7 @@ progress is reported through another. Only the frames the current and next windo
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from fractions import Fraction
 from itertools import groupby
 from typing import Protocol
 
@@ -17,11 +18,12 @@ from stvsr_cli.pipeline.windows import WindowPlan
 
 
 class WindowModel(Protocol):
+    """``[N, 3, H, W]`` in [0, 1] -> ``[fps_x*(N-1)+1, 3, sH, sW]`` in [0, 1]. A model whose
+    ``arbitrary_times`` is true also takes ``times=`` (positions 0..N-1) and returns one frame each."""
+
     device: torch.device
 
-    def __call__(self, frames: torch.Tensor, fps_x: int) -> torch.Tensor:
-        """``[N, 3, H, W]`` in [0, 1] -> ``[fps_x*(N-1)+1, 3, sH, sW]`` in [0, 1]."""
-        ...
+    def __call__(self, frames: torch.Tensor, fps_x: int) -> torch.Tensor: ...
 
 
 def to_tensor(frames: list[np.ndarray], device: torch.device) -> torch.Tensor:
@@ -82,9 +84,13 @@ def run_windows(
                 held[next_index] = frame
             next_index += 1
         batch = [held[i] for i in window.frames]
-        result = model(to_tensor(batch, model.device), plan.fps_x)
         needed = sorted({step.index for step in steps})
-        arrays = dict(zip(needed, to_arrays(result[needed], batch[0].dtype)))
+        inputs = to_tensor(batch, model.device)
+        if getattr(model, "arbitrary_times", False):  # only the frames needed, at their exact times
+            result = model(inputs, plan.fps_x, times=[Fraction(i, plan.fps_x) for i in needed])
+        else:
+            result = model(inputs, plan.fps_x)[needed]
+        arrays = dict(zip(needed, to_arrays(result, batch[0].dtype)))
         for step in steps:
             emit(arrays[step.index])
             emitted += 1

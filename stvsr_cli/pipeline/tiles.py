@@ -79,16 +79,18 @@ class TiledModel:
         self.scale = scale
         self.overlap = overlap
         self.device = model.device
+        self.arbitrary_times = getattr(model, "arbitrary_times", False)
 
-    def __call__(self, frames: torch.Tensor, fps_x: int) -> torch.Tensor:
+    def __call__(self, frames: torch.Tensor, fps_x: int, times: list | None = None) -> torch.Tensor:
         _, _, height, width = frames.shape
         tiles = plan_tiles(height, width, self.tile, self.overlap)
+        extra = {} if times is None else {"times": times}
         if len(tiles) == 1:
-            return self.model(frames, fps_x)
+            return self.model(frames, fps_x, **extra)
         s = self.scale
         out = weight_sum = None
         for t in tiles:
-            part = self.model(frames[:, :, t.y0 : t.y1, t.x0 : t.x1], fps_x).float()
+            part = self.model(frames[:, :, t.y0 : t.y1, t.x0 : t.x1], fps_x, **extra).float()
             wy = ramp(t.y0 * s, t.y1 * s, height * s, self.overlap * s, part.device)
             wx = ramp(t.x0 * s, t.x1 * s, width * s, self.overlap * s, part.device)
             weight = wy[:, None] * wx[None, :]
@@ -120,12 +122,14 @@ class OutOfMemoryFallback:
         self.tile = tile
         self.device = model.device
         self.notes: list[str] = []
+        self.arbitrary_times = getattr(model, "arbitrary_times", False)
         self._current: WindowModel = TiledModel(model, tile, scale) if tile else model
 
-    def __call__(self, frames: torch.Tensor, fps_x: int) -> torch.Tensor:
+    def __call__(self, frames: torch.Tensor, fps_x: int, times: list | None = None) -> torch.Tensor:
+        extra = {} if times is None else {"times": times}
         while True:
             try:
-                return self._current(frames, fps_x)
+                return self._current(frames, fps_x, **extra)
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise

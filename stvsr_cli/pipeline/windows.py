@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import cached_property
 from typing import NamedTuple
 
@@ -60,49 +61,48 @@ class Step(NamedTuple):
 
 @dataclass(frozen=True)
 class WindowPlan:
+    """The model calls over a clip and where each output frame comes from.
+
+    Output frame j is at input position ``j * step`` (in input frames; ``step = 1/fps_x`` for an
+    integer factor, e.g. 2/5 for 24 -> 60 fps). Positions are multiples of ``1 / fps_x``, the time
+    resolution (``step``'s denominator): a step's ``index`` counts in those units from its
+    window's first frame.
+    """
+
     n_frames: int
     window: int
     overlap: int
-    fps_x: int
+    step: Fraction
+    n_outputs: int
     min_frames: int
     cuts: tuple[int, ...]  # frames that start a shot, sorted, inside the clip
 
     @property
-    def n_outputs(self) -> int:
-        return self.fps_x * self.n_frames
+    def fps_x(self) -> int:
+        return self.step.denominator
 
     def steps(self) -> Iterator[Step]:
         """The source of every output frame, in order; consecutive frames of one window together."""
         k = self.fps_x
         clip_shots = shots(self.n_frames, self.cuts)
-        position = 0  # of the next window to be admitted
-        for s, shot in enumerate(clip_shots):
-            upcoming = self._windows_of(shot)
-            pending: Window | None = next(upcoming)
-            active: deque[tuple[int, Window]] = deque()  # windows that contain the current time
-            last_frame = shot.stop - 1
-            for t in range(k * shot.start, k * last_frame + 1):
-                while pending is not None and k * pending.start <= t:
-                    active.append((position, pending))
-                    position += 1
-                    pending = next(upcoming, None)
-                while k * active[0][1].last < t:
-                    active.popleft()
-                best, best_score = active[0], -1
-                for candidate in active:
-                    score = min(t - k * candidate[1].start, k * candidate[1].last - t)
-                    if score > best_score:
-                        best, best_score = candidate, score
-                step = Step(best[0], best[1], t - k * best[1].start)
-                yield step
+        s = 0
+        shot = _ShotWindows(self._windows_of(clip_shots[0]), first_position=0)
+        for j in range(self.n_outputs):
+            time = j * self.step.numerator  # in units of 1/k
+            while s + 1 < len(clip_shots) and time >= k * clip_shots[s + 1].start:
+                s += 1
+                shot = _ShotWindows(self._windows_of(clip_shots[s]), first_position=shot.drain())
+            last = k * (clip_shots[s].stop - 1)
+            if time <= last:
+                yield shot.step_at(time, k)
+                continue
             # Between this shot's last frame and the next shot's first (or after the clip's end):
-            # a copy of the nearer real frame, never a blend of two shots.
+            # a copy of the nearer real frame, never a blend of two shots (the earlier on a tie).
             following = clip_shots[s + 1] if s + 1 < len(clip_shots) else None
-            for offset in range(1, k):
-                if following is not None and k - offset < offset:
-                    yield Step(position, next(self._windows_of(following)), 0)
-                else:
-                    yield step
+            if following is not None and k * following.start - time < time - last:
+                yield Step(shot.drain(), next(self._windows_of(following)), 0)
+            else:
+                yield shot.step_at(last, k)
 
     def _windows_of(self, shot: range) -> Iterator[Window]:
         """The windows of one shot, in order. A shot shorter than the model's minimum window is
@@ -136,6 +136,43 @@ class WindowPlan:
         return tuple(range(f, s) if s > f else range(0) for f, s in zip(firsts, stops))
 
 
+class _ShotWindows:
+    """The windows of one shot, admitted lazily as output times reach them (constant memory)."""
+
+    def __init__(self, windows: Iterator[Window], first_position: int) -> None:
+        self._upcoming = windows
+        self._pending: Window | None = next(windows)
+        self._next_position = first_position
+        self._active: deque[tuple[int, Window]] = deque()  # admitted windows that may still be used
+
+    def _admit(self) -> None:
+        self._active.append((self._next_position, self._pending))
+        self._next_position += 1
+        self._pending = next(self._upcoming, None)
+
+    def step_at(self, time: int, k: int) -> Step:
+        """The window in which ``time`` (units of 1/k) is most central, earliest on a tie."""
+        while self._pending is not None and k * self._pending.start <= time:
+            self._admit()
+        while len(self._active) > 1 and k * self._active[0][1].last < time:
+            self._active.popleft()
+        best, best_score = self._active[0], None
+        for candidate in self._active:
+            window = candidate[1]
+            if not k * window.start <= time <= k * window.last:
+                continue
+            score = min(time - k * window.start, k * window.last - time)
+            if best_score is None or score > best_score:
+                best, best_score = candidate, score
+        return Step(best[0], best[1], time - k * best[1].start)
+
+    def drain(self) -> int:
+        """Admit the rest; the position the next shot's first window will have."""
+        while self._pending is not None:
+            self._admit()
+        return self._next_position
+
+
 def window_starts(n_frames: int, window: int, overlap: int) -> Iterator[int]:
     """Start indices of full windows: every ``window - overlap`` frames, the last one flush with the end."""
     if n_frames <= window:
@@ -153,9 +190,12 @@ def plan_windows(
     n_frames: int,
     window: int,
     overlap: int,
-    fps_x: int,
+    fps_x: int = 2,
     min_frames: int = 2,
     cuts: Iterable[int] = (),
+    *,
+    step: Fraction | None = None,
+    n_outputs: int | None = None,
 ) -> WindowPlan:
     """Plan the model calls for a clip of ``n_frames`` input frames.
 
@@ -163,6 +203,10 @@ def plan_windows(
     so that every gap between two input frames lies inside some window). Each output frame is
     taken from the window in which its time is most central (ties go to the earlier window),
     because bidirectional models are weakest at a window's edges.
+
+    ``step`` (input frames between output frames) and ``n_outputs`` replace the integer factor
+    for any frame-rate change (24000/1001 -> 60000/1001 is a step of 2/5); positions past the last
+    input frame hold it.
 
     ``cuts`` are the frames that start a new shot. No window spans a cut, and an output frame
     between the last frame of a shot and the first of the next is a copy of the nearer of the two
@@ -176,5 +220,9 @@ def plan_windows(
         raise ValueError(f"window must be at least {max(2, min_frames)} frames")
     if not 1 <= overlap < window:
         raise ValueError("overlap must be at least 1 and smaller than the window")
+    if step is None:
+        step, n_outputs = Fraction(1, fps_x), fps_x * n_frames
+    elif step <= 0 or n_outputs is None or n_outputs < 1:
+        raise ValueError("a step needs a positive value and an output count")
     inside = tuple(sorted({c for c in cuts if 0 < c < n_frames}))
-    return WindowPlan(n_frames, window, overlap, fps_x, min_frames, inside)
+    return WindowPlan(n_frames, window, overlap, Fraction(step), n_outputs, min_frames, inside)

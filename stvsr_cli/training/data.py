@@ -68,10 +68,17 @@ def load_frames(data: Sequence[Path | str], cache_dir: Path | None = None) -> Fr
 class PatchSampler:
     """Random training patches from a frame cache."""
 
-    def __init__(self, cache: FrameCache, *, frames_in: int, fps_x: int, patch: int, scale: int, seed: int = 0) -> None:
+    def __init__(
+        self, cache: FrameCache, *, frames_in: int, fps_x: int, patch: int, scale: int, seed: int = 0,
+        time_factors: Sequence[int] | None = None,
+    ) -> None:  # fmt: skip
         if patch % scale:
             raise InputError(f"--patch {patch} must be a multiple of the scale {scale}")
-        self.length = fps_x * (frames_in - 1) + 1
+        # Models with arbitrary output times learn several: each batch draws its factor k from
+        # ``time_factors`` (its in-between frames are then at t = 1/k, ..., (k-1)/k).
+        self.time_factors = tuple(time_factors or (fps_x,))
+        self.frames_in = frames_in
+        self.length = max(self.time_factors) * (frames_in - 1) + 1
         self.fps_x, self.patch, self.scale, self.seed = fps_x, patch, scale, seed
         self.clips = [c for c in cache.clips if len(c) >= self.length and min(c.shape[1:3]) >= patch]
         if not self.clips:
@@ -83,15 +90,15 @@ class PatchSampler:
     def batch(self, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch number ``step``: (LR input ``[B, N, 3, p/s, p/s]``, HR target ``[B, L, 3, p, p]``), float in [0, 1]."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        factor = self.factor(step)
+        length = factor * (self.frames_in - 1) + 1
         samples = []
         for _ in range(size):
             clip = self.clips[int(torch.multinomial(self.weights, 1, generator=gen))]
-            t = int(torch.randint(len(clip) - self.length + 1, (1,), generator=gen))
+            t = int(torch.randint(len(clip) - length + 1, (1,), generator=gen))
             y = int(torch.randint(clip.shape[1] - self.patch + 1, (1,), generator=gen))
             x = int(torch.randint(clip.shape[2] - self.patch + 1, (1,), generator=gen))
-            seq = torch.from_numpy(
-                np.ascontiguousarray(clip[t : t + self.length, y : y + self.patch, x : x + self.patch])
-            )
+            seq = torch.from_numpy(np.ascontiguousarray(clip[t : t + length, y : y + self.patch, x : x + self.patch]))
             flips = torch.randint(2, (4,), generator=gen).tolist()
             if flips[0]:
                 seq = seq.flip(2)  # horizontal
@@ -103,7 +110,14 @@ class PatchSampler:
                 seq = seq.flip(0)  # time runs backwards
             samples.append(seq)
         target = torch.stack(samples).permute(0, 1, 4, 2, 3).float() / 255
-        return downscale_tensor(target[:, :: self.fps_x], self.scale), target
+        return downscale_tensor(target[:, ::factor], self.scale), target
+
+    def factor(self, step: int) -> int:
+        """The time factor of batch ``step`` (always ``fps_x`` unless several are drawn from)."""
+        if len(self.time_factors) == 1:
+            return self.time_factors[0]
+        gen = torch.Generator().manual_seed(self.seed * 7_919 + step + 1)
+        return self.time_factors[int(torch.randint(len(self.time_factors), (1,), generator=gen))]
 
 
 class Prefetcher:

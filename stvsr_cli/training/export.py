@@ -88,8 +88,11 @@ def export(trainer: Trainer, cache: FrameCache, eval_data: list[str] | None = No
         f"[models.{config.name}]\n"
         f'arch = "{config.arch}"\n'
         f"params = {{ {', '.join(f'{k} = {_toml(v)}' for k, v in config.params.items())} }}\n"
-        f"scale = {config.scale}\nfps_x = {config.fps_x}\nwindow = {spec.window}\noverlap = {spec.overlap}\n"
-        f'weights = "{weights.name}"\nsha256 = "{sha256}"\n'
+        f"scale = {config.scale}\n"
+        + ('fps_x = "any"\ntimes = "any"\n' if spec.arbitrary_times else f"fps_x = {config.fps_x}\n")
+        + f"window = {spec.window}\noverlap = {spec.overlap}\n"
+        + (f"min_frames = {spec.min_frames}\n" if spec.min_frames > 2 else "")
+        + f'weights = "{weights.name}"\nsha256 = "{sha256}"\n'
         f'license = "see {config.name}.md (training data: research and private use)"\n'
         f'description = "{config.arch} trained by stvsr train for {trainer.step} steps"\n'
     )

@@ -3,6 +3,7 @@ mixed precision on CUDA, checkpoints that resume exactly, validation with the ev
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -60,14 +61,17 @@ class TrainConfig:
         """The model being trained, as a registry entry: validation, the final evaluation and the
         exported registry entry all run it this way (windows as long as the training samples)."""
         window = max(self.frames_in, 2)
+        any_time = bool(self.arch) and getattr(_arch_class(self.arch), "takes_times", False)
         return ModelSpec(
             name=self.name,
             arch=self.arch or "",
             params=self.params,
             scales=(self.scale,),
-            fps_x=(self.fps_x,),
+            fps_x=None if any_time else (self.fps_x,),
+            arbitrary_times=any_time,
             window=window,
             overlap=max(1, window // 2),
+            min_frames=window if "frames" in self.params else 2,  # a network sized for its window
         )
 
 
@@ -79,6 +83,10 @@ class StepLog:
     lr: float
     seconds: float  # wall time of the run so far, resumed runs included
     val_psnr: float | None = None
+
+
+def _arch_class(arch: str) -> type | None:
+    return architecture(ModelSpec(name="", arch=arch)) if arch in ARCHITECTURES else None
 
 
 def charbonnier(output: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -114,6 +122,11 @@ class Trainer:
         self._resolve_arch()
         if config.arch not in ARCHITECTURES:
             raise UsageError(f"unknown arch '{config.arch}'", "known: " + ", ".join(sorted(ARCHITECTURES)))
+        cls = architecture(ModelSpec(name="", arch=config.arch))
+        if "frames" in inspect.signature(cls).parameters and "frames" not in config.params:
+            config.params = {**config.params, "frames": config.frames_in}  # sized for the training window
+        # A network with arbitrary output times learns several: each batch is x2, x3 or x4 in time.
+        self.time_factors = (2, 3, 4) if getattr(cls, "takes_times", False) else None
         torch.manual_seed(config.seed)  # the same initial weights for the same seed
         try:
             self.model = architecture(config.spec())(**config.params)
@@ -234,7 +247,7 @@ class Trainer:
         config = self.config
         sampler = PatchSampler(
             cache, frames_in=config.frames_in, fps_x=config.fps_x, patch=config.patch, scale=config.scale,
-            seed=config.seed,
+            seed=config.seed, time_factors=self.time_factors,
         )  # fmt: skip
         val_clips = self._validation_clips() if config.val else []
         logs: list[StepLog] = []
@@ -248,12 +261,13 @@ class Trainer:
                 lr_in, target = prefetch.next()
                 lr_in = lr_in.to(self.device, non_blocking=True)
                 target = target.to(self.device, non_blocking=True)
+                factor = sampler.factor(self.step)
                 with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-                    output = run_network(self.model, lr_in, config.fps_x)
+                    output = run_network(self.model, lr_in, factor)
                 if output.shape != target.shape:
                     raise TrainingError(
                         f"arch '{config.arch}' gives {tuple(output.shape)} for the target {tuple(target.shape)}",
-                        f"does it upscale x{config.scale} in space and x{config.fps_x} in time?",
+                        f"does it upscale x{config.scale} in space and x{factor} in time?",
                     )
                 loss = charbonnier(output.float(), target)
                 if not torch.isfinite(loss):

@@ -1,0 +1,105 @@
+"""STVUN: frames at any time between the inputs; training with random t; --fps through upscale."""
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from media import make_training_clips, make_video, stream_facts
+
+from stvsr_cli.cli import main
+from stvsr_cli.models.stvun import STVUN, FlowNet, flows_at, warp
+
+TINY = {"nf": 8, "levels": 2, "frames": 3, "flow_nf": 8}
+
+
+def tiny(**extra) -> STVUN:
+    torch.manual_seed(0)
+    return STVUN(**{**TINY, **extra}).eval()
+
+
+@pytest.mark.parametrize("times", [[0.0], [0.25, 0.5, 0.75], [0, 1, 2], [1.9, 0.1, 2.0]])
+def test_one_output_per_time_at_four_times_the_size(times):
+    with torch.no_grad():
+        out = tiny()(torch.rand(2, 3, 3, 12, 10), times=times)
+    assert out.shape == (2, len(times), 3, 48, 40)
+
+
+def test_input_positions_do_not_depend_on_the_other_times_asked():
+    model, frames = tiny(), torch.rand(1, 3, 3, 8, 8)
+    with torch.no_grad():
+        alone = model(frames, times=[1])
+        mixed = model(frames, times=[0.3, 1, 1.5])
+        grid = model(frames, fps_x=4)  # times 0, 1/4, ..., 2
+    torch.testing.assert_close(mixed[:, 1], alone[:, 0])
+    torch.testing.assert_close(grid[:, 4], alone[:, 0])
+    assert grid.shape[1] == 9
+
+
+def test_time_enters_through_the_flows_and_the_ends_are_the_frames():
+    """Eq. 4 at the ends: t=0 looks at frame 0 itself and at frame 1 through the full flow, t=1 the
+    other way round; for steady motion (f10 = -f01) the flows are exactly linear in t."""
+    f01 = torch.randn(1, 2, 4, 4)
+    f10 = torch.randn(1, 2, 4, 4)
+    to_first, to_second = flows_at(0.0, f01, f10)
+    assert to_first.abs().max() == 0 and torch.equal(to_second, f01)
+    to_first, to_second = flows_at(1.0, f01, f10)
+    assert torch.equal(to_first, f10) and to_second.abs().max() == 0
+    for t in (0.2, 0.5, 0.9):
+        to_first, to_second = flows_at(t, f01, -f01)
+        torch.testing.assert_close(to_first, -t * f01)
+        torch.testing.assert_close(to_second, (1 - t) * f01)
+
+
+def test_flow_warps_a_shifted_picture_back():
+    picture = torch.rand(1, 3, 12, 12)
+    shifted = torch.roll(picture, shifts=2, dims=-1)  # content moved 2 px right
+    flow = torch.zeros(1, 2, 12, 12)
+    flow[:, 0] = 2.0
+    back = warp(shifted, flow)
+    torch.testing.assert_close(back[..., 2:-2], picture[..., 2:-2])
+    assert FlowNet(8)(picture, shifted).abs().max() == 0  # untrained: zero flow
+
+
+def test_gradients_reach_every_part_when_training_on_in_between_times():
+    model = STVUN(**TINY).train()
+    out = model(torch.rand(1, 3, 3, 8, 8), times=[0, 0.5, 1, 1.25, 2])
+    out.square().mean().backward()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert dead in ([], [n for n in dead if n.startswith("flow.")])  # flow: zero last layer, first step only
+    assert model.flow.basic[0][-1].weight.grad.abs().sum() > 0  # the flow's last layer learns
+
+
+def test_wrong_window_length_is_refused():
+    with pytest.raises(ValueError, match="windows of 3 frames"):
+        tiny()(torch.rand(1, 4, 3, 8, 8), times=[0])
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_training_clips(tmp_path_factory.mktemp("train"), frames=12)
+
+
+def test_training_with_random_t_and_the_export_runs_at_any_frame_rate(data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    params = {k: v for k, v in TINY.items() if k != "frames"}  # frames comes from --frames-in
+    result = CliRunner().invoke(
+        main,
+        ["train", "--arch", "stvun", "--params", json.dumps(params), "--data", str(data), "--out", str(out),
+         "--steps", "30", "--batch", "2", "--patch", "16", "--frames-in", "3", "--log-every", "5", "--lr", "2e-3",
+         "--name", "tiny-stvun"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    logs = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert logs[-1]["loss"] < 0.8 * logs[0]["loss"]
+    entry = (out / "tiny-stvun.toml").read_text()
+    assert 'times = "any"' in entry and "frames = 3" in entry and "min_frames = 3" in entry
+    monkeypatch.setenv("STVSR_REGISTRY", str(out / "tiny-stvun.toml"))
+    clip = tmp_path / "in.mp4"
+    make_video(clip, frames=10, size=(16, 12), audio=True)
+    run = CliRunner().invoke(main, ["upscale", str(clip), str(tmp_path / "o.mp4"), "--model", "tiny-stvun", "--fps", "60"])
+    assert run.exit_code == 0, run.stderr
+    facts = stream_facts(tmp_path / "o.mp4")
+    assert facts["frames"] == 24 and facts["rate"] == 60 and (facts["width"], facts["height"]) == (64, 48)
+    three = CliRunner().invoke(main, ["upscale", str(clip), str(tmp_path / "o3.mp4"), "--model", "tiny-stvun", "-x", "3"])
+    assert three.exit_code == 0 and stream_facts(tmp_path / "o3.mp4")["frames"] == 30
