@@ -17,12 +17,20 @@ from pathlib import Path
 from stvsr_cli import __version__, hub
 from stvsr_cli.errors import InputError, OutputError, UsageError
 from stvsr_cli.io.decode import VideoInfo, VideoReader, probe
-from stvsr_cli.io.encode import EncodeSettings, FrameEncoder, is_disk_full, join_segments, output_format
+from stvsr_cli.io.encode import (
+    EncodeSettings,
+    FrameEncoder,
+    choose_codec,
+    is_disk_full,
+    join_segments,
+    output_format,
+)
 from stvsr_cli.io.workdir import UNWRITABLE_ERRNOS, WorkFolder, input_identity
 from stvsr_cli.models.loader import load_model
 from stvsr_cli.models.registry import ModelSpec, Registry, load_registry
 from stvsr_cli.pipeline.run import run_windows
 from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD, find_cuts
+from stvsr_cli.pipeline.sink import ThreadedSink
 from stvsr_cli.pipeline.tiles import MIN_TILE, OutOfMemoryFallback
 from stvsr_cli.pipeline.timing import nominal_rate
 from stvsr_cli.pipeline.windows import plan_windows
@@ -212,7 +220,7 @@ def upscale(
         plan = plan_windows(info.frame_count, job.window, job.overlap, fps_x, job.spec.min_frames, cuts=cuts)
     deinterlacing = deinterlace == "on" or (deinterlace == "auto" and info.interlaced)
     rate_out = target_rate if target_rate is not None else info.frame_rate * fps_x
-    settings = encode or EncodeSettings()
+    settings = choose_codec(encode or EncodeSettings(), upscaler.device.type, info.bit_depth)
     fmt = output_format(job.dst)
     job_record = {
         "input": input_identity(job.src),
@@ -233,13 +241,27 @@ def upscale(
             on_note(note)
         with VideoReader(info, deinterlace=deinterlacing) as reader:
             segment = _SegmentBuilder(fmt, info, settings, size, work)
+            # Encoding runs in its own thread, fed in order: the model never waits for the encoder.
+            encoder = ThreadedSink(lambda call: call[0](*call[1:]))
             total = plan.n_outputs
             report = (lambda done: progress(done, total)) if progress is not None else None
-            run_windows(
-                reader.frames(), plan, model, segment.add, report,
-                skip_windows=work.done_windows, on_window_done=segment.window_done,
-            )  # fmt: skip
-            segment.finish()
+            try:
+                run_windows(
+                    reader.frames(), plan, model, lambda rgb: encoder.put((segment.add, rgb)), report,
+                    skip_windows=work.done_windows,
+                    on_window_done=lambda windows, frames: encoder.put((segment.window_done, windows, frames)),
+                )  # fmt: skip
+                encoder.put((segment.finish,))
+                encoder.close()
+            except KeyboardInterrupt:
+                try:
+                    encoder.close()  # the few queued frames still go in: a segment they finish is kept
+                except BaseException:
+                    encoder.abort()
+                raise
+            except BaseException:
+                encoder.abort()
+                raise
         side_warnings = join_segments(
             job.dst, info, (work.packets(s) for s in work.segments), settings=settings, extradata=work.extradata,
             **size,

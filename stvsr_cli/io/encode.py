@@ -43,6 +43,38 @@ class EncodeSettings:
     pix_fmt: str | None = None
 
 
+HARDWARE_CODECS = ("h264_nvenc",)  # tried in order when the model runs on a CUDA GPU and no --codec is given
+NVENC_OPTIONS = {"preset": "p5", "tune": "hq", "rc": "vbr", "cq": "19", "b": "0"}  # about x264's CRF 18
+
+
+def choose_codec(settings: EncodeSettings, device_type: str, bit_depth: int = 8, can_open=None) -> EncodeSettings:
+    """The encoder to use: the one asked for; else NVENC when the model runs on a CUDA GPU, the
+    source is 8-bit (H.264 NVENC has no 10-bit) and the encoder really opens (the FFmpeg build has
+    it, and so does the driver); else the default (x264). The GPU's own video encoder then takes
+    the encoding off the CPU. Asking for --crf or --preset keeps x264."""
+    if settings.codec is not None or settings.crf is not None or settings.preset is not None:
+        return settings
+    if device_type != "cuda" or bit_depth > 8:
+        return settings
+    opens = can_open or encoder_opens
+    for codec in HARDWARE_CODECS:
+        if codec in av.codecs_available and opens(codec, settings.pix_fmt or "yuv420p"):
+            return EncodeSettings(codec=codec, pix_fmt=settings.pix_fmt)
+    return settings
+
+
+def encoder_opens(codec: str, pix_fmt: str) -> bool:
+    """Whether ``codec`` opens here (hardware encoders also need their driver and device)."""
+    try:
+        ctx = av.CodecContext.create(codec, "w")
+        ctx.width, ctx.height, ctx.pix_fmt = 256, 256, pix_fmt
+        ctx.time_base = Fraction(1, 25)
+        ctx.open()
+        return True
+    except Exception:
+        return False
+
+
 def partial_path(dst: Path) -> Path:
     """A unique hidden file beside ``dst`` with the same extension (the muxer is chosen by it)."""
     return dst.with_name(f".{dst.stem}.stvsr-partial-{secrets.token_hex(4)}{dst.suffix}")
@@ -261,6 +293,8 @@ def open_video_stream(container, source: VideoInfo, width: int, height: int, rat
         options["preset"] = DEFAULT_PRESET
     if "x265-params" in private:
         options["x265-params"] = "log-level=error"  # x265 prints a report per encoder otherwise
+    if codec in HARDWARE_CODECS:
+        options.update(NVENC_OPTIONS)
     stream.options = options
 
     # The source's colour matrix and range carry over; an RGB source gets what players assume.

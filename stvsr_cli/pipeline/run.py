@@ -32,7 +32,10 @@ def to_tensor(frames: list[np.ndarray], device: torch.device) -> torch.Tensor:
     peak = 255.0 if stack.dtype == np.uint8 else 65535.0
     if stack.dtype == np.uint16:
         stack = stack.astype(np.int32)  # torch has no uint16 arithmetic on every device
-    tensor = torch.from_numpy(stack).to(device, non_blocking=True)
+    tensor = torch.from_numpy(stack)
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()  # page-locked: the copy to the GPU can run asynchronously
+    tensor = tensor.to(device, non_blocking=True)
     return tensor.permute(0, 3, 1, 2).float().div_(peak)
 
 

@@ -1,0 +1,71 @@
+import threading
+import time
+
+import pytest
+
+from stvsr_cli.pipeline.sink import ThreadedSink
+
+
+def test_items_are_handled_in_order_in_another_thread():
+    seen, threads = [], set()
+
+    def handle(item):
+        seen.append(item)
+        threads.add(threading.current_thread().name)
+
+    sink = ThreadedSink(handle, maxsize=2)
+    for i in range(100):
+        sink.put(i)
+    sink.close()
+    assert seen == list(range(100)) and threads == {"stvsr-encode"}
+
+
+def test_the_queue_is_bounded_so_a_slow_worker_holds_back_the_producer():
+    release = threading.Event()
+    sink = ThreadedSink(lambda item: release.wait(), maxsize=2)
+    started = time.monotonic()
+    blocked = threading.Thread(target=lambda: [sink.put(i) for i in range(5)])
+    blocked.start()
+    blocked.join(timeout=0.3)
+    assert blocked.is_alive()  # 1 in the worker + 2 queued: the 4th put waits
+    release.set()
+    blocked.join(timeout=5)
+    sink.close()
+    assert not blocked.is_alive() and time.monotonic() - started >= 0.3
+
+
+def test_a_worker_error_reaches_the_caller():
+    def handle(item):
+        if item == 3:
+            raise OSError(28, "No space left on device")
+
+    sink = ThreadedSink(handle)
+    with pytest.raises(OSError, match="No space"):
+        for i in range(1000):
+            sink.put(i)
+        sink.close()
+
+
+def test_abort_drops_the_queue():
+    seen = []
+    gate = threading.Event()
+    sink = ThreadedSink(lambda item: (gate.wait(), seen.append(item)), maxsize=10)
+    for i in range(5):
+        sink.put(i)
+    gate.set()
+    sink.abort()
+    assert len(seen) <= 2  # the item in hand may finish; the queued ones are dropped
+
+
+def test_nvenc_is_chosen_only_where_it_opens_and_fits():
+    from stvsr_cli.io.encode import EncodeSettings, choose_codec, encoder_opens
+
+    plain = EncodeSettings()
+    assert encoder_opens("libx264", "yuv420p")
+    assert choose_codec(plain, "cpu", can_open=lambda *a: True) == plain  # the model on the CPU: x264
+    assert choose_codec(plain, "cuda", can_open=lambda *a: True).codec == "h264_nvenc"
+    assert choose_codec(plain, "cuda", can_open=lambda *a: False) == plain  # no driver: x264
+    assert choose_codec(plain, "cuda", bit_depth=10, can_open=lambda *a: True) == plain  # no 10-bit H.264 NVENC
+    asked = EncodeSettings(crf=20)
+    assert choose_codec(asked, "cuda", can_open=lambda *a: True) == asked
+    assert choose_codec(plain, "cuda") == plain or encoder_opens("h264_nvenc", "yuv420p")  # as this machine is
