@@ -168,3 +168,25 @@ def test_23_976_to_59_94_is_a_step_of_two_fifths():
     assert plan.step == Fraction(2, 5) and plan.fps_x == 5
     times = [Fraction(5 * plan.windows[s.window].start + s.index, 5) for s in plan.sources]
     assert times[:6] == [0, Fraction(2, 5), Fraction(4, 5), Fraction(6, 5), Fraction(8, 5), 2]
+
+
+@settings(max_examples=300, deadline=None)
+@given(plans_with_cuts(), st.integers(1, 7), st.integers(1, 7))
+def test_any_step_with_cuts_never_blends_two_shots(args, num, den):
+    from fractions import Fraction
+
+    n, window, overlap, _, min_frames, cuts = args
+    step = Fraction(num, den)
+    plan = plan_windows(n, window, overlap, min_frames=min_frames, cuts=cuts, step=step, n_outputs=max(1, round(n / step)))
+    k = plan.fps_x
+    shot_of = [sum(c <= i for c in cuts) for i in range(n)]
+    for j, src in enumerate(plan.sources):
+        win = plan.windows[src.window]
+        assert not any(win.start < c <= win.last for c in cuts)
+        time = Fraction(k * win.start + src.index, k)
+        wanted = min(j * step, n - 1)
+        before = int(wanted)
+        if wanted == before or shot_of[before] == shot_of[min(before + 1, n - 1)]:
+            assert time == wanted
+        else:  # between two shots: the nearer real frame, the earlier on a tie
+            assert time == (before if wanted - before <= before + 1 - wanted else before + 1)

@@ -116,7 +116,9 @@ def _card(trainer, cache, weights, sha256, entry, result, baseline) -> str:
         f"# {config.name}",
         "",
         f"Architecture `{config.arch}` with params `{json.dumps(config.params)}` ({n_params:,} parameters), "
-        f"x{config.scale} in space, x{config.fps_x} in time, trained by `stvsr train`.",
+        f"x{config.scale} in space, "
+        + ("any time between its inputs (trained at x2, x3 and x4)" if trainer.time_factors else f"x{config.fps_x} in time")
+        + ", trained by `stvsr train`.",
         "",
         "## Training",
         "",
