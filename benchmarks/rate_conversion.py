@@ -3,7 +3,7 @@
 Re-times the example clip's frames to 24000/1001 fps (a film transfer) with a 440 Hz tone of the
 same length, converts it with ``stvsr upscale --fps RATE``, and prints what a player would see.
 
-    python benchmarks/rate_conversion.py --model stvun-cpu --fps 60
+    python benchmarks/rate_conversion.py --model stvun --fps 60
 """
 
 from __future__ import annotations

@@ -195,3 +195,15 @@ def test_fixed_factor_models_refuse_other_rates(tmp_path):
     assert ok.frames_out == 16 and ok.rate_out == 50
     three = upscale(src, tmp_path / "o3.mp4", fps_x=3)
     assert three.frames_out == 24 and three.rate_out == 75
+
+
+def test_film_rate_to_exactly_sixty(tmp_path):
+    """24000/1001 -> 60: 48 frames last 2.002 s, so 120 frames (the nearest whole number, 2.000 s)
+    at exactly j/60 s; the audio is copied untouched."""
+    src, out = tmp_path / "film.mp4", tmp_path / "out.mp4"
+    make_video(src, frames=48, rate=Fraction(24000, 1001), audio=True)
+    result = upscale(src, out, scale=1, fps=60, scene_detect=False)
+    facts = stream_facts(out)
+    assert result.frames_out == facts["frames"] == 120 and facts["rate"] == 60
+    assert facts["times"] == [Fraction(j, 60) for j in range(120)]
+    assert facts["audio_spans"] == stream_facts(src)["audio_spans"]
