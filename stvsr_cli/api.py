@@ -16,7 +16,7 @@ from pathlib import Path
 
 from stvsr_cli import __version__, hub
 from stvsr_cli.errors import InputError, OutputError, UsageError
-from stvsr_cli.io.decode import VideoInfo, VideoReader, probe
+from stvsr_cli.io.decode import VideoInfo, VideoReader, can_seek_exactly, probe
 from stvsr_cli.io.encode import (
     EncodeSettings,
     FrameEncoder,
@@ -207,17 +207,12 @@ def upscale(
     )
     if on_info is not None:
         on_info(info, job)
-    cuts = find_scene_cuts(info, scene_threshold, scan_progress) if scene_detect else []
     if target_rate is not None:
         step = info.frame_rate / target_rate  # input frames per output frame
         job.spec.check_step(step, f"{_rate_text(info.frame_rate)} -> {_rate_text(target_rate)} fps")
         n_outputs = output_count(info.frame_count, info.frame_rate, target_rate)
-        plan = plan_windows(
-            info.frame_count, job.window, job.overlap, min_frames=job.spec.min_frames, cuts=cuts,
-            step=step, n_outputs=n_outputs,
-        )  # fmt: skip
     else:
-        plan = plan_windows(info.frame_count, job.window, job.overlap, fps_x, job.spec.min_frames, cuts=cuts)
+        step, n_outputs = Fraction(1, fps_x), fps_x * info.frame_count
     deinterlacing = deinterlace == "on" or (deinterlace == "auto" and info.interlaced)
     rate_out = target_rate if target_rate is not None else info.frame_rate * fps_x
     settings = choose_codec(encode or EncodeSettings(), upscaler.device.type, info.bit_depth)
@@ -239,7 +234,18 @@ def upscale(
         notes = [note] if note else []
         if note and on_note is not None:
             on_note(note)
-        with VideoReader(info, deinterlace=deinterlacing) as reader:
+        if work.cuts is None:  # a resumed run reuses the cuts it found (the same input and options)
+            work.set_cuts(find_scene_cuts(info, scene_threshold, scan_progress) if scene_detect else [])
+        cuts = work.cuts
+        plan = plan_windows(
+            info.frame_count, job.window, job.overlap, min_frames=job.spec.min_frames, cuts=cuts,
+            step=step, n_outputs=n_outputs,
+        )  # fmt: skip
+        # A resumed run decodes from just before the first frame it still needs, where that is exact.
+        first_frame = 0
+        if work.done_windows and can_seek_exactly(info, deinterlacing):
+            first_frame = plan.first_frame_after(work.done_windows)
+        with VideoReader(info, deinterlace=deinterlacing, first_frame=first_frame) as reader:
             segment = _SegmentBuilder(fmt, info, settings, size, work)
             # Encoding runs in its own thread, fed in order: the model never waits for the encoder.
             encoder = ThreadedSink(lambda call: call[0](*call[1:]))
@@ -248,7 +254,7 @@ def upscale(
             try:
                 run_windows(
                     reader.frames(), plan, model, lambda rgb: encoder.put((segment.add, rgb)), report,
-                    skip_windows=work.done_windows,
+                    skip_windows=work.done_windows, first_frame=first_frame,
                     on_window_done=lambda windows, frames: encoder.put((segment.window_done, windows, frames)),
                 )  # fmt: skip
                 encoder.put((segment.finish,))

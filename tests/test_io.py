@@ -94,3 +94,24 @@ def test_matroska_millisecond_timestamps_keep_the_exact_rate(tmp_path, rate):
     make_video(path, frames=30, rate=rate, codec="ffv1")
     info = probe(path)
     assert info.frame_rate == rate and info.frame_count == 30 and not info.variable_frame_rate
+
+
+@pytest.mark.parametrize("first", [1, 9, 10, 17, 29])
+def test_reader_started_at_a_frame_gives_the_frames_a_full_decode_gives(tmp_path, first):
+    path = tmp_path / "gop.mp4"
+    make_video(path, frames=30, size=(32, 24), options={"g": "10", "bf": "2"})  # keyframes every 10 frames
+    info = probe(path)
+    with VideoReader(info) as reader:
+        everything = list(reader.frames())
+    with VideoReader(info, first_frame=first) as reader:
+        part = list(reader.frames())
+    assert len(part) == 30 - first
+    for a, b in zip(part, everything[first:]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_reader_refuses_to_seek_where_it_would_not_be_exact(tmp_path):
+    path = tmp_path / "vfr.mkv"
+    make_video(path, frames=4, times=[Fraction(t, 1000) for t in (0, 40, 120, 160)])
+    with pytest.raises(ValueError, match="constant-rate"):
+        VideoReader(probe(path), first_frame=2)

@@ -219,3 +219,18 @@ def test_full_disk_at_the_join_keeps_every_segment(clip, tmp_path):
     result = CliRunner().invoke(main, ["upscale", str(clip), str(out), *CLI_OPTIONS, *lossless])
     assert result.exit_code == 0 and "resuming" in result.output
     assert len(read_frames(out)) == 120 and not work.exists()
+
+
+def test_a_resumed_run_reuses_the_scene_cuts_it_found(tmp_path):
+    from test_footage import two_shots
+
+    src, out = tmp_path / "cut.mkv", tmp_path / "out.mkv"
+    make_video(src, frames=40, size=(32, 24), codec="ffv1", pix_fmt="bgr0", content=lambda i, h, w: two_shots(0 if i < 24 else 10, h, w))
+    options = {**OPTIONS, "scene_detect": True}
+    scans = []
+    with pytest.raises(KeyboardInterrupt):
+        upscale(src, out, progress=interrupt_after(50), scan_progress=lambda *a: scans.append(a), **options)
+    assert scans and segments_done(out) >= 1
+    scans.clear()
+    result = upscale(src, out, scan_progress=lambda *a: scans.append(a), **options)
+    assert scans == [] and result.cuts == [24]  # not scanned again; the cut found the first time

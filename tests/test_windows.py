@@ -190,3 +190,13 @@ def test_any_step_with_cuts_never_blends_two_shots(args, num, den):
             assert time == wanted
         else:  # between two shots: the nearer real frame, the earlier on a tie
             assert time == (before if wanted - before <= before + 1 - wanted else before + 1)
+
+
+def test_first_frame_after_some_windows_is_where_the_next_call_starts():
+    plan = plan_windows(20, 6, 2, 2, cuts=[9])
+    used = []  # the windows that supply output frames, in order
+    for s in plan.sources:
+        if not used or used[-1] != s.window:
+            used.append(s.window)
+    assert [plan.first_frame_after(n) for n in range(len(used))] == [plan.windows[w].start for w in used]
+    assert plan.first_frame_after(len(used)) == 20 and plan.first_frame_after(0) == 0

@@ -169,6 +169,11 @@ def probe(
     return info
 
 
+def can_seek_exactly(info: VideoInfo, deinterlace: bool) -> bool:
+    """Whether a decode from a seek gives the same frames as one from the start."""
+    return not (info.variable_frame_rate or info.index_timing or deinterlace)
+
+
 def _field_order(ctx, first_frame: av.VideoFrame) -> str:
     order = _FIELD_ORDERS.get(int(getattr(ctx, "field_order", 0) or 0), "unknown")
     if order == "unknown" and first_frame.interlaced_frame:
@@ -296,15 +301,22 @@ class VideoReader:
     ``frames()`` yields exactly ``info.frame_count`` arrays ``[H, W, 3]`` (uint8, or uint16 for
     sources deeper than 8 bits); with ``thumbnails``, small ``[h, w]`` uint8 luma pictures instead
     (for scene detection). ``deinterlace`` runs every frame through FFmpeg's bwdif filter, one
-    progressive frame per interlaced one. Use as a context manager so the thread always stops.
+    progressive frame per interlaced one. ``first_frame`` starts at that grid frame, seeking to
+    the keyframe before it (a resumed run), for constant-rate, well-timed, progressive input only,
+    where seeking gives the very frames a decode from the start would.
+    Use as a context manager so the thread always stops.
     """
 
     def __init__(
-        self, info: VideoInfo, *, deinterlace: bool = False, thumbnails: bool = False, queue_size: int = 8
-    ) -> None:
+        self, info: VideoInfo, *, deinterlace: bool = False, thumbnails: bool = False, queue_size: int = 8,
+        first_frame: int = 0,
+    ) -> None:  # fmt: skip
+        if first_frame and not can_seek_exactly(info, deinterlace):
+            raise ValueError("seeking to a frame needs constant-rate, well-timed, progressive input")
         self.info = info
         self.deinterlace = deinterlace
         self.thumbnails = thumbnails
+        self.first_frame = first_frame
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -330,7 +342,8 @@ class VideoReader:
         info = self.info
         self._thread = threading.Thread(target=self._decode, name="stvsr-decode", daemon=True)
         self._thread.start()
-        yield from resample_to_grid(self._decoded(), info.start_time, info.frame_rate, info.frame_count)
+        first = info.start_time + Fraction(self.first_frame) / info.frame_rate
+        yield from resample_to_grid(self._decoded(), first, info.frame_rate, info.frame_count - self.first_frame)
 
     def _decoded(self) -> Iterator[tuple[Fraction, np.ndarray]]:
         count = 0
@@ -342,6 +355,8 @@ class VideoReader:
                 raise item
             count += 1
             yield item
+        if self.first_frame:
+            return  # a part of the stream: the whole was checked when it was decoded from the start
         expected = self.info.source_frame_count
         missing = expected - count
         if missing > max(2, expected // 100):
@@ -376,7 +391,10 @@ class VideoReader:
             with open_input(info.path) as container:
                 stream = video_stream(container, info.path)
                 stream.thread_type = "AUTO"
-                seek(container, stream, info.trim_start)
+                start = info.trim_start
+                if self.first_frame:  # a little before the frame: the grid picks the nearest one
+                    start = info.start_time + (Fraction(self.first_frame) - Fraction(1, 2)) / info.frame_rate
+                seek(container, stream, start)
                 previous: Fraction | None = None
                 decoded = container.decode(stream)
                 for frame in deinterlaced(decoded) if self.deinterlace else decoded:

@@ -58,6 +58,7 @@ class WorkFolder:
         self.job = job  # input identity and options, JSON-able
         self.segments: list[Segment] = []
         self.extradata: bytes | None = None
+        self.cuts: list[int] | None = None  # the scene cuts found for this job, once known
 
     @classmethod
     def open(cls, dst: Path, job: dict[str, Any], *, restart: bool = False) -> tuple[WorkFolder, str | None]:
@@ -80,6 +81,7 @@ class WorkFolder:
             else:
                 work.segments = [Segment(**s) for s in previous["segments"]]
                 work.extradata = bytes.fromhex(previous["extradata"]) if previous.get("extradata") else None
+                work.cuts = previous.get("cuts")
                 if work.segments:
                     note = (
                         f"resuming: {len(work.segments)} finished segment(s), {work.done_frames} frames, "
@@ -131,6 +133,10 @@ class WorkFolder:
         self.segments.append(Segment(name, windows, frames))
         self._save()
 
+    def set_cuts(self, cuts: list[int]) -> None:
+        self.cuts = list(cuts)
+        self._save()
+
     def packets(self, segment: Segment) -> Iterator[EncodedPacket]:
         with open(self.path / segment.file, "rb") as f:
             if f.read(len(_MAGIC)) != _MAGIC:
@@ -143,12 +149,14 @@ class WorkFolder:
         shutil.rmtree(self.path, ignore_errors=True)
         self.segments = []
         self.extradata = None
+        self.cuts = None
 
     def _save(self) -> None:
         manifest = {
             "version": MANIFEST_VERSION,
             "job": _normalized(self.job),
             "extradata": self.extradata.hex() if self.extradata else None,
+            "cuts": self.cuts,
             "segments": [asdict(s) for s in self.segments],
         }
         tmp = self.path / "manifest.json.partial"

@@ -55,20 +55,22 @@ def run_windows(
     progress: Callable[[int], None] | None = None,
     *,
     skip_windows: int = 0,
+    first_frame: int = 0,
     on_window_done: Callable[[int, int], None] | None = None,
 ) -> int:
     """Feed ``plan``'s windows through ``model`` and ``emit`` every output frame once, in order.
 
     ``frames`` must yield at least ``plan.n_frames`` arrays ``[H, W, 3]``. Only windows that supply
     output frames are run. The first ``skip_windows`` of them are not (their frames were made by an
-    earlier, interrupted run); their output frames count as done. ``on_window_done(windows, frames)``
+    earlier, interrupted run); their output frames count as done, and ``frames`` may then start at
+    ``first_frame`` (``plan.first_frame_after(skip_windows)`` at most). ``on_window_done(windows, frames)``
     follows each window run, with the numbers of windows and output frames done so far. Returns the
     number of frames emitted. Memory stays flat: the plan is streamed, and only the frames of the
     current window are held.
     """
     source = iter(frames)
     held: dict[int, np.ndarray] = {}
-    next_index = 0
+    next_index = first_frame
     done = emitted = 0
     for number, (_, group) in enumerate(groupby(plan.steps(), key=lambda step: step.position)):
         steps = list(group)

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
+from itertools import groupby
 from typing import NamedTuple
 
 from stvsr_cli.pipeline.scenes import shots
@@ -103,6 +104,14 @@ class WindowPlan:
                 yield Step(shot.drain(), next(self._windows_of(following)), 0)
             else:
                 yield shot.step_at(last, k)
+
+    def first_frame_after(self, windows_done: int) -> int:
+        """The first input frame still needed once the first ``windows_done`` model calls (windows
+        that supply output frames) are done: where a resumed run can start decoding."""
+        for number, (_, group) in enumerate(groupby(self.steps(), key=lambda step: step.position)):
+            if number == windows_done:
+                return next(group).window.start
+        return self.n_frames
 
     def _windows_of(self, shot: range) -> Iterator[Window]:
         """The windows of one shot, in order. A shot shorter than the model's minimum window is
