@@ -228,6 +228,25 @@ def combing(frame: np.ndarray) -> float:
 
 def make_training_clips(folder: Path, *, frames: int, count: int = 2) -> Path:
     """``count`` lossless 40x36 clips of the smooth pattern: a tiny training set."""
+    folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         make_video(folder / f"clip{i}.mkv", frames=frames, size=(40, 36), codec="ffv1", pix_fmt="bgr0", content=smooth)
     return folder
+
+
+def train_tiny(arch: str, params: dict, data: Path, out: Path, name: str, *, steps: int, lr: str, extra=()) -> list[dict]:
+    """Run ``stvsr train`` on a tiny set (batch 2, 16-px patches, a log line every 5 steps); the logs."""
+    import json
+
+    from click.testing import CliRunner
+
+    from stvsr_cli.cli import main
+
+    result = CliRunner().invoke(
+        main,
+        ["train", "--arch", arch, "--params", json.dumps(params), "--data", str(data), "--out", str(out),
+         "--steps", str(steps), "--batch", "2", "--patch", "16", "--log-every", "5", "--lr", lr, "--name", name,
+         *extra],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.stderr
+    return [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]

@@ -1,11 +1,9 @@
 """STVUN: frames at any time between the inputs; training with random t; --fps through upscale."""
 
-import json
-
 import pytest
 import torch
 from click.testing import CliRunner
-from media import make_training_clips, make_video, stream_facts
+from media import make_training_clips, make_video, stream_facts, train_tiny
 
 from stvsr_cli.cli import main
 from stvsr_cli.models.stvun import STVUN, FlowNet, flows_at, warp
@@ -83,14 +81,7 @@ def data(tmp_path_factory):
 def test_training_with_random_t_and_the_export_runs_at_any_frame_rate(data, tmp_path, monkeypatch):
     out = tmp_path / "run"
     params = {k: v for k, v in TINY.items() if k != "frames"}  # frames comes from --frames-in
-    result = CliRunner().invoke(
-        main,
-        ["train", "--arch", "stvun", "--params", json.dumps(params), "--data", str(data), "--out", str(out),
-         "--steps", "30", "--batch", "2", "--patch", "16", "--frames-in", "3", "--log-every", "5", "--lr", "2e-3",
-         "--name", "tiny-stvun"],
-    )  # fmt: skip
-    assert result.exit_code == 0, result.stderr
-    logs = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    logs = train_tiny("stvun", params, data, out, "tiny-stvun", steps=30, lr="2e-3", extra=["--frames-in", "3"])
     assert logs[-1]["loss"] < 0.8 * logs[0]["loss"]
     entry = (out / "tiny-stvun.toml").read_text()
     assert 'times = "any"' in entry and "frames = 3" in entry and "min_frames = 3" in entry

@@ -1,11 +1,9 @@
 """stvsr train on the CPU with a tiny network: the loss falls, runs resume exactly, exports load."""
 
-import json
-
 import pytest
 import torch
 from click.testing import CliRunner
-from media import make_training_clips, make_video, stream_facts
+from media import make_training_clips, make_video, stream_facts, train_tiny
 from safetensors.torch import load_file
 
 from stvsr_cli.cli import main
@@ -41,13 +39,7 @@ def test_samples_are_the_protocols_input_and_target(data):
 
 def test_loss_falls_and_the_export_runs_in_upscale(data, tmp_path):
     out = tmp_path / "run"
-    result = CliRunner().invoke(
-        main,
-        ["train", "--arch", "zsm", "--params", json.dumps(TINY), "--data", str(data), "--out", str(out),
-         "--steps", "30", "--batch", "2", "--patch", "16", "--log-every", "5", "--lr", "1e-3", "--name", "tiny"],
-    )  # fmt: skip
-    assert result.exit_code == 0, result.stderr
-    logs = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    logs = train_tiny("zsm", TINY, data, out, "tiny", steps=30, lr="1e-3")
     assert [e["step"] for e in logs] == [5, 10, 15, 20, 25, 30]
     assert logs[-1]["loss"] < 0.7 * logs[0]["loss"]
     weights = out / "tiny.safetensors"

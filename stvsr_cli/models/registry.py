@@ -23,6 +23,7 @@ ARCHITECTURES: dict[str, str] = {
     "classic": "stvsr_cli.models.classic:Classic",
     "zsm": "stvsr_cli.models.zsm:ZoomingSlowMo",
     "stvun": "stvsr_cli.models.stvun:STVUN",
+    "tpsr": "stvsr_cli.models.tpsr:TPSR",
 }
 
 REGISTRY_ENV = "STVSR_REGISTRY"

@@ -1,0 +1,227 @@
+"""TPSR (Xiao et al., ACM MM 2020): space-time super-resolution through temporal profiles.
+
+No official code exists; this follows the paper (../shared/papers/tpsr_temporal_profiles_mm2020.txt):
+
+- **Temporal profiles.** A window of T frames ``[T, 3, h, w]`` is, column by column, w vertical
+  profiles (y-t images) ``[3, h, T]``: a reshape, exactly invertible (``to_profiles`` /
+  ``from_profiles``).
+- **TPSRM**: a x2 IMDN super-resolves every profile to ``[3, 2h, 2T]``; the last time slice is cut,
+  leaving 2T-1 (output 2i is input frame i, 2i+1 the frame between i and i+1): the window is now
+  2T-1 frames of 2h x w. Only this module mixes time.
+- **FSM**, frame by frame: a two-convolution feature extractor, two residual stacking blocks (three
+  dilated feature fusion sub-blocks each: a convolution, four dilated convolutions at rates 1, 2,
+  4, 8 added hierarchically, concatenated, fused by a 1x1 convolution; residual scaling 0.2), the
+  feature shuffling operator (width x2, channels / 2: ``out[c, y, 2x+i] = in[2c+i, y, x]``), a
+  frame reconstructor, and a cascaded x2 IMDN: 4h x 4w.
+- **RM**: a U-Net refining each frame: a 5x5 head, 15 residual blocks over three levels (3 + 3
+  down, 3 at the bottom, 3 + 3 up, additive skips), a 5x5 tail, added to its input.
+
+Where the paper is silent, the simplest choice, said here: IMDN as its authors publish it, at
+``imdn_nf`` channels and ``imdn_blocks`` blocks; the dilation rates; the U-Net's strided-convolution
+down- and pixel-shuffle up-sampling; and ``global_residual`` (on by default): the network adds its
+output to ``classic`` (bicubic + blending), which trains much faster on a CPU and is no new
+parameter. Training uses the reconstruction loss on all frames; the paper's staged schedule, SSIM,
+VGG and cycle terms are not used (VGG weights cannot be downloaded here).
+
+Layout: input ``[B, T, 3, h, w]`` in [0, 1], any T >= 2; output ``[B, 2T-1, 3, 4h, 4w]``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stvsr_cli.models.classic import Classic
+
+
+def lrelu(x: torch.Tensor, slope: float = 0.05) -> torch.Tensor:
+    return F.leaky_relu(x, slope)
+
+
+def to_profiles(frames: torch.Tensor) -> torch.Tensor:
+    """``[B, T, C, H, W]`` -> vertical temporal profiles ``[B*W, C, H, T]``."""
+    b, t, c, h, w = frames.shape
+    return frames.permute(0, 4, 2, 3, 1).reshape(b * w, c, h, t)
+
+
+def from_profiles(profiles: torch.Tensor, batch: int) -> torch.Tensor:
+    """The inverse of ``to_profiles``: ``[B*W, C, H, T]`` -> ``[B, T, C, H, W]``."""
+    bw, c, h, t = profiles.shape
+    return profiles.reshape(batch, bw // batch, c, h, t).permute(0, 4, 2, 3, 1)
+
+
+def shuffle_width(features: torch.Tensor) -> torch.Tensor:
+    """The feature shuffling operator: ``[N, C, H, W]`` -> ``[N, C/2, H, 2W]``,
+    ``out[c, y, 2x+i] = in[2c+i, y, x]`` (pixel shuffle along the width only)."""
+    n, c, h, w = features.shape
+    return features.reshape(n, c // 2, 2, h, w).permute(0, 1, 3, 4, 2).reshape(n, c // 2, h, 2 * w)
+
+
+class ContrastChannelAttention(nn.Module):
+    """IMDN's contrast-aware channel attention: per-channel mean + std, squeezed and excited."""
+
+    def __init__(self, nf: int, reduction: int = 16) -> None:
+        super().__init__()
+        self.squeeze = nn.Conv2d(nf, max(1, nf // reduction), 1)
+        self.excite = nn.Conv2d(max(1, nf // reduction), nf, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=(2, 3), keepdim=True)
+        contrast = (x - mean).pow(2).mean(dim=(2, 3), keepdim=True).sqrt() + mean
+        return x * torch.sigmoid(self.excite(F.relu(self.squeeze(contrast))))
+
+
+class IMDB(nn.Module):
+    """Information multi-distillation block: keep a quarter of the channels at each of three
+    steps, refine the rest, fuse the four parts with channel attention, add the input."""
+
+    def __init__(self, nf: int) -> None:
+        super().__init__()
+        self.kept = nf // 4
+        rest = nf - self.kept
+        self.c1 = nn.Conv2d(nf, nf, 3, 1, 1)
+        self.c2 = nn.Conv2d(rest, nf, 3, 1, 1)
+        self.c3 = nn.Conv2d(rest, nf, 3, 1, 1)
+        self.c4 = nn.Conv2d(rest, self.kept, 3, 1, 1)
+        self.attention = ContrastChannelAttention(4 * self.kept)
+        self.fuse = nn.Conv2d(4 * self.kept, nf, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kept = []
+        y = x
+        for conv in (self.c1, self.c2, self.c3):
+            y = lrelu(conv(y))
+            k, y = torch.split(y, [self.kept, y.shape[1] - self.kept], dim=1)
+            kept.append(k)
+        kept.append(self.c4(y))
+        return self.fuse(self.attention(torch.cat(kept, 1))) + x
+
+
+class IMDN(nn.Module):
+    """x``scale`` image super-resolution (Hui et al., 2019): IMDBs, fusion, pixel shuffle."""
+
+    def __init__(self, nf: int = 64, blocks: int = 6, scale: int = 2) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, nf, 3, 1, 1)
+        self.blocks = nn.ModuleList(IMDB(nf) for _ in range(blocks))
+        self.fuse = nn.Conv2d(nf * blocks, nf, 1)
+        self.body_tail = nn.Conv2d(nf, nf, 3, 1, 1)
+        self.upsample = nn.Conv2d(nf, 3 * scale * scale, 3, 1, 1)
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        head = self.head(x)
+        y, outs = head, []
+        for block in self.blocks:
+            y = block(y)
+            outs.append(y)
+        y = self.body_tail(lrelu(self.fuse(torch.cat(outs, 1)))) + head
+        return F.pixel_shuffle(self.upsample(y), self.scale)
+
+
+class DilatedFusion(nn.Module):
+    """A DFF sub-block: a convolution, four dilated ones added hierarchically, fused by 1x1."""
+
+    def __init__(self, nf: int, rates: tuple[int, ...] = (1, 2, 4, 8)) -> None:
+        super().__init__()
+        self.entry = nn.Conv2d(nf, nf, 3, 1, 1)
+        self.dilated = nn.ModuleList(nn.Conv2d(nf, nf, 3, 1, r, dilation=r) for r in rates)
+        self.fuse = nn.Conv2d(nf * len(rates), nf, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = lrelu(self.entry(x), 0.2)
+        parts, running = [], None
+        for conv in self.dilated:
+            part = conv(y)
+            running = part if running is None else running + part  # hierarchical addition
+            parts.append(running)
+        return lrelu(self.fuse(torch.cat(parts, 1)), 0.2)
+
+
+class ResidualStacking(nn.Module):
+    """Three DFF sub-blocks with residual scaling 0.2 around each and around the whole."""
+
+    def __init__(self, nf: int, scaling: float = 0.2) -> None:
+        super().__init__()
+        self.subblocks = nn.ModuleList(DilatedFusion(nf) for _ in range(3))
+        self.scaling = scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        for block in self.subblocks:
+            y = y + self.scaling * block(y)
+        return x + self.scaling * y
+
+
+class ResBlock(nn.Module):
+    def __init__(self, nf: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(nf, nf, 3, 1, 1)
+        self.conv2 = nn.Conv2d(nf, nf, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(x)))
+
+
+class RefiningUNet(nn.Module):
+    """5x5 head, 3+3 residual blocks down, 3 at the bottom, 3+3 up (additive skips), 5x5 tail."""
+
+    def __init__(self, nf: int = 64, per_stage: int = 3) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(3, nf, 5, 1, 2)
+        stage = lambda: nn.Sequential(*(ResBlock(nf) for _ in range(per_stage)))  # noqa: E731
+        self.down1, self.down2, self.bottom, self.up2, self.up1 = stage(), stage(), stage(), stage(), stage()
+        self.pool1 = nn.Conv2d(nf, nf, 3, 2, 1)
+        self.pool2 = nn.Conv2d(nf, nf, 3, 2, 1)
+        self.unpool2 = nn.Conv2d(nf, nf * 4, 3, 1, 1)
+        self.unpool1 = nn.Conv2d(nf, nf * 4, 3, 1, 1)
+        self.tail = nn.Conv2d(nf, 3, 5, 1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip1 = self.down1(self.head(x))
+        skip2 = self.down2(self.pool1(skip1))
+        y = self.bottom(self.pool2(skip2))
+        y = self.up2(_crop(F.pixel_shuffle(self.unpool2(y), 2), skip2) + skip2)
+        y = self.up1(_crop(F.pixel_shuffle(self.unpool1(y), 2), skip1) + skip1)
+        return x + self.tail(y)
+
+
+def _crop(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return x[..., : like.shape[-2], : like.shape[-1]]
+
+
+class TPSR(nn.Module):
+    """x4 in space, x2 in time: ``[B, T, 3, h, w]`` -> ``[B, 2T-1, 3, 4h, 4w]``."""
+
+    def __init__(
+        self, *, imdn_nf: int = 64, imdn_blocks: int = 6, nf: int = 64, rs_blocks: int = 2, refine_nf: int = 64,
+        global_residual: bool = True,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.tpsrm = IMDN(imdn_nf, imdn_blocks, 2)
+        self.extract = nn.Sequential(nn.Conv2d(3, nf, 3, 1, 1), nn.LeakyReLU(0.2), nn.Conv2d(nf, nf, 3, 1, 1))
+        self.stacking = nn.Sequential(*(ResidualStacking(nf) for _ in range(rs_blocks)))
+        self.reconstruct = nn.Sequential(
+            nn.Conv2d(nf // 2, nf // 2, 3, 1, 1), nn.LeakyReLU(0.2), nn.Conv2d(nf // 2, 3, 3, 1, 1)
+        )
+        self.csr = IMDN(imdn_nf, imdn_blocks, 2)
+        self.refine = RefiningUNet(refine_nf)
+        self.global_residual = global_residual
+        if global_residual:
+            self.baseline = Classic(scale=4)
+            with torch.no_grad():  # start close to classic: the network's image enters as a small residual
+                self.csr.upsample.weight.mul_(0.1)
+                self.refine.tail.weight.mul_(0.1)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        b, t, c, h, w = frames.shape
+        profiles = self.tpsrm(to_profiles(frames))[..., : 2 * t - 1]  # [B*w, 3, 2h, 2T-1]
+        middle = from_profiles(profiles, b).reshape(b * (2 * t - 1), c, 2 * h, w)
+        features = self.extract(middle)
+        features = self.stacking(features) + features
+        wide = self.reconstruct(shuffle_width(features))  # [N, 3, 2h, 2w]
+        out = self.refine(self.csr(wide)).reshape(b, 2 * t - 1, c, 4 * h, 4 * w)
+        if self.global_residual:
+            out = out + self.baseline(frames, fps_x=2)
+        return out
