@@ -32,7 +32,7 @@ from stvsr_cli.pipeline.run import run_windows
 from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD, find_cuts
 from stvsr_cli.pipeline.sink import ThreadedSink
 from stvsr_cli.pipeline.tiles import MIN_TILE, OutOfMemoryFallback
-from stvsr_cli.pipeline.timing import nominal_rate
+from stvsr_cli.pipeline.timing import nominal_rate, rate_text
 from stvsr_cli.pipeline.windows import plan_windows
 
 Progress = Callable[[int, int], None]  # (frames done, frames in all)
@@ -207,20 +207,18 @@ def upscale(
     )
     if on_info is not None:
         on_info(info, job)
-    if target_rate is not None:
-        step = info.frame_rate / target_rate  # input frames per output frame
-        job.spec.check_step(step, f"{_rate_text(info.frame_rate)} -> {_rate_text(target_rate)} fps")
-        n_outputs = output_count(info.frame_count, info.frame_rate, target_rate)
-    else:
-        step, n_outputs = Fraction(1, fps_x), fps_x * info.frame_count
-    deinterlacing = deinterlace == "on" or (deinterlace == "auto" and info.interlaced)
     rate_out = target_rate if target_rate is not None else info.frame_rate * fps_x
+    step = info.frame_rate / rate_out  # input frames per output frame
+    if target_rate is not None:  # a factor was checked with the job
+        job.spec.check_step(step, f"{rate_text(info.frame_rate)} -> {rate_text(target_rate)} fps")
+    n_outputs = output_count(info.frame_count, info.frame_rate, rate_out)
+    deinterlacing = deinterlace == "on" or (deinterlace == "auto" and info.interlaced)
     settings = choose_codec(encode or EncodeSettings(), upscaler.device.type, info.bit_depth)
     fmt = output_format(job.dst)
     job_record = {
         "input": input_identity(job.src),
         "options": {
-            "stvsr": __version__, "model": job.spec.name, "weights": _file_identity(weights), "scale": scale,
+            "stvsr": __version__, "model": job.spec.name, "weights": input_identity(Path(weights)) if weights else None, "scale": scale,
             "fps_x": fps_x, "fps": target_rate, "window": job.window, "overlap": job.overlap, "tile": tile, "device": device,
             "half": half, "encode": asdict(settings), "start": start, "duration": duration,
             "scene_detect": scene_detect, "scene_threshold": scene_threshold, "deinterlace": deinterlace,
@@ -317,12 +315,14 @@ class _SegmentBuilder:
         self.packets: list = []
         self.frames = 0
         self.windows = work.done_windows  # windows done so far, this run's and the earlier one's
+        self.templates: dict = {}  # shared by the segments' encoders
 
     def add(self, rgb) -> None:
         if self.encoder is None:
             self.encoder = FrameEncoder(
-                self.fmt, self.info, settings=self.settings, first_frame=self.work.done_frames, **self.size
-            )
+                self.fmt, self.info, settings=self.settings, first_frame=self.work.done_frames,
+                templates=self.templates, **self.size,
+            )  # fmt: skip
         self.packets += self.encoder.encode(rgb)
         self.frames += 1
 
@@ -380,21 +380,6 @@ def parse_rate(value: Fraction | float | str) -> Fraction:
 def output_count(n_frames: int, rate_in: Fraction, rate_out: Fraction) -> int:
     """Output frames for ``n_frames`` at ``rate_out``: the same duration, to the nearest frame."""
     return max(1, math.floor(n_frames * rate_out / rate_in + Fraction(1, 2)))
-
-
-def _rate_text(rate: Fraction) -> str:
-    return str(rate.numerator) if rate.denominator == 1 else f"{float(rate):.3f}"
-
-
-def _file_identity(path: Path | str | None) -> dict | None:
-    if path is None:
-        return None
-    path = Path(path)
-    try:
-        stat = path.stat()
-    except OSError:
-        return {"path": str(path)}
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def find_scene_cuts(

@@ -32,6 +32,7 @@ from rich.text import Text
 from stvsr_cli import __version__
 from stvsr_cli.errors import StvsrError
 from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD
+from stvsr_cli.pipeline.timing import rate_text
 
 EXIT_INTERRUPTED = 130
 
@@ -214,9 +215,9 @@ def upscale(ctx: click.Context, input: Path, output: Path, **opts: Any) -> None:
         rate_out = parse_rate(opts["fps"]) if opts.get("fps") is not None else info.frame_rate * job.fps_x
         vfr = ", variable rate" if info.variable_frame_rate else ""
         click.echo(
-            f"{info.path.name}: {info.width}x{info.height}, {_rate(info.frame_rate)} fps{vfr}, "
+            f"{info.path.name}: {info.width}x{info.height}, {rate_text(info.frame_rate)} fps{vfr}, "
             f"{info.frame_count} frames -> {info.width * job.scale}x{info.height * job.scale}, "
-            f"{_rate(rate_out)} fps, {output_count(info.frame_count, info.frame_rate, rate_out)} frames "
+            f"{rate_text(rate_out)} fps, {output_count(info.frame_count, info.frame_rate, rate_out)} frames "
             f"(model {job.spec.name})",
             err=True,
         )
@@ -699,10 +700,6 @@ def _write_json(path: Path, data: Any) -> None:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise StvsrError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def _rate(rate: Fraction) -> str:
-    return str(rate.numerator) if rate.denominator == 1 else f"{float(rate):.3f}"
 
 
 @main.command()

@@ -107,7 +107,8 @@ def open_output(path: Path, dst: Path) -> av.container.OutputContainer:
 
 
 def output_format(dst: Path) -> str:
-    """The muxer FFmpeg picks for ``dst``'s extension; checks on the way that the folder is writable."""
+    """The muxer FFmpeg picks for ``dst``'s extension (an unknown one fails in one line). Opening a
+    container for writing creates no file before encoding starts; the unlink is only a safeguard."""
     probe = dst.parent / f".{dst.stem}.stvsr-probe-{secrets.token_hex(4)}{dst.suffix}"
     container = open_output(probe, dst)
     try:
@@ -123,12 +124,13 @@ class FrameEncoder:
     The stream is set up exactly as the final file's (``open_video_stream``), inside an in-memory
     container of the same format, so the codec's global headers match byte for byte and packets
     of separately encoded segments can be joined into one stream. Output frame j is stamped
-    ``first_pts + j`` in frames of ``rate``.
+    ``first_pts + j`` in frames of ``rate``. ``templates`` caches the RGB template frames (see
+    ``_rgb_template``): pass one dict to all the encoders of a run, so the source is read once.
     """
 
     def __init__(
         self, fmt: str, source: VideoInfo, *, width: int, height: int, rate: Fraction, settings: EncodeSettings,
-        first_frame: int = 0,
+        first_frame: int = 0, templates: dict | None = None,
     ) -> None:  # fmt: skip
         self.source = source
         self._container = av.open(io.BytesIO(), "w", format=fmt)
@@ -145,22 +147,24 @@ class FrameEncoder:
         self.extradata = self._stream.codec_context.extradata
         self._time_base = Fraction(self._stream.codec_context.time_base)
         self._pts = start_pts(source, rate) + first_frame
-        self._template: av.VideoFrame | None = None
+        self._templates = templates if templates is not None else {}
 
     def encode(self, rgb: np.ndarray) -> list[EncodedPacket]:
         fmt = rgb_format(8 if rgb.dtype == np.uint8 else 16)
-        if self._template is None or self._template.format.name != fmt:
-            self._template = _rgb_template(self.source, rgb.shape[1], rgb.shape[0], fmt)
-            if self._template is not None:
+        key = (fmt, rgb.shape[1], rgb.shape[0])
+        if key not in self._templates:  # looked up once, even when there is none
+            template = _rgb_template(self.source, rgb.shape[1], rgb.shape[0], fmt)
+            if template is not None:
                 # Zero the row padding: swscale's vector code reads it, and stale bytes there would
                 # make two encodings of the same frames differ (a resumed run must match exactly).
-                plane = self._template.planes[0]
-                np.frombuffer(plane, dtype=np.uint8)[:] = 0
-        if self._template is not None:
-            plane = self._template.planes[0]
+                np.frombuffer(template.planes[0], dtype=np.uint8)[:] = 0
+            self._templates[key] = template
+        template = self._templates[key]
+        if template is not None:
+            plane = template.planes[0]
             view = np.frombuffer(plane, dtype=rgb.dtype).reshape(plane.height, -1)
             view[:, : rgb.shape[1] * 3] = rgb.reshape(rgb.shape[0], -1)
-            source = self._template
+            source = template
         else:
             source = av.VideoFrame.from_ndarray(rgb, format=fmt)
         frame = source.reformat(format=self._stream.pix_fmt, **self._colour.reformat_args(decoding=False))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from fractions import Fraction
-from itertools import groupby
 from typing import Protocol
 
 import numpy as np
@@ -72,12 +71,10 @@ def run_windows(
     held: dict[int, np.ndarray] = {}
     next_index = first_frame
     done = emitted = 0
-    for number, (_, group) in enumerate(groupby(plan.steps(), key=lambda step: step.position)):
-        steps = list(group)
+    for number, (window, steps) in enumerate(plan.calls()):
         if number < skip_windows:
             done += len(steps)
             continue
-        window = steps[0].window
         for i in [i for i in held if i < window.start]:
             del held[i]
         while next_index <= window.last:

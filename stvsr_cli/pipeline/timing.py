@@ -53,6 +53,11 @@ class Timestamps(Sequence[Fraction]):
         return Timestamps(self.ticks[keep], self.unit, self.origin)
 
 
+def rate_text(rate: Fraction) -> str:
+    """A frame rate for people: 25, or 23.976."""
+    return str(rate.numerator) if rate.denominator == 1 else f"{float(rate):.3f}"
+
+
 def nominal_rate(rate: Fraction) -> Fraction:
     """``rate``, or the standard rate within 0.01 % of it (the one a coarse time base blurred)."""
     nearest = min(STANDARD_RATES, key=lambda r: abs(r - rate))

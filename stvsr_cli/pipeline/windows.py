@@ -105,12 +105,19 @@ class WindowPlan:
             else:
                 yield shot.step_at(last, k)
 
+    def calls(self) -> Iterator[tuple[Window, list[Step]]]:
+        """The model calls to make, in order: each window that supplies output frames, with the
+        steps of those frames (windows no output frame needs are left out)."""
+        for _, group in groupby(self.steps(), key=lambda step: step.position):
+            steps = list(group)
+            yield steps[0].window, steps
+
     def first_frame_after(self, windows_done: int) -> int:
-        """The first input frame still needed once the first ``windows_done`` model calls (windows
-        that supply output frames) are done: where a resumed run can start decoding."""
-        for number, (_, group) in enumerate(groupby(self.steps(), key=lambda step: step.position)):
+        """The first input frame still needed once the first ``windows_done`` model calls are done:
+        where a resumed run can start decoding."""
+        for number, (window, _) in enumerate(self.calls()):
             if number == windows_done:
-                return next(group).window.start
+                return window.start
         return self.n_frames
 
     def _windows_of(self, shot: range) -> Iterator[Window]:
