@@ -68,6 +68,14 @@ def test_gradients_reach_every_part_when_training_on_in_between_times():
     assert model.flow.basic[0][-1].weight.grad.abs().sum() > 0  # the flow's last layer learns
 
 
+def test_a_window_the_network_was_not_built_for_is_refused_in_one_line(tmp_path):
+    clip = tmp_path / "in.mp4"
+    make_video(clip, frames=6, size=(16, 12))
+    result = CliRunner().invoke(main, ["upscale", str(clip), str(tmp_path / "o.mp4"), "--model", "stvun", "--window", "5"])
+    assert result.exit_code == 2 and "works on windows of exactly 4 frames" in result.output
+    assert not (tmp_path / "o.mp4").exists()
+
+
 def test_wrong_window_length_is_refused():
     with pytest.raises(ValueError, match="windows of 3 frames"):
         tiny()(torch.rand(1, 4, 3, 8, 8), times=[0])

@@ -116,6 +116,9 @@ class ModelSpec:
         overlap = min(self.overlap, window - 1) if overlap is None else overlap
         if window < max(2, self.min_frames):
             raise UsageError(f"--window must be at least {max(2, self.min_frames)} for model '{self.name}'")
+        sized = self.params.get("frames")  # a network built for windows of exactly this many frames
+        if sized is not None and window != sized:
+            raise UsageError(f"model '{self.name}' works on windows of exactly {sized} frames", "leave out --window")
         if not 1 <= overlap < window:
             raise UsageError(f"--overlap must be between 1 and {window - 1} (one less than the window)")
         return window, overlap
