@@ -16,7 +16,7 @@ from stvsr_cli.evaluation import EvalResult, evaluate
 from stvsr_cli.models.loader import Upscaler, load_model
 from stvsr_cli.models.registry import load_registry
 from stvsr_cli.training.data import FrameCache
-from stvsr_cli.training.trainer import Trainer
+from stvsr_cli.training.trainer import TrainConfig, Trainer
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def export(trainer: Trainer, cache: FrameCache, eval_data: list[str] | None = No
         f'arch = "{config.arch}"\n'
         f"params = {{ {', '.join(f'{k} = {_toml(v)}' for k, v in config.params.items())} }}\n"
         f"scale = {config.scale}\n"
-        + ('fps_x = "any"\ntimes = "any"\n' if spec.arbitrary_times else f"fps_x = {config.fps_x}\n")
+        + ('fps_x = "any"\ntimes = "any"\n' if spec.arbitrary_times else f"fps_x = {_factors(spec.fps_x)}\n")
         + f"window = {spec.window}\noverlap = {spec.overlap}\n"
         + (f"min_frames = {spec.min_frames}\n" if spec.min_frames > 2 else "")
         + f'weights = "{weights.name}"\nsha256 = "{sha256}"\n'
@@ -101,6 +101,18 @@ def export(trainer: Trainer, cache: FrameCache, eval_data: list[str] | None = No
     card = out / f"{config.name}.md"
     card.write_text(_card(trainer, cache, weights, sha256, entry, result, baseline))
     return Export(weights, card, registry, result, baseline)
+
+
+def _factors(factors: tuple[int, ...]) -> str:
+    return str(factors[0]) if len(factors) == 1 else _toml(list(factors))
+
+
+def _time_text(trainer: Trainer, config: TrainConfig) -> str:
+    if config.spec().arbitrary_times:
+        return "any time between its inputs (trained at x2, x3 and x4)"
+    if trainer.time_factors:
+        return " / ".join(f"x{k}" for k in trainer.time_factors) + " in time (each batch draws one)"
+    return f"x{config.fps_x} in time"
 
 
 def _toml(value) -> str:
@@ -117,7 +129,7 @@ def _card(trainer, cache, weights, sha256, entry, result, baseline) -> str:
         "",
         f"Architecture `{config.arch}` with params `{json.dumps(config.params)}` ({n_params:,} parameters), "
         f"x{config.scale} in space, "
-        + ("any time between its inputs (trained at x2, x3 and x4)" if trainer.time_factors else f"x{config.fps_x} in time")
+        + _time_text(trainer, config)
         + ", trained by `stvsr train`.",
         "",
         "## Training",
@@ -125,7 +137,7 @@ def _card(trainer, cache, weights, sha256, entry, result, baseline) -> str:
         f"- data: {', '.join(config.data)} ({len(cache.clips)} clips, {cache.frame_count} frames)",
         f"- steps: {trainer.step}, batch {config.batch}, {config.patch}x{config.patch} HR patches, "
         f"{config.frames_in} input frames per sample, AdamW lr {config.lr} (warm-up, cosine decay), "
-        f"Charbonnier loss, gradient clipping {config.clip_grad}, mixed precision: {trainer.amp or 'none'}",
+        f"{getattr(trainer.model, 'loss_description', 'Charbonnier loss')}, gradient clipping {config.clip_grad}, mixed precision: {trainer.amp or 'none'}",
         f"- wall time: {trainer.elapsed / 60:.1f} min on {hardware(trainer.device)}",
         f"- date: {date.today().isoformat()}",
         f"- weights: `{weights.name}`, sha256 `{sha256}`",

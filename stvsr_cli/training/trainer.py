@@ -21,6 +21,7 @@ from stvsr_cli.models.loader import Upscaler, resolve_device, run_network
 from stvsr_cli.models.ops.dcn import pick_deform_conv, use_deform_conv
 from stvsr_cli.models.registry import ARCHITECTURES, ModelSpec, architecture, load_registry
 from stvsr_cli.training.data import FrameCache, PatchSampler, Prefetcher
+from stvsr_cli.training.losses import charbonnier
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest.pt"
@@ -61,13 +62,14 @@ class TrainConfig:
         """The model being trained, as a registry entry: validation, the final evaluation and the
         exported registry entry all run it this way (windows as long as the training samples)."""
         window = max(self.frames_in, 2)
-        any_time = bool(self.arch) and getattr(_arch_class(self.arch), "takes_times", False)
+        cls = _arch_class(self.arch) if self.arch else None
+        any_time = getattr(cls, "takes_times", False)
         return ModelSpec(
             name=self.name,
             arch=self.arch or "",
             params=self.params,
             scales=(self.scale,),
-            fps_x=None if any_time else (self.fps_x,),
+            fps_x=None if any_time else getattr(cls, "time_factors", None) or (self.fps_x,),
             arbitrary_times=any_time,
             window=window,
             overlap=max(1, window // 2),
@@ -89,8 +91,14 @@ def _arch_class(arch: str) -> type | None:
     return architecture(ModelSpec(name="", arch=arch)) if arch in ARCHITECTURES else None
 
 
-def charbonnier(output: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
-    return torch.sqrt((output - target) ** 2 + eps * eps).mean()
+def training_time_factors(cls: type | None) -> tuple[int, ...] | None:
+    """The time factors a batch may draw from: those a multi-factor network declares
+    (``time_factors``), x2/x3/x4 for one with arbitrary output times, else only ``--fps-x``."""
+    if cls is None:
+        return None
+    if getattr(cls, "time_factors", None):
+        return tuple(cls.time_factors)
+    return (2, 3, 4) if getattr(cls, "takes_times", False) else None
 
 
 def lr_factor(step: int, steps: int, warmup: int) -> float:
@@ -125,8 +133,7 @@ class Trainer:
         cls = architecture(ModelSpec(name="", arch=config.arch))
         if "frames" in inspect.signature(cls).parameters and "frames" not in config.params:
             config.params = {**config.params, "frames": config.frames_in}  # sized for the training window
-        # A network with arbitrary output times learns several: each batch is x2, x3 or x4 in time.
-        self.time_factors = (2, 3, 4) if getattr(cls, "takes_times", False) else None
+        self.time_factors = training_time_factors(cls)
         torch.manual_seed(config.seed)  # the same initial weights for the same seed
         try:
             self.model = architecture(config.spec())(**config.params)
@@ -242,6 +249,19 @@ class Trainer:
             clips.append((clip.name, [f[y : y + 256, x : x + 256] for f in frames]))
         return clips
 
+    def _loss(self, lr_in: torch.Tensor, target: torch.Tensor, factor: int) -> torch.Tensor:
+        """The network's own ``training_loss`` (see training/losses.py) or Charbonnier on its output."""
+        own = getattr(self.model, "training_loss", None)
+        if own is not None:
+            return own(lr_in, target, factor, self.step / self.config.steps).float()
+        output = run_network(self.model, lr_in, factor)
+        if output.shape != target.shape:
+            raise TrainingError(
+                f"arch '{self.config.arch}' gives {tuple(output.shape)} for the target {tuple(target.shape)}",
+                f"does it upscale x{self.config.scale} in space and x{factor} in time?",
+            )
+        return charbonnier(output.float(), target)
+
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, cache: FrameCache, on_log: Callable[[StepLog], None] | None = None) -> list[StepLog]:
         config = self.config
@@ -263,13 +283,7 @@ class Trainer:
                 target = target.to(self.device, non_blocking=True)
                 factor = sampler.factor(self.step)
                 with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
-                    output = run_network(self.model, lr_in, factor)
-                if output.shape != target.shape:
-                    raise TrainingError(
-                        f"arch '{config.arch}' gives {tuple(output.shape)} for the target {tuple(target.shape)}",
-                        f"does it upscale x{config.scale} in space and x{factor} in time?",
-                    )
-                loss = charbonnier(output.float(), target)
+                    loss = self._loss(lr_in, target, factor)
                 if not torch.isfinite(loss):
                     raise TrainingError(f"the loss became {loss.item()} at step {self.step}", "lower --lr")
                 self.optimizer.zero_grad(set_to_none=True)
