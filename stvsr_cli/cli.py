@@ -433,6 +433,16 @@ def _load_model(opts: dict[str, Any], console: Console, quiet: bool):
     )
 
 
+# How ground truth becomes the model's input, for stvsr eval and stvsr train (evaluation.DEGRADATIONS).
+degradation_option = click.option(
+    "--degradation",
+    type=click.Choice(["standard", "blur"]),
+    default="standard",
+    show_default=True,
+    help="Input: every fps-x-th frame (standard), or the mean of the frames around it (blur, as DAVSR).",
+)
+
+
 @main.command("eval")
 @click.argument("data", nargs=-1, required=True, type=click.Path(path_type=Path))
 @model_options
@@ -440,11 +450,16 @@ def _load_model(opts: dict[str, Any], console: Console, quiet: bool):
     "--json", "json_file", type=click.Path(path_type=Path, dir_okay=False), help="Also write the scores here."
 )
 @click.option("-q", "--quiet", is_flag=True, help="Print only the mean.")
+@degradation_option
 @click.pass_context
-def eval_command(ctx: click.Context, data: tuple[Path, ...], json_file: Path | None, quiet: bool, **opts: Any) -> None:
+def eval_command(
+    ctx: click.Context, data: tuple[Path, ...], json_file: Path | None, quiet: bool, degradation: str, **opts: Any
+) -> None:
     """Score a model on ground-truth clips (video files, folders of videos or of frame folders).
 
     The protocol of the papers: input = every fps-x-th frame, bicubic-downscaled; PSNR/SSIM on Y.
+    With --degradation blur each input frame is first the mean of the frames centred on it (fps-x
+    of them, rounded up to odd: 3 at x2): motion blur.
     """
     from stvsr_cli.evaluation import evaluate
 
@@ -458,11 +473,13 @@ def eval_command(ctx: click.Context, data: tuple[Path, ...], json_file: Path | N
     def run():
         model = _load_model(opts, _stderr(), quiet)
         return evaluate(
-            data, model, fps_x=opts["fps_x"], window=opts["window"], overlap=opts["overlap"], on_clip=progress
-        )
+            data, model, fps_x=opts["fps_x"], window=opts["window"], overlap=opts["overlap"], on_clip=progress,
+            degradation=degradation,
+        )  # fmt: skip
 
     result = _guarded(run, debug=debug)
-    table = Table(title=f"{result.model}: x{result.scale} space, x{result.fps_x} time")
+    blurred = ", blur degradation" if result.degradation == "blur" else ""
+    table = Table(title=f"{result.model}: x{result.scale} space, x{result.fps_x} time{blurred}")
     for column in ("clip", "frames", "PSNR-Y", "SSIM-Y", "PSNR-Y input", "PSNR-Y interp."):
         table.add_column(column, justify="left" if column == "clip" else "right", overflow="fold")
     if not quiet:
@@ -589,6 +606,7 @@ def compare_command(ctx: click.Context, input: Path, output: Path, **opts: Any) 
 @click.option("--frames-in", type=click.IntRange(min=2), default=4, show_default=True, help="Input frames per sample.")
 @click.option("-x", "--fps-x", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("-s", "--scale", type=click.IntRange(min=1), default=4, show_default=True)
+@degradation_option
 @click.option("--device", default="auto", show_default=True)
 @click.option(
     "--amp",

@@ -8,6 +8,10 @@ The protocol (../shared/data/README.md), exactly:
    0 .. k(n_in - 1) are rounded to 8 bits and scored against the ground truth;
 4. PSNR and SSIM on BT.601 Y, no border crop; the mean over a clip's frames, then over clips.
    Input-position frames (j % k == 0) and interpolated frames are also reported apart.
+
+``degradation="blur"`` (DAVSR's setting, motion blur from a long exposure) replaces the sampling
+of step 2: input frame i is the mean of the ``blur_window(k)`` ground-truth frames centred on frame
+k*i, then downscaled the same way (``temporal_blur``, ``degrade_tensor``; training uses it too).
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stvsr_cli.errors import InputError
+from stvsr_cli.errors import InputError, UsageError
 from stvsr_cli.io.colour import to_uint8
 from stvsr_cli.io.decode import VideoReader, probe
 from stvsr_cli.metrics import psnr_y, ssim_y
@@ -94,6 +98,64 @@ def downscale_tensor(frames: torch.Tensor, scale: int) -> torch.Tensor:
     return small.view(*shape[:-2], *small.shape[-2:])
 
 
+DEGRADATIONS = ("standard", "blur")
+
+
+def blur_window(fps_x: int) -> int:
+    """How many ground-truth frames the blur degradation averages into one input frame at x``fps_x``.
+
+    DAVSR's degradation (its Eq. 1, REDS "blur": 5 frames per LR frame at 5x the rate) is a box over
+    the whole input frame interval; centred on frame k*i, so that input i stays at output k*i, it
+    needs an odd count: k for odd k, k+1 for even k (3 at x2: frames 2i-1, 2i, 2i+1)."""
+    return 2 * (fps_x // 2) + 1
+
+
+def blur_indices(length: int, fps_x: int) -> torch.Tensor:
+    """``[(length-1)//fps_x + 1, blur_window(fps_x)]``: the frames averaged into each input frame of
+    the blur degradation, centred on frame ``fps_x * i``. Past the clip's ends the clip is reflected
+    about its end frames (frame -1 is frame 1, frame L is frame L-2); a one-frame clip is its own blur."""
+    radius = fps_x // 2
+    index = torch.arange(0, length, fps_x)[:, None] + torch.arange(-radius, radius + 1)[None]
+    if length == 1:
+        return torch.zeros_like(index)
+    period = 2 * (length - 1)
+    index = index % period
+    return torch.where(index >= length, period - index, index)
+
+
+def temporal_blur(frames: torch.Tensor, fps_x: int) -> torch.Tensor:
+    """``[..., L, C, H, W]`` -> ``[..., (L-1)//fps_x + 1, C, H, W]``: each output the mean of the
+    frames ``blur_indices`` names."""
+    index = blur_indices(frames.shape[-4], fps_x)
+    picked = frames.index_select(-4, index.flatten().to(frames.device))
+    return picked.view(*frames.shape[:-4], *index.shape, *frames.shape[-3:]).mean(-4)
+
+
+def degrade_tensor(frames: torch.Tensor, fps_x: int, scale: int, degradation: str = "standard") -> torch.Tensor:
+    """The input made from ground truth ``[..., L, 3, H, W]`` (float RGB in [0, 1]): frames 0, k, 2k,
+    ... (``standard``) or their ``temporal_blur`` (``blur``), then ``downscale_tensor``."""
+    if degradation == "standard":
+        return downscale_tensor(frames[..., ::fps_x, :, :, :], scale)
+    if degradation == "blur":
+        return downscale_tensor(temporal_blur(frames, fps_x), scale)
+    raise UsageError(f"unknown degradation '{degradation}'", "known: " + ", ".join(DEGRADATIONS))
+
+
+def degrade(frames: list[np.ndarray], fps_x: int, scale: int, degradation: str = "standard") -> list[np.ndarray]:
+    """``degrade_tensor`` on uint8 ``[H, W, 3]`` frames, computed in float64, one input frame at a
+    time (a whole clip in float64 would not fit)."""
+    if degradation == "standard":  # only the kept frames need converting
+        return downscale(frames[::fps_x], scale)
+    if degradation not in DEGRADATIONS:
+        raise UsageError(f"unknown degradation '{degradation}'", "known: " + ", ".join(DEGRADATIONS))
+    out = []
+    for row in blur_indices(len(frames), fps_x).tolist():
+        window = torch.from_numpy(np.stack([frames[j] for j in row])).permute(0, 3, 1, 2).double() / 255
+        small = (downscale_tensor(window.mean(0), scale) * 255).round().to(torch.uint8)
+        out.append(small.permute(1, 2, 0).contiguous().numpy())
+    return out
+
+
 def downscale(frames: list[np.ndarray], scale: int) -> list[np.ndarray]:
     """``downscale_tensor`` on uint8 ``[H, W, 3]`` frames, computed in float64."""
     x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).double() / 255
@@ -120,6 +182,7 @@ class EvalResult:
     scale: int
     fps_x: int
     clips: list[ClipScore]
+    degradation: str = "standard"
 
     @property
     def mean(self) -> dict[str, float]:
@@ -133,6 +196,7 @@ class EvalResult:
             "model": self.model,
             "scale": self.scale,
             "fps_x": self.fps_x,
+            "degradation": self.degradation,
             "clips": [{k: _finite(v) for k, v in asdict(c).items()} for c in self.clips],
             "mean": {k: _finite(v) for k, v in self.mean.items()},
         }
@@ -157,6 +221,7 @@ def score_clip(
     fps_x: int,
     window: int,
     overlap: int,
+    degradation: str = "standard",
 ) -> ClipScore:
     """Run the protocol on one clip of ground-truth frames."""
     began = time.perf_counter()
@@ -166,8 +231,9 @@ def score_clip(
         raise InputError(f"clip '{name}' is smaller than the scale")
     truth = [f[:h, :w] for f in ground_truth]
     n_in = (len(truth) - 1) // fps_x + 1
-    inputs = downscale(truth[0 : fps_x * (n_in - 1) + 1 : fps_x], scale)
     scored = fps_x * (n_in - 1) + 1  # the held frames after the last input are not scored
+    # Blur averages within the scored frames only, as training does: the ends are mirrored.
+    inputs = degrade(truth[:scored], fps_x, scale, degradation)
     outputs: list[np.ndarray] = []
 
     def keep(frame: np.ndarray) -> None:
@@ -204,18 +270,25 @@ def evaluate(
     window: int | None = None,
     overlap: int | None = None,
     on_clip: Callable[[ClipScore], None] | None = None,
+    degradation: str = "standard",
 ) -> EvalResult:
-    """Score ``model`` on every clip found in ``data`` (see ``find_clips``)."""
+    """Score ``model`` on every clip found in ``data`` (see ``find_clips``); ``degradation`` makes
+    the input (``DEGRADATIONS``)."""
     spec = model.spec
     spec.check_factors(fps_x=fps_x)
+    if degradation not in DEGRADATIONS:
+        raise UsageError(f"unknown degradation '{degradation}'", "known: " + ", ".join(DEGRADATIONS))
     window, overlap = spec.window_and_overlap(window, overlap)
     scores = []
     for clip in find_clips(data):
         frames = read_clip(clip)
         if not frames:
             raise InputError(f"clip '{clip.name}' has no frames")
-        score = score_clip(clip.name, frames, model, scale=model.scale, fps_x=fps_x, window=window, overlap=overlap)
+        score = score_clip(
+            clip.name, frames, model, scale=model.scale, fps_x=fps_x, window=window, overlap=overlap,
+            degradation=degradation,
+        )  # fmt: skip
         scores.append(score)
         if on_clip is not None:
             on_clip(score)
-    return EvalResult(model=spec.name, scale=model.scale, fps_x=fps_x, clips=scores)
+    return EvalResult(model=spec.name, scale=model.scale, fps_x=fps_x, clips=scores, degradation=degradation)

@@ -3,6 +3,7 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from media import make_video, stream_facts
 
 from stvsr_cli import hub
 from stvsr_cli.cli import main
@@ -108,10 +109,20 @@ def test_shipped_weights_match_their_hash_and_load_strictly_offline():
     """Every model whose weights ship in weights/ works offline and does better than nothing."""
     registry = load_registry()
     shipped = [spec for spec in registry.models.values() if spec.weights and "://" not in spec.weights]
-    assert {"zsm-lite-cpu", "stvun"} <= {spec.name for spec in shipped}
+    assert {"zsm-lite-cpu", "stvun", "tpsr"} <= {spec.name for spec in shipped}
     for spec in shipped:
         assert hub.available(spec)
         model = load_model(spec, scale=4, device="cpu", offline=True)  # the shipped models are x4
         frames = torch.rand(spec.window or 4, 3, 16, 16)
         out = model(frames, fps_x=2)
         assert out.shape == (2 * len(frames) - 1, 3, 64, 64) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["tpsr"])
+def test_shipped_paper_models_upscale_a_video_end_to_end(name, tmp_path):
+    clip = tmp_path / "in.mp4"
+    make_video(clip, frames=5, size=(16, 12))
+    run = CliRunner().invoke(main, ["upscale", str(clip), str(tmp_path / "o.mp4"), "--model", name, "--offline"])
+    assert run.exit_code == 0, run.stderr
+    facts = stream_facts(tmp_path / "o.mp4")
+    assert facts["frames"] == 10 and (facts["width"], facts["height"]) == (64, 48)

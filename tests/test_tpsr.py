@@ -60,3 +60,53 @@ def test_training_smoke_and_the_export_runs_in_upscale(tmp_path, monkeypatch):
     run = CliRunner().invoke(main, ["upscale", str(clip), str(tmp_path / "o.mp4"), "--model", "tiny-tpsr"])
     assert run.exit_code == 0, run.stderr
     assert stream_facts(tmp_path / "o.mp4")["frames"] == 10
+
+
+@pytest.mark.parametrize(
+    ("progress", "trained"),
+    [
+        (0.0, {"tpsrm"}),  # TPSRM alone
+        (0.5, {"extract", "stacking", "reconstruct", "csr"}),  # FSM, TPSRM frozen, no RM yet
+        (0.9, {"tpsrm", "extract", "stacking", "reconstruct", "csr", "refine"}),  # all three
+    ],
+)
+def test_staged_schedule_trains_the_papers_modules_in_turn(progress, trained):
+    torch.manual_seed(0)
+    model = TPSR(**TINY)
+    loss = model.training_loss(torch.rand(2, 3, 3, 8, 8), torch.rand(2, 5, 3, 32, 32), 2, progress)
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    loss.backward()
+    moved = {n.split(".")[0] for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert moved == trained
+
+
+def test_first_stage_compares_the_middle_volume_with_the_target_shrunk_in_height_and_width():
+    torch.manual_seed(0)
+    model = TPSR(**TINY)
+    frames, target = torch.rand(1, 3, 3, 8, 8), torch.rand(1, 5, 3, 32, 32)
+    middle = model.middle_volume(frames)
+    assert middle.shape == (1, 5, 3, 16, 8)  # x2 in height and time, width unchanged
+    with torch.no_grad():
+        perfect_target = torch.nn.functional.interpolate(middle.reshape(5, 3, 16, 8), size=(32, 32)).reshape(
+            1, 5, 3, 32, 32
+        )
+        # A target whose 1/2-height, 1/4-width shrink is far from the volume scores worse.
+        assert model.training_loss(frames, target, 2, 0.0) > 0
+        assert model.training_loss(frames, perfect_target, 2, 0.0) < model.training_loss(frames, target, 2, 0.0)
+
+
+def test_final_stage_adds_ssim_and_cycle_terms_to_the_reconstruction_loss():
+    from stvsr_cli.evaluation import downscale_tensor
+    from stvsr_cli.training.losses import charbonnier, ssim
+
+    torch.manual_seed(0)
+    model = TPSR(**TINY)
+    frames, target = torch.rand(1, 3, 3, 8, 8), torch.rand(1, 5, 3, 32, 32)
+    with torch.no_grad():
+        out = model(frames)
+        expected = (
+            charbonnier(out, target)
+            + 0.1 * (1 - ssim(out, target))
+            + charbonnier(downscale_tensor(out[:, ::2], 4), frames)
+        )
+        torch.testing.assert_close(model.training_loss(frames, target, 2, 0.9), expected)

@@ -127,3 +127,18 @@ say so in the card.
     assert licence_text(readme) == (
         "| files | licence |\n|---|---|\n| a.mp4 | BSD-3 |\n\nThe licences allow research use;\nsay so in the card."
     )
+
+
+def test_staged_schedules_restart_the_learning_rate_where_the_network_changes_stage():
+    from stvsr_cli.training.trainer import lr_factor, stage_starts, staged_lr_factor
+
+    for steps in (7, 10, 3000):
+        starts = stage_starts(steps, (1 / 3, 2 / 3))
+        # each start is the first step whose progress (what training_loss sees) reaches the stage's end
+        for start, end in zip(starts[1:], (1 / 3, 2 / 3), strict=True):
+            assert start / steps >= end > (start - 1) / steps
+    factors = [staged_lr_factor(s, 10, 2, (1 / 3, 2 / 3)) for s in range(10)]
+    assert [i for i in range(1, 10) if factors[i] > factors[i - 1] + 0.3] == [4, 7]  # fresh peaks at stage starts
+    assert factors[3] < factors[2] < factors[1]  # decays within a stage
+    plain = [staged_lr_factor(s, 10, 2) for s in range(10)]
+    assert plain == [lr_factor(s, 10, 2) for s in range(10)]  # no stages: the one cosine

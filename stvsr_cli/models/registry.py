@@ -24,6 +24,8 @@ ARCHITECTURES: dict[str, str] = {
     "zsm": "stvsr_cli.models.zsm:ZoomingSlowMo",
     "stvun": "stvsr_cli.models.stvun:STVUN",
     "tpsr": "stvsr_cli.models.tpsr:TPSR",
+    "davsr": "stvsr_cli.models.davsr:DAVSR",
+    "stinet": "stvsr_cli.models.stinet:STINet",
 }
 
 REGISTRY_ENV = "STVSR_REGISTRY"

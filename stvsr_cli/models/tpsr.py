@@ -20,8 +20,13 @@ Where the paper is silent, the simplest choice, said here: IMDN as its authors p
 ``imdn_nf`` channels and ``imdn_blocks`` blocks; the dilation rates; the U-Net's strided-convolution
 down- and pixel-shuffle up-sampling; and ``global_residual`` (on by default): the network adds its
 output to ``classic`` (bicubic + blending), which trains much faster on a CPU and is no new
-parameter. Training uses the reconstruction loss on all frames; the paper's staged schedule, SSIM,
-VGG and cycle terms are not used (VGG weights cannot be downloaded here).
+parameter; with it TPSRM too learns a residual, on its profile resized bicubically in height and
+linearly in time. Training (``training_loss``) follows the paper's schedule in three equal parts of
+the run: TPSRM alone against the target shrunk 1/2 in height and 1/4 in width (antialiased bicubic);
+FSM + cascaded IMDN with TPSRM frozen, against the target; then all three with L1 + 0.1 (1 - SSIM)
++ the cycle term (the output's even frames shrunk by the eval protocol's bicubic x1/4 against the
+input, which equals the paper's L1 over horizontal profiles, since profiles are a reshape). L1 is
+Charbonnier; the VGG term is left out (VGG weights cannot be downloaded here).
 
 Layout: input ``[B, T, 3, h, w]`` in [0, 1], any T >= 2; output ``[B, 2T-1, 3, 4h, 4w]``.
 """
@@ -33,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stvsr_cli.models.classic import Classic
+from stvsr_cli.models.ops.blocks import ResidualBlock
 
 
 def lrelu(x: torch.Tensor, slope: float = 0.05) -> torch.Tensor:
@@ -154,23 +160,13 @@ class ResidualStacking(nn.Module):
         return x + self.scaling * y
 
 
-class ResBlock(nn.Module):
-    def __init__(self, nf: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(nf, nf, 3, 1, 1)
-        self.conv2 = nn.Conv2d(nf, nf, 3, 1, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(x)))
-
-
 class RefiningUNet(nn.Module):
     """5x5 head, 3+3 residual blocks down, 3 at the bottom, 3+3 up (additive skips), 5x5 tail."""
 
     def __init__(self, nf: int = 64, per_stage: int = 3) -> None:
         super().__init__()
         self.head = nn.Conv2d(3, nf, 5, 1, 2)
-        stage = lambda: nn.Sequential(*(ResBlock(nf) for _ in range(per_stage)))  # noqa: E731
+        stage = lambda: nn.Sequential(*(ResidualBlock(nf) for _ in range(per_stage)))  # noqa: E731
         self.down1, self.down2, self.bottom, self.up2, self.up1 = stage(), stage(), stage(), stage(), stage()
         self.pool1 = nn.Conv2d(nf, nf, 3, 2, 1)
         self.pool2 = nn.Conv2d(nf, nf, 3, 2, 1)
@@ -211,17 +207,60 @@ class TPSR(nn.Module):
         if global_residual:
             self.baseline = Classic(scale=4)
             with torch.no_grad():  # start close to classic: the network's image enters as a small residual
+                self.tpsrm.upsample.weight.mul_(0.1)
                 self.csr.upsample.weight.mul_(0.1)
                 self.refine.tail.weight.mul_(0.1)
 
+    loss_description = (
+        "the paper's staged schedule: TPSRM alone (L1 on profiles), FSM with TPSRM frozen (L1), then all "
+        "(L1 + 0.1 (1 - SSIM) + cycle L1 on the re-degraded output; no VGG term), Charbonnier as L1"
+    )
+    # Where each stage ends, as a share of the run (the paper trains each for the same epochs).
+    stage_ends = (1 / 3, 2 / 3)
+
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self._stages(frames)[2]
+
+    def middle_volume(self, frames: torch.Tensor) -> torch.Tensor:
+        """TPSRM: ``[B, T, 3, h, w]`` -> ``[B, 2T-1, 3, 2h, w]`` (x2 in height and time, profile by profile)."""
+        b, t, _, h, _ = frames.shape
+        profiles = to_profiles(frames)
+        out = self.tpsrm(profiles)[..., : 2 * t - 1]  # [B*w, 3, 2h, 2T-1]
+        if self.global_residual:  # on bicubic in height, linear in time
+            out = out + F.interpolate(profiles, size=(2 * h, 2 * t - 1), mode="bicubic", align_corners=True)
+        return from_profiles(out, b)
+
+    def _stages(self, frames: torch.Tensor, frozen_tpsrm: bool = False) -> tuple[torch.Tensor, ...]:
+        """(TPSRM volume, FSM output, final output), each with the classic residual where it applies."""
         b, t, c, h, w = frames.shape
-        profiles = self.tpsrm(to_profiles(frames))[..., : 2 * t - 1]  # [B*w, 3, 2h, 2T-1]
-        middle = from_profiles(profiles, b).reshape(b * (2 * t - 1), c, 2 * h, w)
-        features = self.extract(middle)
+        n = 2 * t - 1
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_tpsrm):
+            middle = self.middle_volume(frames)
+        features = self.extract(middle.reshape(b * n, c, 2 * h, w))
         features = self.stacking(features) + features
         wide = self.reconstruct(shuffle_width(features))  # [N, 3, 2h, 2w]
-        out = self.refine(self.csr(wide)).reshape(b, 2 * t - 1, c, 4 * h, 4 * w)
+        fsm = self.csr(wide)
+        out = self.refine(fsm).reshape(b, n, c, 4 * h, 4 * w)
+        fsm = fsm.reshape(b, n, c, 4 * h, 4 * w)
         if self.global_residual:
-            out = out + self.baseline(frames, fps_x=2)
-        return out
+            base = self.baseline(frames, fps_x=2)
+            fsm, out = fsm + base, out + base
+        return middle, fsm, out
+
+    def training_loss(self, frames: torch.Tensor, target: torch.Tensor, fps_x: int, progress: float) -> torch.Tensor:
+        """The paper's schedule (Sec. 4.1) by the share of the run done; see ``loss_description``."""
+        from stvsr_cli.evaluation import downscale_tensor
+        from stvsr_cli.training.losses import charbonnier, ssim
+
+        b, n, c, sh, sw = target.shape
+        if progress < self.stage_ends[0]:  # TPSRM against the target shrunk 1/2 in height, 1/4 in width
+            small = F.interpolate(
+                target.reshape(b * n, c, sh, sw), size=(sh // 2, sw // 4), mode="bicubic", antialias=True,
+                align_corners=False,
+            ).reshape(b, n, c, sh // 2, sw // 4)  # fmt: skip
+            return charbonnier(self.middle_volume(frames), small)
+        if progress < self.stage_ends[1]:
+            return charbonnier(self._stages(frames, frozen_tpsrm=True)[1], target)
+        out = self._stages(frames)[2]
+        cycle = charbonnier(downscale_tensor(out[:, ::2], sw // frames.shape[-1]), frames)
+        return charbonnier(out, target) + 0.1 * (1 - ssim(out, target)) + cycle

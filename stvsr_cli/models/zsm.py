@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stvsr_cli.models.classic import Classic
+from stvsr_cli.models.ops.blocks import ResidualBlock
 from stvsr_cli.models.ops.dcn import DeformConv, deform_conv2d_torch
 
 
@@ -30,18 +31,6 @@ def up2(x: torch.Tensor) -> torch.Tensor:
 
 def conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride, 1)
-
-
-class ResidualBlockNoBN(nn.Module):
-    """x + conv(relu(conv(x))); no batch norm, no activation after the sum."""
-
-    def __init__(self, nf: int) -> None:
-        super().__init__()
-        self.conv1 = conv3x3(nf, nf)
-        self.conv2 = conv3x3(nf, nf)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.conv2(F.relu(self.conv1(x)))
 
 
 class DCNPack(nn.Module):
@@ -188,7 +177,7 @@ class ZoomingSlowMo(nn.Module):
         starts near that baseline instead of from nothing. It adds no parameters."""
         super().__init__()
         self.conv_first = conv3x3(3, nf)
-        self.feature_extraction = nn.Sequential(*[ResidualBlockNoBN(nf) for _ in range(front_rbs)])
+        self.feature_extraction = nn.Sequential(*[ResidualBlock(nf) for _ in range(front_rbs)])
         self.fea_L2_conv1 = conv3x3(nf, nf, stride=2)
         self.fea_L2_conv2 = conv3x3(nf, nf)
         self.fea_L3_conv1 = conv3x3(nf, nf, stride=2)
@@ -196,7 +185,7 @@ class ZoomingSlowMo(nn.Module):
         self.pcd_align = PCDAlign(nf, groups)
         self.fusion = nn.Conv2d(2 * nf, nf, 1)
         self.ConvBLSTM = BiDeformableConvLSTM(nf, groups)
-        self.recon_trunk = nn.Sequential(*[ResidualBlockNoBN(nf) for _ in range(back_rbs)])
+        self.recon_trunk = nn.Sequential(*[ResidualBlock(nf) for _ in range(back_rbs)])
         self.upconv1 = conv3x3(nf, nf * 4)
         self.upconv2 = conv3x3(nf, 64 * 4)
         self.HRconv = conv3x3(64, 64)

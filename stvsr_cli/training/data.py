@@ -3,7 +3,8 @@
 A sample is ``fps_x * (frames_in - 1) + 1`` consecutive ground-truth frames (7 for 4 inputs at
 x2) cropped to ``patch`` x ``patch`` HR pixels, with random flips, 90-degree rotations and temporal
 reversal. The input is every ``fps_x``-th frame, downscaled with the eval protocol's antialiased
-bicubic and rounded to 8 bits; the target is every frame. Batch ``s`` depends only on
+bicubic and rounded to 8 bits (or, with ``degradation="blur"``, the temporal blur of
+``evaluation.degrade_tensor``, the same function ``stvsr eval`` uses); the target is every frame. Batch ``s`` depends only on
 (seed, s), so a resumed run sees exactly the batches an uninterrupted one would have.
 """
 
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from stvsr_cli.errors import InputError
-from stvsr_cli.evaluation import downscale_tensor, find_clips, read_clip
+from stvsr_cli.evaluation import DEGRADATIONS, degrade_tensor, find_clips, read_clip
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,13 @@ class PatchSampler:
 
     def __init__(
         self, cache: FrameCache, *, frames_in: int, fps_x: int, patch: int, scale: int, seed: int = 0,
-        time_factors: Sequence[int] | None = None,
+        time_factors: Sequence[int] | None = None, degradation: str = "standard",
     ) -> None:  # fmt: skip
         if patch % scale:
             raise InputError(f"--patch {patch} must be a multiple of the scale {scale}")
+        if degradation not in DEGRADATIONS:
+            raise InputError(f"unknown degradation '{degradation}'", "known: " + ", ".join(DEGRADATIONS))
+        self.degradation = degradation
         # Models with arbitrary output times learn several: each batch draws its factor k from
         # ``time_factors`` (its in-between frames are then at t = 1/k, ..., (k-1)/k).
         self.time_factors = tuple(time_factors or (fps_x,))
@@ -110,7 +114,7 @@ class PatchSampler:
                 seq = seq.flip(0)  # time runs backwards
             samples.append(seq)
         target = torch.stack(samples).permute(0, 1, 4, 2, 3).float() / 255
-        return downscale_tensor(target[:, ::factor], self.scale), target
+        return degrade_tensor(target, factor, self.scale, self.degradation), target
 
     def factor(self, step: int) -> int:
         """The time factor of batch ``step`` (always ``fps_x`` unless several are drawn from)."""

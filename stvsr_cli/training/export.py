@@ -79,9 +79,9 @@ def export(trainer: Trainer, cache: FrameCache, eval_data: list[str] | None = No
     if eval_data:
         trainer.model.eval()
         ours = Upscaler(config.spec(), trainer.model, config.scale, trainer.device, half=False)
-        result = evaluate(eval_data, ours, fps_x=config.fps_x)
+        result = evaluate(eval_data, ours, fps_x=config.fps_x, degradation=config.degradation)
         classic = load_model(load_registry().get("classic"), scale=config.scale, device=trainer.device)
-        baseline = evaluate(eval_data, classic, fps_x=config.fps_x)
+        baseline = evaluate(eval_data, classic, fps_x=config.fps_x, degradation=config.degradation)
 
     spec = config.spec()
     entry = (
@@ -136,7 +136,7 @@ def _card(trainer, cache, weights, sha256, entry, result, baseline) -> str:
         "",
         f"- data: {', '.join(config.data)} ({len(cache.clips)} clips, {cache.frame_count} frames)",
         f"- steps: {trainer.step}, batch {config.batch}, {config.patch}x{config.patch} HR patches, "
-        f"{config.frames_in} input frames per sample, AdamW lr {config.lr} (warm-up, cosine decay), "
+        f"{config.frames_in} input frames per sample ({config.degradation} degradation), AdamW lr {config.lr} (warm-up, cosine decay), "
         f"{getattr(trainer.model, 'loss_description', 'Charbonnier loss')}, gradient clipping {config.clip_grad}, mixed precision: {trainer.amp or 'none'}",
         f"- wall time: {trainer.elapsed / 60:.1f} min on {hardware(trainer.device)}",
         f"- date: {date.today().isoformat()}",
@@ -149,7 +149,10 @@ def _card(trainer, cache, weights, sha256, entry, result, baseline) -> str:
         lines.append("Not evaluated (run `stvsr train` with `--eval DIR`).")
     else:
         lines += [
-            "`stvsr eval` protocol (PSNR-Y dB / SSIM-Y, all frames; input-position and in-between frames apart):",
+            (
+                f"`stvsr eval --degradation {config.degradation}` protocol (PSNR-Y dB / SSIM-Y, all frames; "
+                "input-position and in-between frames apart):"
+            ),
             "",
             "| clip | classic | this model | classic interp. | this model interp. |",
             "|---|---|---|---|---|",

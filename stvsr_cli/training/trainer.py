@@ -57,6 +57,7 @@ class TrainConfig:
     clip_grad: float = 1.0
     init: str | None = None
     cache_dir: str | None = None
+    degradation: str = "standard"  # how the input is made from the target (evaluation.DEGRADATIONS)
 
     def spec(self) -> ModelSpec:
         """The model being trained, as a registry entry: validation, the final evaluation and the
@@ -109,6 +110,29 @@ def lr_factor(step: int, steps: int, warmup: int) -> float:
     return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def stage_starts(steps: int, stage_ends: tuple[float, ...]) -> list[int]:
+    """The first step of each stage of a staged schedule: the first step whose progress
+    (``step / steps``, what ``training_loss`` is given) reaches each of ``stage_ends``."""
+    starts = [0]
+    for end in stage_ends:
+        first = math.ceil(end * steps)
+        while first > 0 and (first - 1) / steps >= end:
+            first -= 1
+        while first / steps < end:
+            first += 1
+        starts.append(min(first, steps))
+    return starts
+
+
+def staged_lr_factor(step: int, steps: int, warmup: int, stage_ends: tuple[float, ...] = ()) -> float:
+    """``lr_factor`` started afresh in each stage (a stage trains modules that were idle before),
+    the warm-up shortened to a tenth of a short stage."""
+    starts = stage_starts(steps, stage_ends) + [steps]
+    i = max(k for k in range(len(starts) - 1) if starts[k] <= step) if step < steps else len(starts) - 2
+    length = max(1, starts[i + 1] - starts[i])
+    return lr_factor(step - starts[i], length, max(1, min(warmup, length // 10)) if stage_ends else warmup)
+
+
 def _amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
     if amp is None:
         if device.type == "cuda":
@@ -147,9 +171,10 @@ class Trainer:
         self.model.to(self.device)
         use_deform_conv(self.model, pick_deform_conv(self.device))
         self.optimizer = torch.optim.AdamW(self.parameters, lr=config.lr, betas=(0.9, 0.99), weight_decay=0.0)
+        stage_ends = tuple(getattr(self.model, "stage_ends", ()))  # a staged schedule restarts the lr per stage
         warmup = config.warmup if config.warmup is not None else min(500, max(1, config.steps // 20))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: lr_factor(step, config.steps, warmup)
+            self.optimizer, lambda step: staged_lr_factor(step, config.steps, warmup, stage_ends)
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.step = 0
@@ -213,6 +238,9 @@ class Trainer:
                 raise UsageError(
                     f"--resume with a different --{key.replace('_', '-')} ({saved[key]} in the checkpoint)"
                 )
+        saved_degradation = saved.get("degradation", "standard")  # runs from before the option were standard
+        if saved_degradation != self.config.degradation:
+            raise UsageError(f"--resume with a different --degradation ({saved_degradation} in the checkpoint)")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -233,6 +261,7 @@ class Trainer:
                 fps_x=self.config.fps_x,
                 window=upscaler.spec.window,
                 overlap=upscaler.spec.overlap,
+                degradation=self.config.degradation,
             )
             for name, frames in clips
         ]
@@ -267,7 +296,7 @@ class Trainer:
         config = self.config
         sampler = PatchSampler(
             cache, frames_in=config.frames_in, fps_x=config.fps_x, patch=config.patch, scale=config.scale,
-            seed=config.seed, time_factors=self.time_factors,
+            seed=config.seed, time_factors=self.time_factors, degradation=config.degradation,
         )  # fmt: skip
         val_clips = self._validation_clips() if config.val else []
         logs: list[StepLog] = []

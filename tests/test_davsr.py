@@ -1,0 +1,187 @@
+"""DAVSR: the Fourier data transform's closed form, the blur degradation, shapes, training and eval."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from media import make_training_clips, make_video, pattern, stream_facts, train_tiny
+
+from stvsr_cli.cli import main
+from stvsr_cli.evaluation import blur_window, degrade, degrade_tensor, temporal_blur
+from stvsr_cli.metrics import psnr_y
+from stvsr_cli.models.classic import Classic
+from stvsr_cli.models.davsr import DAVSR, bicubic_taps, box_taps, fourier_data_transform, kernel_spectrum
+
+TINY = {"nf": 8, "blocks": 1, "flow_nf": 8, "deform_groups": 2}
+F64 = torch.float64
+
+# A small circular problem: an asymmetric kernel, a different factor on each axis.
+TAPS = ((-1, (0.2, 0.5, 0.3)), (-1, (0.25, 0.5, 0.25)), (0, (0.6, 0.4)))
+GRID, SCALE = (4, 4, 6), (2, 2, 3)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The tiny recurrent networks here are thousands of small ops: a second thread only adds
+    synchronisation, ten times over on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def blur_and_subsample(x: torch.Tensor, taps=TAPS, scale=SCALE) -> torch.Tensor:
+    """The degradation the FDT inverts, written out directly: ``y[j] = sum_o w_o x[s j + o]``, circular."""
+    out = torch.zeros_like(x)
+    for a, wa in enumerate(taps[0][1]):
+        for b, wb in enumerate(taps[1][1]):
+            for c, wc in enumerate(taps[2][1]):
+                shift = (-(taps[0][0] + a), -(taps[1][0] + b), -(taps[2][0] + c))
+                out = out + wa * wb * wc * torch.roll(x, shifts=shift, dims=(-3, -2, -1))
+    return out[..., :: scale[0], :: scale[1], :: scale[2]]
+
+
+def spectrum(taps=TAPS, grid=GRID) -> torch.Tensor:
+    return kernel_spectrum(taps, grid, torch.device("cpu"), torch.complex128)
+
+
+def test_fdt_is_the_exact_minimiser_of_the_data_subproblem():
+    """Eq. 6 against a dense solve of Eq. 4: (A^T A + alpha I) z = A^T y + alpha x."""
+    torch.manual_seed(0)
+    n = int(np.prod(GRID))
+    a = torch.stack([blur_and_subsample(e.view(GRID)).flatten() for e in torch.eye(n, dtype=F64)], 1)
+    x, y, alpha = torch.rand(n, dtype=F64), torch.rand(a.shape[0], dtype=F64), 0.3
+    dense = torch.linalg.solve(a.T @ a + alpha * torch.eye(n, dtype=F64), a.T @ y + alpha * x)
+    low = y.view(GRID[0] // 2, GRID[1] // 2, GRID[2] // 3)
+    fdt = fourier_data_transform(x.view(GRID), low, spectrum(), SCALE, torch.tensor(alpha, dtype=F64))
+    torch.testing.assert_close(fdt, dense.view(GRID), rtol=0, atol=1e-10)
+
+
+def test_fdt_recovers_a_known_video_from_noise_free_data():
+    torch.manual_seed(0)
+    truth = torch.rand(2, 3, *GRID, dtype=F64)
+    low = blur_and_subsample(truth)
+    # The truth is the one zero of the (strictly convex) objective: started there, any alpha keeps it.
+    for alpha in (1e-4, 1.0, 100.0):
+        z = fourier_data_transform(truth, low, spectrum(), SCALE, torch.tensor(alpha, dtype=F64))
+        torch.testing.assert_close(z, truth, rtol=0, atol=1e-10)
+    # Started anywhere, alpha -> 0 fits the data exactly (what is unobserved comes from the start).
+    z = fourier_data_transform(torch.rand_like(truth), low, spectrum(), SCALE, torch.tensor(1e-9, dtype=F64))
+    torch.testing.assert_close(blur_and_subsample(z), low, rtol=0, atol=1e-6)
+    # No subsampling and an invertible blur (|F(K)| >= 0.2 here): alpha -> 0 is deconvolution, from nothing.
+    taps = ((0, (1.0,)), (0, (1.0,)), (0, (0.6, 0.4)))
+    blurred = blur_and_subsample(truth, taps, (1, 1, 1))
+    z = fourier_data_transform(
+        torch.zeros_like(truth), blurred, spectrum(taps), (1, 1, 1), torch.tensor(1e-9, dtype=F64)
+    )
+    torch.testing.assert_close(z, truth, rtol=0, atol=1e-6)
+
+
+def test_fdt_is_differentiable():
+    torch.manual_seed(0)
+    grid, scale = (4, 4, 4), (2, 2, 2)
+    taps = ((-1, (0.25, 0.5, 0.25)), (-1, (0.3, 0.4, 0.3)), (0, (0.6, 0.4)))
+    estimate = torch.rand(1, *grid, dtype=F64, requires_grad=True)
+    low = torch.rand(1, 2, 2, 2, dtype=F64, requires_grad=True)
+    alpha = torch.tensor(0.2, dtype=F64, requires_grad=True)
+    fdt = lambda e, y, a: fourier_data_transform(e, y, spectrum(taps, grid), scale, a)
+    assert torch.autograd.gradcheck(fdt, (estimate, low, alpha), fast_mode=True)
+
+
+def test_the_model_kernel_is_the_protocol_downscale_and_blur():
+    first, weights = bicubic_taps(4)
+    assert (first, len(weights)) == (-6, 16) and sum(weights) == pytest.approx(1)  # centred on 4j + 1.5
+    assert weights == pytest.approx(weights[::-1])
+    assert box_taps(3) == (-1, (1 / 3, 1 / 3, 1 / 3)) and blur_window(2) == 3
+    # Flat frames: the model's data step, started at the truth, keeps it exactly only if its
+    # temporal kernel and clip-end handling are the degradation's.
+    levels = torch.tensor([0, 9, 3, 30, 12], dtype=torch.float32) / 255  # multiples of 3/255: exact 8-bit means
+    truth = levels.view(1, 5, 1, 1, 1).expand(1, 5, 3, 12, 8).contiguous()
+    frames = degrade_tensor(truth, 2, 4, "blur")
+    expected = torch.tensor([6, 14, 24], dtype=torch.float32) / 255  # (9+0+9)/3, (9+3+30)/3, (30+12+30)/3
+    torch.testing.assert_close(frames[0, :, 0, 0, 0], expected)
+    alpha = torch.tensor(0.01)
+    torch.testing.assert_close(DAVSR(**TINY).data_step(truth, frames, alpha), truth, rtol=0, atol=1e-5)
+    wrong = DAVSR(**TINY, exposure=1).data_step(truth, frames, alpha)  # a model of the standard protocol
+    assert (wrong - truth).abs().max() > 0.01
+
+
+def test_blur_degradation_on_a_hand_made_clip():
+    clip = torch.tensor([0.0, 3, 6, 9, 12, 15, 18]).view(7, 1, 1, 1)
+    # x2: three frames centred on 0, 2, 4, 6; the ends reflect (frame -1 is frame 1, frame 7 is frame 5).
+    assert temporal_blur(clip, 2).flatten().tolist() == [2.0, 6.0, 12.0, 16.0]
+    # x3 averages three frames, x4 five: frame -2 is frame 2, frame 8 is frame 4.
+    assert temporal_blur(clip, 3).flatten().tolist() == [2.0, 9.0, 16.0]
+    assert temporal_blur(clip[:5], 4).flatten().tolist() == pytest.approx([3.6, 8.4])
+    assert temporal_blur(clip[:1], 2).flatten().tolist() == [0.0]
+    assert temporal_blur(clip, 1).flatten().tolist() == clip.flatten().tolist()
+    # With space: uint8 frames through eval's path and training's agree; standard keeps every k-th.
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (8, 12, 3), dtype=np.uint8) for _ in range(5)]
+    hr = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+    for degradation in ("standard", "blur"):
+        ours = torch.from_numpy(np.stack(degrade(frames, 2, 4, degradation))).permute(0, 3, 1, 2).float() / 255
+        assert ours.shape == (3, 3, 2, 3)
+        torch.testing.assert_close(ours, degrade_tensor(hr, 2, 4, degradation), rtol=0, atol=1.01 / 255)
+    torch.testing.assert_close(degrade_tensor(hr, 2, 4, "standard"), degrade_tensor(hr[::2], 1, 4, "blur"))
+
+
+@pytest.mark.parametrize(("frames", "h", "w"), [(2, 5, 7), (3, 8, 8), (5, 3, 6)])
+def test_any_window_and_size_gives_twice_less_one_frames_at_four_times_the_size(frames, h, w):
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = DAVSR(**TINY).eval()(torch.rand(1, frames, 3, h, w))
+    assert out.shape == (1, 2 * frames - 1, 3, 4 * h, 4 * w)
+
+
+def test_untrained_model_beats_classic_on_blurred_input_and_every_parameter_learns():
+    torch.manual_seed(0)
+    truth = torch.from_numpy(np.stack([pattern(i, 64, 96) for i in range(5)])).permute(0, 3, 1, 2).float() / 255
+    frames = degrade_tensor(truth, 2, 4, "blur")[None]
+    model = DAVSR(**TINY)
+    with torch.no_grad():
+        base = Classic(scale=4)(frames, fps_x=2)[0]
+        out = model(frames)[0]
+
+    def score(video):
+        return np.mean([psnr_y((v.clamp(0, 1) * 255).round(), t * 255) for v, t in zip(video, truth, strict=True)])
+
+    assert score(out) > score(base) + 0.5  # classic refined by the FDT: the RVE starts as the identity
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):  # zero-initialised layers open the way, one a step
+        optimizer.zero_grad()
+        model(frames[:, :3, :, :8, :8]).square().mean().backward()
+        optimizer.step()
+    dead = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
+    assert not dead
+
+
+def test_blur_training_smoke_exports_a_model_for_upscale_and_eval(tmp_path, monkeypatch):
+    data = make_training_clips(tmp_path / "train", frames=9)
+    out = tmp_path / "run"
+    logs = train_tiny("davsr", TINY, data, out, "tiny-davsr", steps=20, lr="2e-3", extra=["--degradation", "blur"])
+    assert logs[-1]["loss"] < 0.9 * logs[0]["loss"]
+    assert "(blur degradation)" in (out / "tiny-davsr.md").read_text()
+    monkeypatch.setenv("STVSR_REGISTRY", str(out / "tiny-davsr.toml"))
+    clip = tmp_path / "in.mp4"
+    make_video(clip, frames=5, size=(16, 12))
+    run = CliRunner().invoke(main, ["upscale", str(clip), str(tmp_path / "o.mp4"), "--model", "tiny-davsr"])
+    assert run.exit_code == 0, run.stderr
+    assert stream_facts(tmp_path / "o.mp4")["frames"] == 10
+
+    truth = tmp_path / "truth.mkv"
+    make_video(truth, frames=7, size=(24, 16), codec="ffv1", pix_fmt="bgr0")
+    scores = {}
+    for model in ("tiny-davsr", "classic"):
+        for degradation in ("standard", "blur"):
+            report = tmp_path / f"{model}-{degradation}.json"
+            args = ["eval", str(truth), "--model", model, "--degradation", degradation, "--json", str(report)]
+            run = CliRunner().invoke(main, args)
+            assert run.exit_code == 0, run.stderr
+            result = json.loads(report.read_text())
+            assert result["degradation"] == degradation and result["clips"][0]["frames"] == 7
+            scores[model, degradation] = result["mean"]["psnr_y"]
+    assert scores["classic", "blur"] < scores["classic", "standard"]  # the blurred input is harder
+    assert scores["tiny-davsr", "blur"] > scores["classic", "blur"]
