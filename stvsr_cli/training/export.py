@@ -31,7 +31,7 @@ class Export:
 def hardware(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA), torch {torch.__version__}"
-    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads), torch {torch.__version__}"
+    return f"CPU ({platform.processor() or platform.machine()}, {_count(torch.get_num_threads(), 'thread')}), torch {torch.__version__}"
 
 
 def data_licences(data: list[str]) -> str:
@@ -101,6 +101,10 @@ def export(trainer: Trainer, cache: FrameCache, eval_data: list[str] | None = No
     card = out / f"{config.name}.md"
     card.write_text(_card(trainer, cache, weights, sha256, entry, result, baseline))
     return Export(weights, card, registry, result, baseline)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _factors(factors: tuple[int, ...]) -> str:
