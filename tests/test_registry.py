@@ -109,7 +109,7 @@ def test_shipped_weights_match_their_hash_and_load_strictly_offline():
     """Every model whose weights ship in weights/ works offline and does better than nothing."""
     registry = load_registry()
     shipped = [spec for spec in registry.models.values() if spec.weights and "://" not in spec.weights]
-    assert {"zsm-lite-cpu", "stvun", "tpsr", "stinet"} <= {spec.name for spec in shipped}
+    assert {"zsm-lite-cpu", "stvun", "tpsr", "stinet", "davsr"} <= {spec.name for spec in shipped}
     for spec in shipped:
         assert hub.available(spec)
         model = load_model(spec, scale=4, device="cpu", offline=True)  # the shipped models are x4
@@ -118,7 +118,7 @@ def test_shipped_weights_match_their_hash_and_load_strictly_offline():
         assert out.shape == (2 * len(frames) - 1, 3, 64, 64) and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("name", ["tpsr", "stinet"])
+@pytest.mark.parametrize("name", ["tpsr", "stinet", "davsr"])
 def test_shipped_paper_models_upscale_a_video_end_to_end(name, tmp_path):
     clip = tmp_path / "in.mp4"
     make_video(clip, frames=5, size=(16, 12))
