@@ -101,6 +101,12 @@ def downscale_tensor(frames: torch.Tensor, scale: int) -> torch.Tensor:
 DEGRADATIONS = ("standard", "blur")
 
 
+def check_degradation(degradation: str) -> None:
+    """Refuse a degradation name that is not one of ``DEGRADATIONS``, naming those that are."""
+    if degradation not in DEGRADATIONS:
+        raise UsageError(f"unknown degradation '{degradation}'", "known: " + ", ".join(DEGRADATIONS))
+
+
 def blur_window(fps_x: int) -> int:
     """How many ground-truth frames the blur degradation averages into one input frame at x``fps_x``.
 
@@ -136,9 +142,8 @@ def degrade_tensor(frames: torch.Tensor, fps_x: int, scale: int, degradation: st
     ... (``standard``) or their ``temporal_blur`` (``blur``), then ``downscale_tensor``."""
     if degradation == "standard":
         return downscale_tensor(frames[..., ::fps_x, :, :, :], scale)
-    if degradation == "blur":
-        return downscale_tensor(temporal_blur(frames, fps_x), scale)
-    raise UsageError(f"unknown degradation '{degradation}'", "known: " + ", ".join(DEGRADATIONS))
+    check_degradation(degradation)
+    return downscale_tensor(temporal_blur(frames, fps_x), scale)
 
 
 def degrade(frames: list[np.ndarray], fps_x: int, scale: int, degradation: str = "standard") -> list[np.ndarray]:
@@ -146,8 +151,7 @@ def degrade(frames: list[np.ndarray], fps_x: int, scale: int, degradation: str =
     time (a whole clip in float64 would not fit)."""
     if degradation == "standard":  # only the kept frames need converting
         return downscale(frames[::fps_x], scale)
-    if degradation not in DEGRADATIONS:
-        raise UsageError(f"unknown degradation '{degradation}'", "known: " + ", ".join(DEGRADATIONS))
+    check_degradation(degradation)
     out = []
     for row in blur_indices(len(frames), fps_x).tolist():
         window = torch.from_numpy(np.stack([frames[j] for j in row])).permute(0, 3, 1, 2).double() / 255
@@ -276,8 +280,7 @@ def evaluate(
     the input (``DEGRADATIONS``)."""
     spec = model.spec
     spec.check_factors(fps_x=fps_x)
-    if degradation not in DEGRADATIONS:
-        raise UsageError(f"unknown degradation '{degradation}'", "known: " + ", ".join(DEGRADATIONS))
+    check_degradation(degradation)
     window, overlap = spec.window_and_overlap(window, overlap)
     scores = []
     for clip in find_clips(data):

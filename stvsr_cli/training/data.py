@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from stvsr_cli.errors import InputError
-from stvsr_cli.evaluation import DEGRADATIONS, degrade_tensor, find_clips, read_clip
+from stvsr_cli.evaluation import check_degradation, degrade_tensor, find_clips, read_clip
 
 
 @dataclass(frozen=True)
@@ -75,8 +75,7 @@ class PatchSampler:
     ) -> None:  # fmt: skip
         if patch % scale:
             raise InputError(f"--patch {patch} must be a multiple of the scale {scale}")
-        if degradation not in DEGRADATIONS:
-            raise InputError(f"unknown degradation '{degradation}'", "known: " + ", ".join(DEGRADATIONS))
+        check_degradation(degradation)
         self.degradation = degradation
         # Models with arbitrary output times learn several: each batch draws its factor k from
         # ``time_factors`` (its in-between frames are then at t = 1/k, ..., (k-1)/k).
