@@ -1,4 +1,5 @@
-# The two commands of the README. Both build .venv the same way: CPU torch first, then the project.
+# The two commands of the README. Both build .venv the same way: torch and torchvision first (a matched
+# pair, CUDA builds that also run on the CPU), then the project.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -7,7 +8,7 @@ BIN    := $(VENV)/bin
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install torch==2.13.0
+	$(BIN)/pip install torch==2.14.1 torchvision==0.29.1
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e .

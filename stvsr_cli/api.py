@@ -30,7 +30,7 @@ from stvsr_cli.models.loader import load_model
 from stvsr_cli.models.registry import ModelSpec, Registry, load_registry
 from stvsr_cli.pipeline.run import run_windows
 from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD, find_cuts
-from stvsr_cli.pipeline.sink import ThreadedSink
+from stvsr_cli.pipeline.sink import InlineSink, ThreadedSink
 from stvsr_cli.pipeline.tiles import MIN_TILE, OutOfMemoryFallback
 from stvsr_cli.pipeline.timing import nominal_rate, rate_text
 from stvsr_cli.pipeline.windows import plan_windows
@@ -153,6 +153,7 @@ def upscale(
     deinterlace: str = "auto",
     restart: bool = False,
     segment_frames: int = DEFAULT_SEGMENT_FRAMES,
+    pipelined: bool = True,
     registry: Registry | None = None,
     on_info: Callable[[VideoInfo, Job], None] | None = None,
     progress: Progress | None = None,
@@ -182,6 +183,10 @@ def upscale(
     last finished segment, with the same frames an uninterrupted run gives (``restart`` starts
     over; a changed input or options start over by themselves; ``on_note`` hears which). A window
     that runs out of device memory is retried on smaller tiles.
+
+    ``pipelined=False`` is the plain baseline that ``stvsr bench --plain`` measures: frames copied
+    to the GPU from pageable memory and encoded in this thread, so decode, model and encode take
+    turns instead of overlapping.
     """
     began = time.perf_counter()
     target_rate = parse_rate(fps) if fps is not None else None
@@ -246,7 +251,8 @@ def upscale(
         with VideoReader(info, deinterlace=deinterlacing, first_frame=first_frame) as reader:
             segment = _SegmentBuilder(fmt, info, settings, size, work)
             # Encoding runs in its own thread, fed in order: the model never waits for the encoder.
-            encoder = ThreadedSink(lambda call: call[0](*call[1:]))
+            handle = lambda call: call[0](*call[1:])  # noqa: E731
+            encoder = ThreadedSink(handle) if pipelined else InlineSink(handle)
             total = plan.n_outputs
             report = (lambda done: progress(done, total)) if progress is not None else None
             try:
@@ -254,6 +260,7 @@ def upscale(
                     reader.frames(), plan, model, lambda rgb: encoder.put((segment.add, rgb)), report,
                     skip_windows=work.done_windows, first_frame=first_frame,
                     on_window_done=lambda windows, frames: encoder.put((segment.window_done, windows, frames)),
+                    pin_memory=pipelined,
                 )  # fmt: skip
                 encoder.put((segment.finish,))
                 encoder.close()

@@ -3,6 +3,11 @@
 Weights are random (speed does not depend on them, and nothing needs downloading). Model-only
 throughput times whole pipeline windows after a warm-up call, with CUDA synchronised; end-to-end
 throughput runs ``upscale`` (decode -> model -> encode) on a synthetic clip.
+
+Two model-only rates: every frame a call makes (``model_fps``), and the frames of a call that reach
+the file in a long run (``model_useful_fps``: the window minus its overlap with the next one, times
+the time factor), which is what a user gets. ``plain`` is the baseline every speed-up is measured
+against in the same run: float32, frames from pageable memory, encoding in the calling thread.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import numpy as np
 import torch
 
 from stvsr_cli.api import upscale
+from stvsr_cli.errors import UsageError
+from stvsr_cli.io.encode import EncodeSettings, choose_codec
 from stvsr_cli.models.loader import load_model
 from stvsr_cli.models.registry import ModelSpec, Registry, load_registry
 
@@ -27,15 +34,23 @@ from stvsr_cli.models.registry import ModelSpec, Registry, load_registry
 class BenchResult:
     model: str
     device: str
+    device_name: str
     precision: str
+    plain: bool  # the baseline: fp32, pageable host memory, encoding in the calling thread
     width: int
     height: int
     out_width: int
     out_height: int
     window: int
+    overlap: int
     model_seconds_per_call: float
-    model_fps: float  # output frames per second, model only
-    model_mpix_s: float  # output megapixels per second, model only
+    model_fps: float  # output frames per second, model only: every frame of a call
+    model_useful_fps: float  # output frames per second that reach the file (overlap outputs not counted)
+    model_mpix_s: float  # output megapixels per second, model only, every frame
+    model_useful_mpix_s: float
+    flops_per_call: float | None  # torch FLOP counter over one call (deformable sampling is not counted)
+    tflop_s: float | None  # flops_per_call / seconds per call
+    codec: str  # the encoder of the end-to-end run
     e2e_frames: int
     e2e_seconds: float
     e2e_fps: float
@@ -79,8 +94,18 @@ def bench(
     device: str = "auto",
     half: bool | None = None,
     calls: int = 3,
+    codec: str | None = None,
+    plain: bool = False,
     registry: Registry | None = None,
 ) -> BenchResult:
+    """Time ``model`` (random weights) alone on a window of ``size`` frames and end to end on a
+    synthetic clip of ``frames`` frames. ``codec`` forces the encoder (default: what ``upscale``
+    chooses, NVENC on CUDA where it opens); ``plain`` runs the baseline (float32, no pinned memory,
+    no encoder thread)."""
+    if plain:
+        if half:
+            raise UsageError("--plain is the float32 baseline", "drop --half")
+        half = False
     registry = registry or load_registry()
     registered = registry.get(model)
     spec: ModelSpec = replace(registered, weights=None)  # random weights: nothing to fetch
@@ -100,11 +125,14 @@ def bench(
             torch.cuda.synchronize(dev)
 
     call()  # warm-up: cuDNN autotuning, allocator, lazy initialisation
+    flops = _count_flops(call)
     began = time.perf_counter()
     for _ in range(calls):
         call()
     per_call = (time.perf_counter() - began) / calls
     outputs = fps_x * (spec.window - 1) + 1
+    useful = fps_x * (spec.window - spec.overlap)  # in a long run, the next window makes the rest
+    settings = choose_codec(EncodeSettings(codec=codec), dev.type)
 
     with tempfile.TemporaryDirectory(prefix="stvsr-bench-") as tmp:
         clip = Path(tmp) / "clip.mp4"
@@ -117,21 +145,31 @@ def bench(
             fps_x=fps_x,
             device=str(dev),
             half=upscaler.half,
+            encode=settings,
+            pipelined=not plain,
             registry=Registry(models={spec.name: spec}, default=spec.name),
         )
     peak, memory = _peak_memory(dev)
     return BenchResult(
         model=spec.name,
         device=str(dev),
+        device_name=device_name(dev),
         precision="fp16 autocast" if upscaler.half else "fp32",
+        plain=plain,
         width=width,
         height=height,
         out_width=width * scale,
         out_height=height * scale,
         window=spec.window,
+        overlap=spec.overlap,
         model_seconds_per_call=per_call,
         model_fps=outputs / per_call,
+        model_useful_fps=useful / per_call,
         model_mpix_s=outputs * width * height * scale * scale / per_call / 1e6,
+        model_useful_mpix_s=useful * width * height * scale * scale / per_call / 1e6,
+        flops_per_call=flops,
+        tflop_s=flops / per_call / 1e12 if flops else None,
+        codec=settings.codec or "libx264",
         e2e_frames=result.frames_out,
         e2e_seconds=result.seconds,
         e2e_fps=result.fps,
@@ -139,3 +177,23 @@ def bench(
         memory=memory,
         random_weights=registered.weights is not None,
     )
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def _count_flops(call) -> float | None:
+    """FLOPs of one call by torch's counter (matrix products and convolutions; None where it fails)."""
+    try:
+        from torch.utils.flop_counter import FlopCounterMode
+
+        with FlopCounterMode(display=False) as counter:
+            call()
+        return float(counter.get_total_flops())
+    except Exception:  # a counter that cannot trace some op must not cost the measurement
+        return None

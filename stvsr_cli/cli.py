@@ -525,6 +525,8 @@ class Size(click.ParamType):
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--half/--no-half", default=None, help="float16 autocast (default: on for CUDA where supported).")
+@click.option("--codec", default=None, help="Encoder of the end-to-end run (default: NVENC on CUDA where it opens, else x264).")
+@click.option("--plain", is_flag=True, help="The baseline: float32, no pinned memory, no encoder thread.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def bench_command(ctx: click.Context, as_json: bool, **opts: Any) -> None:
@@ -533,19 +535,21 @@ def bench_command(ctx: click.Context, as_json: bool, **opts: Any) -> None:
 
     r = _guarded(
         lambda: bench(
-            opts["model"], size=opts["size"], frames=opts["frames"], device=opts["device"], half=opts["half"]
-        ),
+            opts["model"], size=opts["size"], frames=opts["frames"], device=opts["device"], half=opts["half"],
+            codec=opts["codec"], plain=opts["plain"],
+        ),  # fmt: skip
         debug=_debug(ctx),
     )
     if as_json:
         click.echo(json.dumps(r.to_json()))
         return
     click.echo(
-        f"{r.model} {r.width}x{r.height} -> {r.out_width}x{r.out_height} on {r.device}, {r.precision}"
-        f"{', random weights' if r.random_weights else ''}\n"
-        f"  model only: {r.model_fps:.2f} output frames/s, {r.model_mpix_s:.1f} output Mpixel/s "
-        f"({r.model_seconds_per_call:.3f} s per {r.window}-frame window)\n"
-        f"  end to end: {r.e2e_fps:.2f} output frames/s ({r.e2e_frames} frames in {r.e2e_seconds:.1f} s, decode + model + encode)\n"
+        f"{r.model} {r.width}x{r.height} -> {r.out_width}x{r.out_height} on {r.device} ({r.device_name}), {r.precision}"
+        f"{', plain baseline' if r.plain else ''}{', random weights' if r.random_weights else ''}\n"
+        f"  model only: {r.model_useful_fps:.2f} useful output frames/s, {r.model_useful_mpix_s:.1f} Mpixel/s "
+        f"({r.model_fps:.2f} frames/s counting the overlap; {r.model_seconds_per_call:.3f} s per {r.window}-frame window)\n"
+        f"  end to end: {r.e2e_fps:.2f} output frames/s ({r.e2e_frames} frames in {r.e2e_seconds:.1f} s, "
+        f"decode + model + {r.codec})\n"
         f"  peak memory: {r.peak_memory_gib:.2f} GiB ({r.memory})"
     )
 

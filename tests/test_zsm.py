@@ -36,11 +36,16 @@ def test_state_dict_matches_the_official_checkpoint_layout():
 
 
 @needs_reference
-def test_reproduces_the_official_network_outputs():
+@pytest.mark.parametrize("impl", ["pure", "torchvision"])
+def test_reproduces_the_official_network_outputs(impl):
+    """Through our deformable convolution (the CPU's) and torchvision's (CUDA's) alike."""
+    from stvsr_cli.models.ops.dcn import deform_conv2d_torch, torchvision_deform_conv2d, use_deform_conv
+
     vector = load_file(str(REFERENCE / "zsm_tiny_vector.safetensors"))
     state = {k.removeprefix("state_dict."): v for k, v in vector.items() if k.startswith("state_dict.")}
     model = ZoomingSlowMo(nf=16, groups=8, front_rbs=1, back_rbs=2).eval()
     model.load_state_dict(state, strict=True)
+    use_deform_conv(model, {"pure": deform_conv2d_torch, "torchvision": torchvision_deform_conv2d}[impl])
     with torch.no_grad():
         for case in ("a", "b"):  # b is 13x18: padded to 16x20 and cropped, as the official scripts do
             out = model(vector[f"input.{case}"])

@@ -65,14 +65,19 @@ def choose_codec(settings: EncodeSettings, device_type: str, bit_depth: int = 8,
 
 def encoder_opens(codec: str, pix_fmt: str) -> bool:
     """Whether ``codec`` opens here (hardware encoders also need their driver and device)."""
+    return encoder_open_error(codec, pix_fmt) is None
+
+
+def encoder_open_error(codec: str, pix_fmt: str) -> str | None:
+    """Why ``codec`` does not open here (FFmpeg's message), or None when it does."""
     try:
         ctx = av.CodecContext.create(codec, "w")
         ctx.width, ctx.height, ctx.pix_fmt = 256, 256, pix_fmt
         ctx.time_base = Fraction(1, 25)
         ctx.open()
-        return True
-    except Exception:
-        return False
+        return None
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
 
 
 def partial_path(dst: Path) -> Path:

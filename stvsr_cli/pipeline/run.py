@@ -25,14 +25,14 @@ class WindowModel(Protocol):
     def __call__(self, frames: torch.Tensor, fps_x: int) -> torch.Tensor: ...
 
 
-def to_tensor(frames: list[np.ndarray], device: torch.device) -> torch.Tensor:
+def to_tensor(frames: list[np.ndarray], device: torch.device, pin_memory: bool = True) -> torch.Tensor:
     """``N x [H, W, 3]`` uint8/uint16 -> ``[N, 3, H, W]`` float32 in [0, 1] on ``device``."""
     stack = np.stack(frames)
     peak = 255.0 if stack.dtype == np.uint8 else 65535.0
     if stack.dtype == np.uint16:
         stack = stack.astype(np.int32)  # torch has no uint16 arithmetic on every device
     tensor = torch.from_numpy(stack)
-    if device.type == "cuda":
+    if device.type == "cuda" and pin_memory:
         tensor = tensor.pin_memory()  # page-locked: the copy to the GPU can run asynchronously
     tensor = tensor.to(device, non_blocking=True)
     return tensor.permute(0, 3, 1, 2).float().div_(peak)
@@ -56,6 +56,7 @@ def run_windows(
     skip_windows: int = 0,
     first_frame: int = 0,
     on_window_done: Callable[[int, int], None] | None = None,
+    pin_memory: bool = True,
 ) -> int:
     """Feed ``plan``'s windows through ``model`` and ``emit`` every output frame once, in order.
 
@@ -64,7 +65,8 @@ def run_windows(
     earlier, interrupted run); their output frames count as done, and ``frames`` may then start at
     ``first_frame`` (``plan.first_frame_after(skip_windows)`` at most). ``on_window_done(windows, frames)``
     follows each window run, with the numbers of windows and output frames done so far. Returns the
-    number of frames emitted. Memory stays flat: the plan is streamed, and only the frames of the
+    number of frames emitted. ``pin_memory=False`` copies frames to a GPU from pageable memory (the
+plain baseline of benchmarks). Memory stays flat: the plan is streamed, and only the frames of the
     current window are held.
     """
     source = iter(frames)
@@ -87,7 +89,7 @@ def run_windows(
             next_index += 1
         batch = [held[i] for i in window.frames]
         needed = sorted({step.index for step in steps})
-        inputs = to_tensor(batch, model.device)
+        inputs = to_tensor(batch, model.device, pin_memory)
         if getattr(model, "arbitrary_times", False):  # only the frames needed, at their exact times
             result = model(inputs, plan.fps_x, times=[Fraction(i, plan.fps_x) for i in needed])
         else:

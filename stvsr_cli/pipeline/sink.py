@@ -72,3 +72,20 @@ class ThreadedSink:
         if self._error is not None:
             error, self._error = self._error, None
             raise error
+
+
+class InlineSink:
+    """``ThreadedSink``'s interface, handling each item at once in the caller's thread: the plain
+    baseline that benchmarks measure the threaded encoder against."""
+
+    def __init__(self, handle: Callable[[Any], None]) -> None:
+        self._handle = handle
+
+    def put(self, item: Any) -> None:
+        self._handle(item)
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass

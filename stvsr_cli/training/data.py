@@ -92,9 +92,18 @@ class PatchSampler:
 
     def batch(self, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Batch number ``step``: (LR input ``[B, N, 3, p/s, p/s]``, HR target ``[B, L, 3, p, p]``), float in [0, 1]."""
+        return self.degrade(self.crops(step, size), step)
+
+    def degrade(self, crops: torch.Tensor, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(input, target) from ``crops(step, ...)``, on whatever device the crops are (the GPU's is
+        faster than one CPU thread at large batches)."""
+        target = crops.float() / 255
+        return degrade_tensor(target, self.factor(step), self.scale, self.degradation), target
+
+    def crops(self, step: int, size: int) -> torch.Tensor:
+        """Batch ``step``'s ground truth ``[B, L, 3, p, p]`` uint8: a quarter of the bytes to copy of float32."""
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
-        factor = self.factor(step)
-        length = factor * (self.frames_in - 1) + 1
+        length = self.factor(step) * (self.frames_in - 1) + 1
         samples = []
         for _ in range(size):
             clip = self.clips[int(torch.multinomial(self.weights, 1, generator=gen))]
@@ -112,8 +121,7 @@ class PatchSampler:
             if flips[3]:
                 seq = seq.flip(0)  # time runs backwards
             samples.append(seq)
-        target = torch.stack(samples).permute(0, 1, 4, 2, 3).float() / 255
-        return degrade_tensor(target, factor, self.scale, self.degradation), target
+        return torch.stack(samples).permute(0, 1, 4, 2, 3).contiguous()
 
     def factor(self, step: int) -> int:
         """The time factor of batch ``step`` (always ``fps_x`` unless several are drawn from)."""
@@ -124,9 +132,13 @@ class PatchSampler:
 
 
 class Prefetcher:
-    """Builds the next batches in a background thread so that the model never waits for data."""
+    """Builds the next batches in a background thread so that the model never waits for data.
+    ``crops_only`` yields batch ``s``'s uint8 ``crops`` (pinned), for ``degrade`` on the GPU."""
 
-    def __init__(self, sampler: PatchSampler, size: int, first_step: int, depth: int = 4) -> None:
+    def __init__(
+        self, sampler: PatchSampler, size: int, first_step: int, depth: int = 4, crops_only: bool = False
+    ) -> None:
+        self._crops_only = crops_only
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(sampler, size, first_step), daemon=True)
@@ -134,7 +146,7 @@ class Prefetcher:
 
     def _run(self, sampler: PatchSampler, size: int, step: int) -> None:
         while not self._stop.is_set():
-            item = sampler.batch(step, size)
+            item = sampler.crops(step, size).pin_memory() if self._crops_only else sampler.batch(step, size)
             while not self._stop.is_set():
                 try:
                     self._queue.put(item, timeout=0.1)
@@ -143,7 +155,7 @@ class Prefetcher:
                     continue
             step += 1
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next(self):
         return self._queue.get()
 
     def close(self) -> None:

@@ -302,14 +302,18 @@ class Trainer:
         logs: list[StepLog] = []
         log_path = self.out / "train.jsonl"
         self.out.mkdir(parents=True, exist_ok=True)
-        prefetch = Prefetcher(sampler, config.batch, self.step)
+        on_gpu = self.device.type == "cuda"
+        prefetch = Prefetcher(sampler, config.batch, self.step, crops_only=on_gpu)
         self.model.train()
         began, losses = time.perf_counter() - self.elapsed, []
         try:
             while self.step < config.steps:
-                lr_in, target = prefetch.next()
-                lr_in = lr_in.to(self.device, non_blocking=True)
-                target = target.to(self.device, non_blocking=True)
+                if on_gpu:  # uint8 crops cross the bus; the GPU makes the input
+                    lr_in, target = sampler.degrade(prefetch.next().to(self.device, non_blocking=True), self.step)
+                else:
+                    lr_in, target = prefetch.next()
+                    lr_in = lr_in.to(self.device, non_blocking=True)
+                    target = target.to(self.device, non_blocking=True)
                 factor = sampler.factor(self.step)
                 with torch.autocast(self.device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
                     loss = self._loss(lr_in, target, factor)

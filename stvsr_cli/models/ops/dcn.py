@@ -9,8 +9,10 @@ multiplied by the tap's mask, then contracted with the dense weight. Offsets are
 
 ``deform_conv2d_torch`` is pure PyTorch (``grid_sample`` + one matrix product): any device, float32
 or float16 (sampling positions are always computed in float32). ``torchvision_deform_conv2d`` is
-the fast CUDA kernel, used only where torchvision imports. ``pick_deform_conv`` chooses once per
-model.
+torchvision's kernel: CUDA models use it; on the CPU ours is faster (benchmarks/dcn_speed.py,
+2 cores: torchvision's CPU kernel ran at 0.26-0.41x our speed at zsm's shapes), so CPU models keep
+ours, which also serves devices torchvision has no kernel for and is the reference the tests hold
+torchvision to. ``pick_deform_conv`` chooses once per model.
 """
 
 from __future__ import annotations
@@ -94,7 +96,8 @@ def torchvision_available() -> bool:
 
 
 def pick_deform_conv(device: torch.device) -> DeformConv:
-    """The implementation for a model on ``device``: torchvision's kernel on CUDA where it imports."""
+    """The implementation for a model on ``device``: torchvision's kernel on CUDA where it imports,
+    ours elsewhere (the faster one on the CPU, measured)."""
     if device.type == "cuda" and torchvision_available():
         return torchvision_deform_conv2d
     return deform_conv2d_torch

@@ -1,0 +1,691 @@
+#!/usr/bin/env python3
+"""One command that spends a GPU draw fully: machine facts, CUDA tests, a speed matrix, training.
+
+A GPU machine is lent now and then, for about 15 minutes in all and at most 10 minutes a command
+(DEVELOPERS.md, "The machines"), with a bare image: its own python3, torch and torchvision, no
+PyAV, no network, and at most 64 MiB of working tree per call. So the whole campaign is one call,
+prepared and checked here:
+
+    python benchmarks/gpu_campaign.py --prepare          # here: builds .gpu/ and checks the payload
+    # device tool: carry [".gpu"], command as printed by --prepare (see benchmarks/README.md)
+    python benchmarks/gpu_campaign.py --out DIR --budget 560     # there
+
+Stages, each in its own process with a time box, results written to ``DIR/campaign.json`` as each
+one ends (a stage that overruns is killed and the next one starts; nothing earlier is lost):
+
+1. ``machine``: nvidia-smi, driver, torch/torchvision/PyAV versions, free GPU memory;
+2. ``pytest``: ``pytest -m cuda`` (tests/test_cuda.py: what is skipped where there is no GPU);
+3. ``bench``: ``stvsr bench`` rows (``stvsr_cli.bench.bench``, one per line as it finishes), with
+   the plain baseline in the same run so that each speed-up is a ratio measured side by side;
+4. ``probe``: a few training steps of each candidate network: steps/s and memory, so the main run
+   can size its schedule to the minutes left;
+5. ``train``: ``stvsr train`` of the chosen candidate, its step count set from the probe so the
+   learning-rate schedule ends inside the time left; checkpoints copied to DIR as they are written,
+   then the export (weights, card, registry entry, an evaluation on the carried eval clips).
+
+``--dry-run`` runs every stage on the CPU at tiny sizes in seconds (part of the test suite, so the
+campaign cannot rot), on synthetic clips when the carried data is absent, and checks the payload.
+
+What comes back from the device is at most 8 files, 16 MB each, so DIR holds: campaign.json,
+campaign.log (every stage's output), the latest checkpoint (split into 15 MB parts if bigger),
+and the exported weights and card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PAYLOAD = REPO / ".gpu"  # what travels beside the working tree (carry: [".gpu"]); ignored by git
+PAYLOAD_LIMIT = 64 * 2**20  # the device tool's limit on the working tree of one call
+PART_BYTES = 15 * 10**6  # files back from the device: at most 16 MB each
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# The network the training stage trains, and the candidates the probe times beside it.
+CANDIDATES = {
+    "stvun-64": ("stvun", {"nf": 64, "levels": 3, "flow_nf": 24, "frames": 4}),
+    "stvun-96": ("stvun", {"nf": 96, "levels": 3, "flow_nf": 32, "frames": 4}),
+    "zsm-32": ("zsm", {"nf": 32, "groups": 8, "front_rbs": 5, "back_rbs": 10, "global_residual": True}),
+}
+CHOSEN = "stvun-64"
+TRAIN = {"batch": 32, "patch": 128, "lr": 5e-4, "frames_in": 4}
+TRAIN_DRY = {"batch": 2, "patch": 32, "lr": 5e-4, "frames_in": 4}
+DRY_PARAMS = {
+    "stvun": {"nf": 8, "levels": 2, "flow_nf": 4, "frames": 4},
+    "zsm": {"nf": 8, "groups": 1, "front_rbs": 1, "back_rbs": 1},
+}
+
+# The speed matrix: (model, LR size, options). The plain baseline sits beside what it is compared with.
+BENCH = [
+    ("zsm", (480, 270), {}),
+    ("zsm", (480, 270), {"plain": True}),
+    ("zsm", (480, 270), {"codec": "libx264"}),
+    ("zsm", (480, 270), {"half": False}),
+    ("zsm", (180, 144), {}),
+    ("zsm", (180, 144), {"half": False}),
+    ("stvun", (480, 270), {}),
+    ("stvun", (480, 270), {"plain": True}),
+    ("zsm-lite-cpu", (480, 270), {}),
+    ("tpsr", (480, 270), {}),
+    ("stinet", (480, 270), {}),
+    ("davsr", (480, 270), {}),
+    ("classic", (480, 270), {}),
+    ("classic", (480, 270), {"codec": "libx264"}),
+    ("zsm", (960, 540), {}),
+    ("stvun", (960, 540), {}),
+]
+BENCH_DRY = [
+    ("classic", (64, 48), {}),
+    ("classic", (64, 48), {"plain": True}),
+    ("stvun", (32, 24), {"codec": "libx264"}),
+]
+
+
+# -- the record ---------------------------------------------------------------------------------
+@dataclass
+class Campaign:
+    out: Path
+    dry_run: bool
+    budget: float
+    began: float = field(default_factory=time.monotonic)
+    record: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.out / "campaign.log"
+        self.record.update(
+            campaign="stvsr GPU campaign", dry_run=self.dry_run, budget_s=self.budget,
+            started=time.strftime("%Y-%m-%d %H:%M:%S %Z"), stages={},
+        )  # fmt: skip
+        self.save()
+
+    def left(self) -> float:
+        return self.budget - (time.monotonic() - self.began)
+
+    def save(self) -> None:
+        self.record["elapsed_s"] = round(time.monotonic() - self.began, 1)
+        tmp = self.out / "campaign.json.tmp"
+        tmp.write_text(json.dumps(self.record, indent=1, default=str))
+        tmp.replace(self.out / "campaign.json")
+
+    def log(self, text: str) -> None:
+        with open(self.log_path, "a") as f:
+            f.write(text if text.endswith("\n") else text + "\n")
+
+    def stage(self, name: str, result: dict) -> None:
+        self.record["stages"][name] = result
+        self.save()
+
+
+def run_boxed(campaign: Campaign, name: str, cmd: list[str], seconds: float, env: dict | None = None) -> dict:
+    """Run ``cmd`` with its output appended to the log; killed (SIGTERM, then SIGKILL) after ``seconds``."""
+    seconds = max(1.0, seconds)
+    campaign.log(f"\n===== {name}: {' '.join(cmd)} (time box {seconds:.0f} s) =====")
+    began = time.monotonic()
+    with open(campaign.log_path, "a") as log:
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )  # fmt: skip
+        timed_out = False
+        try:
+            proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _stop(proc)
+    return {"rc": proc.returncode, "timed_out": timed_out, "seconds": round(time.monotonic() - began, 1)}
+
+
+def _stop(proc: subprocess.Popen, grace: float = 20.0) -> None:
+    """SIGTERM (a trainer saves its checkpoint), then SIGKILL after ``grace`` seconds."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace)
+    except (subprocess.TimeoutExpired, ProcessLookupError):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def python_cmd(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+# -- setup: PyAV and the package on a bare image ---------------------------------------------------
+def setup_environment(campaign: Campaign) -> dict:
+    """Make ``av`` and ``stvsr_cli`` importable here and in child processes: PyAV from the carried
+    archive when the image lacks it, the package from this checkout (its weights folder linked in)."""
+    facts: dict = {}
+    paths = [str(REPO)]
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        archive = PAYLOAD / "av.tar.xz"
+        site = Path("/tmp/stvsr-site")
+        with tarfile.open(archive) as tar:
+            tar.extractall(site, filter="data")
+        paths.insert(0, str(site))
+        sys.path.insert(0, str(site))
+        facts["av_from"] = str(archive)
+    link = REPO / "stvsr_cli" / "weights"
+    try:
+        import stvsr_cli.weights  # noqa: F401  (installed: weights/ is the package stvsr_cli.weights)
+    except ImportError:
+        if not link.exists():
+            link.symlink_to(Path("..") / "weights")  # a checkout on PYTHONPATH: the same package layout
+        facts["weights_linked"] = True
+    sys.path.insert(0, str(REPO))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        paths + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
+    os.environ["PYTHONUNBUFFERED"] = "1"
+    return facts
+
+
+# -- stage 1: the machine ----------------------------------------------------------------------------
+def stage_machine(campaign: Campaign) -> dict:
+    import av
+    import torch
+
+    facts: dict = {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "av": av.__version__,
+        "cpu_count": os.cpu_count(),
+    }
+    try:
+        import torchvision
+
+        facts["torchvision"] = torchvision.__version__
+    except Exception as exc:  # a missing or broken torchvision is a finding, not a failure
+        facts["torchvision"] = f"unavailable: {exc}"
+    from stvsr_cli.models.ops.dcn import torchvision_available
+
+    facts["torchvision_ops"] = torchvision_available()
+    facts["h264_nvenc_in_pyav"] = "h264_nvenc" in av.codecs_available
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        free, total = torch.cuda.mem_get_info()
+        facts.update(
+            gpu=props.name, capability=f"{props.major}.{props.minor}", multiprocessors=props.multi_processor_count,
+            memory_total_gib=round(total / 2**30, 1), memory_free_gib=round(free / 2**30, 1),
+            cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(), bf16=torch.cuda.is_bf16_supported(),
+        )  # fmt: skip
+        from stvsr_cli.io.encode import encoder_open_error
+
+        for codec in ("h264_nvenc", "hevc_nvenc"):  # 2026-11-30: neither opened on the lent H200
+            error = encoder_open_error(codec, "yuv420p")
+            facts[f"{codec}_opens"] = error is None
+            if error:
+                facts[f"{codec}_error"] = error
+    if shutil.which("nvidia-smi"):
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,memory.free,clocks.max.sm,power.limit",
+             "--format=csv,noheader"], capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+        facts["nvidia_smi"] = smi.stdout.strip() or smi.stderr.strip()
+    campaign.log("machine: " + json.dumps(facts))
+    return facts
+
+
+# -- stage 2: the CUDA tests -------------------------------------------------------------------------
+def stage_pytest(campaign: Campaign, seconds: float) -> dict:
+    junit = Path("/tmp/stvsr-cuda-junit.xml")
+    result = run_boxed(
+        campaign, "pytest -m cuda",
+        python_cmd(
+            "-m", "pytest", "-m", "cuda", "-s", "-rA", "-p", "no:cacheprovider", "--continue-on-collection-errors",
+            f"--junitxml={junit}", "tests",
+        ),
+        seconds,
+    )  # fmt: skip
+    result.update(_junit_summary(junit))
+    result["measurements"] = [
+        line.split("MEASURE", 1)[1].strip() for line in campaign.log_path.read_text().splitlines() if "MEASURE " in line
+    ]
+    return result
+
+
+def _junit_summary(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    import xml.etree.ElementTree as ET
+
+    root = ET.parse(path).getroot()
+    cases, failed, skipped = [], [], []
+    for case in root.iter("testcase"):
+        name = case.get("name")
+        cases.append(name)
+        if case.find("failure") is not None or case.find("error") is not None:
+            node = case.find("failure") if case.find("failure") is not None else case.find("error")
+            failed.append({"test": name, "message": (node.get("message") or "")[:400]})
+        elif case.find("skipped") is not None:
+            skipped.append(name)
+    return {"tests": len(cases), "failed": failed, "skipped": len(skipped)}
+
+
+# -- stage 3: the speed matrix -----------------------------------------------------------------------
+def stage_bench(campaign: Campaign, seconds: float) -> dict:
+    rows_path = Path("/tmp/stvsr-bench.jsonl")
+    rows_path.unlink(missing_ok=True)
+    matrix = BENCH_DRY if campaign.dry_run else BENCH
+    spec = json.dumps(
+        {"rows": matrix, "device": "cpu" if campaign.dry_run else "cuda", "frames": 8 if campaign.dry_run else 24}
+    )
+    result = run_boxed(campaign, "bench", python_cmd(__file__, "--worker", "bench", spec, str(rows_path)), seconds)
+    rows = [json.loads(line) for line in rows_path.read_text().splitlines()] if rows_path.is_file() else []
+    result.update(rows=rows, planned=len(matrix))
+    return result
+
+
+def worker_bench(spec_text: str, rows_path: str) -> None:
+    """One process for the whole matrix (torch and CUDA start once); each row appended when done."""
+    from stvsr_cli.bench import bench
+
+    spec = json.loads(spec_text)
+    for model, size, options in spec["rows"]:
+        began = time.monotonic()
+        try:
+            row = bench(model, size=tuple(size), frames=spec["frames"], device=spec["device"], **options).to_json()
+        except Exception as exc:  # one row failing must not lose the others
+            row = {"model": model, "width": size[0], "height": size[1], "error": f"{type(exc).__name__}: {exc}"}
+        row.update(options=options, wall_s=round(time.monotonic() - began, 1))
+        print(json.dumps(row), flush=True)
+        with open(rows_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        _release_gpu()
+
+
+def _release_gpu() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# -- the training data ---------------------------------------------------------------------------------
+def training_clips(campaign: Campaign) -> tuple[list[str], list[str]]:
+    """(training clips, eval clips): the carried ones, or tiny synthetic clips in a dry run without them."""
+    train, evaluate = PAYLOAD / "train", PAYLOAD / "eval"
+    if train.is_dir() and any(train.iterdir()) and not campaign.dry_run:
+        return [str(train)], [str(evaluate)] if evaluate.is_dir() else []
+    from stvsr_cli.bench import synthetic_clip
+
+    folder = Path("/tmp/stvsr-campaign-data") if not campaign.dry_run else campaign.out.parent / "dry-data"
+    (folder / "train").mkdir(parents=True, exist_ok=True)
+    (folder / "eval").mkdir(parents=True, exist_ok=True)
+    for name, sub, frames in (("a", "train", 16), ("b", "train", 16), ("c", "eval", 7)):  # stvun draws up to x4: 13
+        path = folder / sub / f"{name}.mp4"
+        if not path.exists():
+            synthetic_clip(path, frames, 96, 64)
+    return [str(folder / "train")], [str(folder / "eval")]
+
+
+# -- stage 4: the candidates' speed --------------------------------------------------------------------
+def stage_probe(campaign: Campaign, seconds: float, data: list[str]) -> dict:
+    out = Path("/tmp/stvsr-probe.jsonl")
+    out.unlink(missing_ok=True)
+    spec = json.dumps({"data": data, "dry": campaign.dry_run})
+    result = run_boxed(campaign, "probe", python_cmd(__file__, "--worker", "probe", spec, str(out)), seconds)
+    result["candidates"] = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
+    return result
+
+
+def worker_probe(spec_text: str, out_path: str) -> None:
+    """Steps/s of each candidate at the training batch, the frames decoded once for all of them."""
+    import tempfile
+
+    import torch
+
+    from stvsr_cli.training.data import load_frames
+    from stvsr_cli.training.trainer import TrainConfig, Trainer
+
+    spec = json.loads(spec_text)
+    dry = spec["dry"]
+    cache = load_frames(spec["data"], Path("/tmp/stvsr-frame-cache"))
+    settings = TRAIN_DRY if dry else TRAIN
+    steps, timed_from = (3, 1) if dry else (25, 10)
+    for label, (arch, params) in CANDIDATES.items():
+        params = DRY_PARAMS[arch] if dry else params
+        row: dict = {"candidate": label, "arch": arch, "params": params, **settings}
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                config = TrainConfig(
+                    arch=arch, params=dict(params), data=spec["data"], out=tmp, name=label, steps=steps,
+                    log_every=1, save_every=10**9, device="cpu" if dry else "auto", **settings,
+                )  # fmt: skip
+                trainer = Trainer(config)
+                if torch.cuda.is_available():
+                    torch.cuda.reset_peak_memory_stats()
+                logs = trainer.run(cache)
+                first = next(entry for entry in logs if entry.step == timed_from)
+                rate = (logs[-1].step - first.step) / max(1e-9, logs[-1].seconds - first.seconds)
+                row.update(
+                    parameters=sum(p.numel() for p in trainer.parameters), steps_per_s=round(rate, 3),
+                    loss_first=round(logs[0].loss, 5), loss_last=round(logs[-1].loss, 5),
+                )  # fmt: skip
+                if torch.cuda.is_available():
+                    row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"
+        print(json.dumps(row), flush=True)
+        with open(out_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        _release_gpu()
+
+
+# -- stage 5: training ---------------------------------------------------------------------------------
+def stage_train(
+    campaign: Campaign, seconds: float, data: list[str], evaluate: list[str], rate: float | None,
+    init: str | None = None, lr: float | None = None,
+) -> dict:  # fmt: skip
+    """``stvsr train`` of the chosen candidate for ``seconds``: steps = the probe's rate times the
+    time left after start-up and export, so its cosine schedule ends in time. ``init`` names a
+    registered model to start from (a later GPU draw continues an earlier one's weights; the
+    registry file comes with $STVSR_REGISTRY)."""
+    arch, params = CANDIDATES[CHOSEN]
+    dry = campaign.dry_run
+    params = DRY_PARAMS[arch] if dry else params
+    settings = {**(TRAIN_DRY if dry else TRAIN), **({"lr": lr} if lr else {})}
+    startup, export = (0, 0) if dry else (15, 25)  # H200, 2026-11-30: 13 s for both together
+    rate = rate or 5.0  # a guess, if the probe did not finish
+    steps = 4 if dry else max(50, int(rate * (seconds - startup - export) * 0.9))
+    run = Path("/tmp/stvsr-train") / CHOSEN
+    shutil.rmtree(run, ignore_errors=True)
+    name = "stvun-gpu"
+    cmd = python_cmd(
+        "-m", "stvsr_cli", "train", "--arch", arch, "--params", json.dumps(params), "--out", str(run),
+        "--name", name, "--steps", str(steps), "--batch", str(settings["batch"]), "--patch", str(settings["patch"]),
+        "--lr", str(settings["lr"]), "--frames-in", str(settings["frames_in"]), "--save-every", str(max(1, steps // 4)),
+        "--log-every", "50" if not dry else "1", "--cache-dir", "/tmp/stvsr-frame-cache",
+        "--device", "cpu" if dry else "auto", *(["--init", init] if init else []),
+        *[a for d in data for a in ("--data", d)], *[a for d in evaluate for a in ("--eval", d)],
+    )  # fmt: skip
+    copier = CheckpointCopier(run / "checkpoints" / "latest.pt", campaign.out / "train")
+    copier.start()
+    try:
+        result = run_boxed(campaign, "train", cmd, seconds)
+    finally:
+        copier.stop()
+    result.update(candidate=CHOSEN, arch=arch, params=params, steps=steps, rate=rate, init=init, **settings)
+    log = run / "train.jsonl"
+    if log.is_file():
+        entries = [json.loads(line) for line in log.read_text().splitlines()]
+        result["log"] = entries[:: max(1, len(entries) // 40)] + entries[-1:]
+    exported = {}
+    for suffix in (".safetensors", ".md"):
+        src = run / f"{name}{suffix}"
+        if src.is_file():
+            shutil.copy2(src, campaign.out / "train" / src.name)
+            exported[suffix] = src.name
+    result["exported"] = exported
+    result["checkpoint_parts"] = copier.parts
+    return result
+
+
+class CheckpointCopier(threading.Thread):
+    """Copies the trainer's latest checkpoint into DIR whenever it changes (split into parts of
+    ``PART_BYTES``), so a run cut off by the time limit still brings back weights to resume from."""
+
+    def __init__(self, latest: Path, dest: Path) -> None:
+        super().__init__(daemon=True)
+        self.latest, self.dest = latest, dest
+        self.dest.mkdir(parents=True, exist_ok=True)
+        self.parts: list[str] = []
+        self._seen: float | None = None
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(2.0):
+            self.copy()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+        self.copy()
+
+    def copy(self) -> None:
+        try:
+            mtime = self.latest.stat().st_mtime
+        except FileNotFoundError:
+            return
+        if mtime == self._seen:
+            return
+        self._seen = mtime
+        self.parts = split_file(self.latest, self.dest / "checkpoint.pt", PART_BYTES)
+
+
+def split_file(src: Path, dst: Path, part_bytes: int) -> list[str]:
+    """``src`` as ``dst.part0``, ``dst.part1``, ... of at most ``part_bytes`` (``cat`` joins them)."""
+    for old in dst.parent.glob(dst.name + ".part*"):
+        old.unlink()
+    data = src.read_bytes()
+    names = []
+    for i in range(0, max(1, len(data)), part_bytes):
+        part = dst.with_name(f"{dst.name}.part{i // part_bytes}")
+        part.write_bytes(data[i : i + part_bytes])
+        names.append(part.name)
+    return names
+
+
+# -- preparing the payload (here) ------------------------------------------------------------------------
+def tracked_bytes() -> int:
+    """The working tree that travels: tracked files plus untracked files git does not ignore."""
+    listing = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    return sum((REPO / os.fsdecode(p)).stat().st_size for p in listing if p and (REPO / os.fsdecode(p)).is_file())
+
+
+def folder_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
+
+
+def payload_check() -> dict:
+    tree, carried = tracked_bytes(), folder_bytes(PAYLOAD)
+    missing = [name for name in ("av.tar.xz", "train") if not (PAYLOAD / name).exists()]
+    total = tree + carried
+    return {
+        "working_tree_bytes": tree, "carried_bytes": carried, "total_bytes": total, "limit_bytes": PAYLOAD_LIMIT,
+        "fits": total <= PAYLOAD_LIMIT, "missing": missing, "ready": total <= PAYLOAD_LIMIT and not missing,
+    }  # fmt: skip
+
+
+def prepare(wheel: Path | None, train_dir: Path, eval_dir: Path, eval_clips: int) -> dict:
+    """Build .gpu/: PyAV for the device's Python as an xz archive (a third smaller than its wheel),
+    the eval clips' smallest few, and as much of every training clip as the rest of the limit holds,
+    cut without re-encoding (packets copied up to a point where every earlier frame is complete)."""
+    import zipfile
+
+    PAYLOAD.mkdir(exist_ok=True)
+    archive = PAYLOAD / "av.tar.xz"
+    if not archive.exists():
+        if wheel is None:
+            wheels = sorted((REPO / ".whl").glob("av-*.whl"))
+            if not wheels:
+                raise SystemExit("no PyAV wheel: download it first (benchmarks/README.md, 'GPU campaign')")
+            wheel = wheels[-1]
+        staging = Path("/tmp/stvsr-av-wheel")
+        shutil.rmtree(staging, ignore_errors=True)
+        zipfile.ZipFile(wheel).extractall(staging)
+        for so in staging.rglob("*.so*"):
+            so.chmod(0o755)
+        with tarfile.open(archive, "w:xz", preset=9) as tar:
+            for item in sorted(staging.iterdir()):
+                tar.add(item, arcname=item.name)
+    evaluate = PAYLOAD / "eval"
+    shutil.rmtree(evaluate, ignore_errors=True)
+    evaluate.mkdir()
+    vimeo = sorted(eval_dir.glob("vimeo_septuplet_samples__*.mkv"), key=lambda p: p.stat().st_size)
+    for clip in vimeo[len(vimeo) // 2 - eval_clips // 2 :][:eval_clips]:  # middling, not the easiest
+        shutil.copy2(clip, evaluate / clip.name)
+    train = PAYLOAD / "train"
+    shutil.rmtree(train, ignore_errors=True)
+    train.mkdir()
+    room = (
+        PAYLOAD_LIMIT - tracked_bytes() - folder_bytes(PAYLOAD) - 2 * 2**20
+    )  # a margin: the tree grows before the call
+    clips = sorted(train_dir.glob("*.mp4"))
+    fraction = min(1.0, room / sum(c.stat().st_size for c in clips))
+    kept = {}
+    for clip in clips:
+        frames = _frame_count(clip)
+        kept[clip.name] = copy_prefix(clip, train / clip.name, max(16, int(frames * fraction)))  # 13 for x4 in time
+    overflow = payload_check()
+    while not overflow["fits"]:  # the first frames cost more than the average: trim the largest
+        largest = max(train.iterdir(), key=lambda p: p.stat().st_size)
+        kept[largest.name] = copy_prefix(train_dir / largest.name, largest, max(16, kept[largest.name] * 3 // 4))
+        overflow = payload_check()
+    return {"frames_kept": kept, "fraction": round(fraction, 3), **overflow}
+
+
+def _frame_count(path: Path) -> int:
+    import av
+
+    with av.open(str(path)) as container:
+        return container.streams.video[0].frames or sum(1 for _ in container.demux(video=0))
+
+
+def copy_prefix(src: Path, dst: Path, frames: int) -> int:
+    """The first ``frames`` or so frames of ``src`` into ``dst`` without re-encoding: packets in
+    decode order until at least ``frames`` are in and every frame before the last one is present
+    (B-frames arrive after the frames they precede). Returns the frames kept."""
+    import av
+
+    tmp = dst.with_suffix(".tmp" + dst.suffix)
+    with av.open(str(src)) as inp, av.open(str(tmp), "w") as out:
+        stream = inp.streams.video[0]
+        ostream = out.add_stream_from_template(stream)
+        step = Fraction(1) / (stream.average_rate or stream.guessed_rate) / stream.time_base
+        first_pts, seen = None, set()
+        for packet in inp.demux(stream):
+            if packet.pts is None:
+                continue
+            first_pts = packet.pts if first_pts is None else min(first_pts, packet.pts)
+            seen.add(packet.pts)
+            packet.stream = ostream
+            out.mux(packet)
+            indices = {round((pts - first_pts) / step) for pts in seen}
+            if len(indices) >= frames and indices == set(range(len(indices))):
+                break
+    tmp.replace(dst)
+    return len(seen)
+
+
+def device_command(budget: int) -> str:
+    return f"PYTHONUNBUFFERED=1 python3 benchmarks/gpu_campaign.py --out $OUT --budget {budget}"
+
+
+# -- the whole campaign -----------------------------------------------------------------------------------
+STAGES = ("setup", "machine", "pytest", "bench", "probe", "train")
+
+
+def campaign_main(
+    out: Path, dry_run: bool, budget: float, only: tuple[str, ...] = STAGES, init: str | None = None,
+    rate: float | None = None, lr: float | None = None,
+) -> dict:  # fmt: skip
+    """The stages in ``only`` (all by default; setup always), in order, within ``budget`` seconds."""
+    campaign = Campaign(out, dry_run, budget)
+    campaign.record.update(only=list(only), init=init)
+    campaign.record["payload"] = payload_check()
+    try:
+        campaign.stage("setup", setup_environment(campaign))
+        began = time.monotonic()
+        if "machine" in only:
+            campaign.stage("machine", {**stage_machine(campaign), "seconds": round(time.monotonic() - began, 1)})
+        # Shares of the budget: later stages get what earlier ones leave; training takes the rest.
+        scale = 0.5 if dry_run else 1.0
+        if "pytest" in only:
+            campaign.stage("pytest", stage_pytest(campaign, min(80 * scale, campaign.left() - 60)))
+        if "bench" in only:
+            campaign.stage(
+                "bench", stage_bench(campaign, min(130 * scale + (60 if dry_run else 0), campaign.left() - 60))
+            )
+        data, evaluate = training_clips(campaign)
+        if "probe" in only:
+            probe = stage_probe(campaign, min(50 if not dry_run else 120, campaign.left() - 30), data)
+            campaign.stage("probe", probe)
+            rate = next((c.get("steps_per_s") for c in probe["candidates"] if c["candidate"] == CHOSEN), rate)
+        if "train" in only:
+            campaign.stage("train", stage_train(campaign, campaign.left() - 10, data, evaluate, rate, init, lr))
+    except Exception as exc:  # the record says what broke; what was measured stays
+        campaign.record["error"] = f"{type(exc).__name__}: {exc}"
+        campaign.log(f"campaign error: {exc!r}")
+    stages = campaign.record["stages"]
+    campaign.record["complete"] = all(name in stages for name in ("setup", *only))
+    campaign.record["failed_stages"] = [name for name, result in stages.items() if not stage_ok(result)]
+    campaign.save()
+    return campaign.record
+
+
+def stage_ok(result: dict) -> bool:
+    """A stage's process ended by itself with 0, and no test, bench row or candidate failed."""
+    if result.get("rc", 0) != 0 or result.get("timed_out") or result.get("failed"):
+        return False
+    return not any("error" in row for row in result.get("rows", []) + result.get("candidates", []))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, help="Folder for campaign.json, the log, checkpoints and weights.")
+    parser.add_argument("--dry-run", action="store_true", help="Every stage on the CPU at tiny sizes, in seconds.")
+    parser.add_argument("--budget", type=float, default=560, help="Seconds for the whole campaign.")
+    parser.add_argument("--prepare", action="store_true", help="Build .gpu/ here and check the payload.")
+    parser.add_argument("--wheel", type=Path, default=None, help="PyAV wheel for the device's Python (--prepare).")
+    parser.add_argument("--train-data", type=Path, default=SHARED_DATA / "train")
+    parser.add_argument("--eval-data", type=Path, default=SHARED_DATA / "eval")
+    parser.add_argument("--eval-clips", type=int, default=3)
+    parser.add_argument("--only", default=",".join(STAGES[1:]), help="Stages to run, comma-separated (default: all).")
+    parser.add_argument("--init", default=None, help="Train from this registered model's weights ($STVSR_REGISTRY).")
+    parser.add_argument("--rate", type=float, default=None, help="Training steps/s when the probe is not run.")
+    parser.add_argument("--lr", type=float, default=None, help="Training learning rate (default: TRAIN's).")
+    parser.add_argument("--worker", nargs=3, metavar=("KIND", "SPEC", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        kind, spec, out = args.worker
+        {"bench": worker_bench, "probe": worker_probe}[kind](spec, out)
+        return 0
+    if args.prepare:
+        report = prepare(args.wheel, args.train_data, args.eval_data, args.eval_clips)
+        print(json.dumps({k: v for k, v in report.items() if k != "frames_kept"}, indent=1))
+        print(f"frames kept: {sum(report['frames_kept'].values())} in {len(report['frames_kept'])} clips")
+        print(f'device tool: run(carry=[".gpu"], timeout_s=600, command="{device_command(int(args.budget))}")')
+        return 0 if report["ready"] else 1
+    if args.out is None:
+        parser.error("--out is required")
+    only = tuple(s.strip() for s in args.only.split(",") if s.strip())
+    unknown = set(only) - set(STAGES)
+    if unknown:
+        parser.error(f"unknown stages: {', '.join(sorted(unknown))} (known: {', '.join(STAGES[1:])})")
+    record = campaign_main(
+        args.out, args.dry_run, args.budget if not args.dry_run else min(args.budget, 240), only, args.init,
+        args.rate, args.lr,
+    )  # fmt: skip
+    summary = {k: record.get(k) for k in ("complete", "failed_stages", "error")}
+    print(json.dumps({**summary, "out": str(args.out)}))
+    return 0 if record["complete"] and not record["failed_stages"] and not record.get("error") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

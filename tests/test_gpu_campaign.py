@@ -1,0 +1,91 @@
+"""The GPU campaign (benchmarks/gpu_campaign.py) is run here in its dry-run form, so that the one
+command a lent GPU gets cannot rot; and its helpers for the payload are checked on real files."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from media import make_video
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "benchmarks" / "gpu_campaign.py"
+
+
+def _campaign():
+    spec = importlib.util.spec_from_file_location("gpu_campaign", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dry_run_writes_a_complete_record(tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--dry-run", "--out", str(out)], capture_output=True, text=True, timeout=400
+    )
+    record = json.loads((out / "campaign.json").read_text())
+    assert proc.returncode == 0, (record.get("failed_stages"), record.get("error"), proc.stdout[-2000:])
+    assert record["complete"] and record["dry_run"] and not record["failed_stages"]
+    stages = record["stages"]
+    assert stages["machine"]["torch"] and stages["machine"]["av"]
+    assert stages["pytest"]["tests"] > 0  # the CUDA tests were collected (and skipped: no GPU here)
+    rows = stages["bench"]["rows"]
+    assert len(rows) == stages["bench"]["planned"]
+    plain = [r for r in rows if r["plain"]]
+    assert plain and all(r["precision"] == "fp32" for r in plain)
+    for row in rows:
+        assert row["model_useful_fps"] <= row["model_fps"]  # overlap outputs are not counted as useful
+        assert row["e2e_frames"] > 0 and row["codec"]
+    assert all(c["steps_per_s"] > 0 for c in stages["probe"]["candidates"])
+    train = stages["train"]
+    assert train["rc"] == 0 and train["log"][-1]["step"] == train["steps"]
+    weights = out / "train" / train["exported"][".safetensors"]
+    assert weights.stat().st_size > 0
+    parts = sorted((out / "train").glob("checkpoint.pt.part*"))
+    assert [p.name for p in parts] == train["checkpoint_parts"]
+    # What comes back from the device tool: at most 8 files, each under 16 MB, two folders deep.
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert len(files) <= 8 and all(p.stat().st_size < 16 * 10**6 for p in files)
+    assert all(len(p.relative_to(out).parts) <= 3 for p in files)
+    assert "fits" in record["payload"]
+
+
+def test_copy_prefix_keeps_the_first_frames_bit_exact(tmp_path):
+    campaign = _campaign()
+    src = tmp_path / "src.mp4"
+    make_video(src, frames=40, rate=25, size=(64, 48))
+    dst = tmp_path / "dst.mp4"
+    kept = campaign.copy_prefix(src, dst, 17)
+    with av.open(str(dst)) as c:
+        cut = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    with av.open(str(src)) as c:
+        whole = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert 17 <= len(cut) == kept < 40
+    assert all(np.array_equal(a, b) for a, b in zip(cut, whole))  # no re-encoding, no gap
+
+
+def test_split_file_parts_join_back(tmp_path):
+    campaign = _campaign()
+    src = tmp_path / "blob"
+    data = np.random.default_rng(0).bytes(2500)
+    src.write_bytes(data)
+    (tmp_path / "out").mkdir()
+    names = campaign.split_file(src, tmp_path / "out" / "ckpt", 1000)
+    assert names == ["ckpt.part0", "ckpt.part1", "ckpt.part2"]
+    assert b"".join((tmp_path / "out" / n).read_bytes() for n in names) == data
+    assert campaign.split_file(src, tmp_path / "out" / "ckpt", 5000) == ["ckpt.part0"]  # old parts removed
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ckpt.part0"]
+
+
+@pytest.mark.parametrize("result, ok", [
+    ({"rc": 0}, True), ({"rc": 1}, False), ({"rc": 0, "timed_out": True}, False),
+    ({"rc": 0, "failed": [{"test": "t"}]}, False), ({"rc": 0, "rows": [{"error": "x"}]}, False),
+])  # fmt: skip
+def test_stage_ok(result, ok):
+    assert _campaign().stage_ok(result) is ok
