@@ -18,6 +18,7 @@ $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
 	$(BIN)/pip install -e '.[dev]'
 	touch $@
 
+# The default model (stvun-gpu) takes about 1.5 minutes on a 2-core CPU; `--model classic` is the instant preview.
 demo: $(VENV)/.installed
 	mkdir -p out
 	$(BIN)/stvsr upscale examples/vtest_200x150.mp4 out/vtest_800x600_50fps.mp4 --overwrite

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -90,6 +91,26 @@ class FpsColumn(ProgressColumn):
     def render(self, task) -> Text:
         speed = task.finished_speed or task.speed
         return Text(f"{speed:6.1f} fps" if speed else "   ... fps")
+
+
+class PlainProgress:
+    """Progress as a line every ``interval`` seconds, for stderr that is not a terminal (logs,
+    ``make demo`` piped): a slow run still says how far it is and how long is left."""
+
+    interval = 10.0
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.began = self.last = time.monotonic()
+
+    def update(self, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        if now - self.last < self.interval or not done:
+            return
+        self.last = now
+        rate = done / max(now - self.began, 1e-9)
+        left = f", about {(total - done) / rate:.0f} s left" if total else ""
+        click.echo(f"{self.label}: {done}/{total or '?'} frames, {rate:.1f} frames/s{left}", err=True)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -223,8 +244,12 @@ def upscale(ctx: click.Context, input: Path, output: Path, **opts: Any) -> None:
         )
         bar.start()
 
+    plain = PlainProgress("upscaling") if not show_bar and not quiet else None
+
     def on_progress(done: int, total: int) -> None:
         bar.update(task, completed=done, total=total)
+        if plain is not None:
+            plain.update(done, total)
 
     def on_scan(done: int, total: int) -> None:
         bar.update(scan_task, completed=done, total=total, visible=True)
@@ -525,7 +550,7 @@ class Size(click.ParamType):
 )
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--half/--no-half", default=None, help="float16 autocast (default: on for CUDA where supported).")
-@click.option("--codec", default=None, help="Encoder of the end-to-end run (default: NVENC on CUDA where it opens, else x264).")
+@click.option("--codec", default=None, help="End-to-end encoder (default: NVENC on CUDA where it opens, else x264).")
 @click.option("--plain", is_flag=True, help="The baseline: float32, no pinned memory, no encoder thread.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
@@ -547,7 +572,8 @@ def bench_command(ctx: click.Context, as_json: bool, **opts: Any) -> None:
         f"{r.model} {r.width}x{r.height} -> {r.out_width}x{r.out_height} on {r.device} ({r.device_name}), {r.precision}"
         f"{', plain baseline' if r.plain else ''}{', random weights' if r.random_weights else ''}\n"
         f"  model only: {r.model_useful_fps:.2f} useful output frames/s, {r.model_useful_mpix_s:.1f} Mpixel/s "
-        f"({r.model_fps:.2f} frames/s counting the overlap; {r.model_seconds_per_call:.3f} s per {r.window}-frame window)\n"
+        f"({r.model_fps:.2f} frames/s counting the overlap; "
+        f"{r.model_seconds_per_call:.3f} s per {r.window}-frame window)\n"
         f"  end to end: {r.e2e_fps:.2f} output frames/s ({r.e2e_frames} frames in {r.e2e_seconds:.1f} s, "
         f"decode + model + {r.codec})\n"
         f"  peak memory: {r.peak_memory_gib:.2f} GiB ({r.memory})"

@@ -191,3 +191,17 @@ def test_colours_survive_the_round_trip(tmp_path, size, colorspace):
     before, after = read_frames(src, fmt="yuv420p")[0], read_frames(out, fmt="yuv420p")[0]
     assert np.abs(before.astype(int) - after.astype(int)).mean() < 0.1
     assert np.abs(before.astype(int) - after.astype(int)).max() <= 2
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal(clip, tmp_path, monkeypatch):
+    """Logs and `make demo` output get a progress line (frames, rate, time left), not a live bar."""
+    from stvsr_cli.cli import PlainProgress
+
+    monkeypatch.setattr(PlainProgress, "interval", 0.0)
+    out = tmp_path / "out.mp4"
+    result = CliRunner().invoke(main, ["upscale", str(clip), str(out), "--model", "classic"])
+    assert result.exit_code == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("upscaling: ")]
+    assert lines and lines[-1].startswith("upscaling: 20/20 frames, ") and "s left" in lines[-1]
+    quiet = CliRunner().invoke(main, ["upscale", str(clip), str(out), "--model", "classic", "-q", "--overwrite"])
+    assert quiet.exit_code == 0 and "upscaling:" not in quiet.stderr
