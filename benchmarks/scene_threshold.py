@@ -17,7 +17,8 @@ import av
 import numpy as np
 from av.video.reformatter import Interpolation
 
-from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD, cut_scores, thumbnail_size
+from stvsr_cli.io.decode import thumbnail_size
+from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD, cut_scores
 
 
 def thumbnails(path: Path) -> list[np.ndarray]:
@@ -55,9 +56,7 @@ def main(folders: list[str]) -> None:
     inside, made_up = np.array(inside), np.array(made_up)
     print(f"{len(clips)} clips, {sum(map(len, thumbs.values()))} frames; threshold {DEFAULT_SCENE_THRESHOLD}")
     print(f"cuts found: {', '.join(found) or 'none'}")
-    print(
-        f"frame scores inside shots: max {inside.max():.2f}, 99.9th percentile {np.quantile(inside, 0.999):.2f}"
-    )
+    print(f"frame scores inside shots: max {inside.max():.2f}, 99.9th percentile {np.quantile(inside, 0.999):.2f}")
     print(
         f"made-up cuts between {len(firsts)} sources ({len(made_up)} pairs): min {made_up.min():.2f}, "
         f"1st percentile {np.quantile(made_up, 0.01):.2f}, missed at the threshold {np.mean(made_up <= DEFAULT_SCENE_THRESHOLD):.1%}"

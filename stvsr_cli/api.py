@@ -3,41 +3,35 @@
 >>> from stvsr_cli import upscale
 >>> result = upscale("in.mp4", "out.mp4", scale=4, fps_x=2)   # doctest: +SKIP
 >>> result.frames_out, result.rate_out                        # doctest: +SKIP
+
+A run is a short composition of stages: the source (probe, deinterlace, scene cuts, repeated
+frames), the plan (output grid, model windows), the model runner (tiles, out-of-memory fallback)
+and the sink (encoded segments in a work folder, joined into the output at the end).
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
-from stvsr_cli import __version__, hub
+from stvsr_cli import hub
 from stvsr_cli.errors import InputError, OutputError, UsageError
-from stvsr_cli.io.decode import VideoInfo, VideoReader, can_seek_exactly, probe
-from stvsr_cli.io.encode import (
-    EncodeSettings,
-    FrameEncoder,
-    choose_codec,
-    is_disk_full,
-    join_segments,
-    output_format,
-)
+from stvsr_cli.io.decode import VideoInfo
+from stvsr_cli.io.encode import EncodeSettings, choose_codec, is_disk_full, output_format
 from stvsr_cli.io.workdir import UNWRITABLE_ERRNOS, WorkFolder, input_identity
-from stvsr_cli.models.loader import load_model
+from stvsr_cli.models.loader import Upscaler, load_model
 from stvsr_cli.models.registry import ModelSpec, Registry, load_registry
+from stvsr_cli.options import UpscaleOptions
+from stvsr_cli.pipeline.plan import OutputGrid, output_grid, plan_run
+from stvsr_cli.pipeline.repeats import Dedup, choose_repeats
 from stvsr_cli.pipeline.run import run_windows
-from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD, find_cuts
-from stvsr_cli.pipeline.sink import InlineSink, ThreadedSink
-from stvsr_cli.pipeline.tiles import MIN_TILE, OutOfMemoryFallback
-from stvsr_cli.pipeline.timing import nominal_rate, rate_text
-from stvsr_cli.pipeline.windows import plan_windows
-
-Progress = Callable[[int, int], None]  # (frames done, frames in all)
-DEINTERLACE_MODES = ("auto", "on", "off")
-DEFAULT_SEGMENT_FRAMES = 480  # output frames per resumable segment (closed at the next window boundary)
+from stvsr_cli.pipeline.sink import OutputSink, Segments
+from stvsr_cli.pipeline.source import Progress, Source, find_cuts_and_repeats, find_scene_cuts, open_source
+from stvsr_cli.pipeline.tiles import OutOfMemoryFallback
+from stvsr_cli.pipeline.windows import WindowPlan
 
 
 @dataclass(frozen=True)
@@ -61,6 +55,9 @@ class UpscaleResult:
     cuts: list[int] = field(default_factory=list)  # input frames (on the constant-rate grid) that start a shot
     cut_times: list[Fraction] = field(default_factory=list)  # the same, in seconds from the first frame
     deinterlaced: bool = False
+    dedup: bool = False  # repeated frames were dropped from the model's input and the rest re-timed
+    repeated_frames: list[int] = field(default_factory=list)  # input frames dropped as repeats of the previous one
+    repeat_patterns: list[str] = field(default_factory=list)  # regular patterns found, e.g. "1 in 5 over frames 0-59"
     segments: int = 1  # resumable pieces the output was made in (each starts with a keyframe)
     warnings: list[str] = field(default_factory=list)
 
@@ -87,34 +84,23 @@ class UpscaleResult:
 
 @dataclass(frozen=True)
 class Job:
-    """A checked request: the files, the model and the plan parameters, before any heavy work."""
+    """A checked request: the files, the model and its window, the options; before any heavy work."""
 
     src: Path
     dst: Path
     spec: ModelSpec
-    scale: int
-    fps_x: int
     window: int
     overlap: int
+    options: UpscaleOptions
 
 
-def check_job(
-    src: Path | str,
-    dst: Path | str,
-    *,
-    model: str | None,
-    scale: int,
-    fps_x: int | None,
-    window: int | None,
-    overlap: int | None,
-    overwrite: bool,
-    registry: Registry | None = None,
-) -> Job:
+def check_job(src: Path | str, dst: Path | str, options: UpscaleOptions, registry: Registry | None = None) -> Job:
     """Validate everything that can be validated without reading the video."""
     src, dst = Path(src), Path(dst)
-    spec = (registry or load_registry()).get(model)
-    spec.check_factors(scale=scale, fps_x=fps_x)  # fps_x None: a target --fps, checked once the input rate is known
-    window, overlap = spec.window_and_overlap(window, overlap)
+    spec = (registry or load_registry()).get(options.model)
+    # With a target --fps the time factor is checked once the input rate is known (output_grid).
+    spec.check_factors(scale=options.scale, fps_x=None if options.fps else options.fps_x)
+    window, overlap = spec.window_and_overlap(options.window, options.overlap)
 
     if not src.exists():
         raise InputError(f"input '{src}' not found")
@@ -122,161 +108,73 @@ def check_job(
         raise UsageError(f"output '{dst}' is the input file", "choose another output path")
     if dst.is_dir():
         raise OutputError(f"output '{dst}' is a folder", "give a file name such as out.mp4")
-    if dst.exists() and not overwrite:
+    if dst.exists() and not options.overwrite:
         raise OutputError(f"output '{dst}' already exists", "use --overwrite to replace it")
     if not dst.parent.is_dir():
         raise OutputError(f"output folder '{dst.parent}' does not exist")
-    return Job(src, dst, spec, scale, fps_x, window, overlap)
+    return Job(src, dst, spec, window, overlap, options)
+
+
+def load_upscaler(
+    options: UpscaleOptions, spec: ModelSpec | None = None, progress: hub.Progress | None = None
+) -> Upscaler:
+    """The model ``options`` name (or ``spec``), checked against their factors and loaded on their
+    device, its weights downloaded on first use: for ``upscale`` and ``stvsr eval`` alike."""
+    spec = spec or load_registry().get(options.model)
+    spec.check_factors(scale=options.scale, fps_x=None if options.fps else options.fps_x)
+    return load_model(
+        spec, scale=options.scale, device=options.device, half=options.half, weights=options.weights,
+        offline=options.offline, progress=progress,
+    )  # fmt: skip
 
 
 def upscale(
     input: Path | str,
     output: Path | str,
+    options: UpscaleOptions | None = None,
     *,
-    model: str | None = None,
-    scale: int = 4,
-    fps_x: int = 2,
-    fps: Fraction | float | str | None = None,
-    window: int | None = None,
-    overlap: int | None = None,
-    tile: int = 0,
-    device: str = "auto",
-    half: bool | None = None,
-    weights: Path | str | None = None,
-    offline: bool | None = None,
-    encode: EncodeSettings | None = None,
-    start: float | Fraction | None = None,
-    duration: float | Fraction | None = None,
-    overwrite: bool = False,
-    scene_detect: bool = True,
-    scene_threshold: float = DEFAULT_SCENE_THRESHOLD,
-    deinterlace: str = "auto",
-    restart: bool = False,
-    segment_frames: int = DEFAULT_SEGMENT_FRAMES,
-    pipelined: bool = True,
     registry: Registry | None = None,
-    on_info: Callable[[VideoInfo, Job], None] | None = None,
+    on_info: Callable[[VideoInfo, Job, OutputGrid], None] | None = None,
     progress: Progress | None = None,
     scan_progress: Progress | None = None,
     download_progress: hub.Progress | None = None,
     on_note: Callable[[str], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    **changes,
 ) -> UpscaleResult:
-    """Upscale ``input`` by ``scale`` in space and ``fps_x`` in time into ``output``.
+    """Upscale ``input`` into ``output`` as ``options`` (an ``UpscaleOptions``, with ``changes``
+    made to it; or the ``UpscaleOptions`` fields as keywords) say: ``scale`` in space and ``fps_x``
+    in time, or to the frame rate ``fps``.
 
-    ``fps`` (a number or a fraction such as "60000/1001") asks for that frame rate instead of a
-    factor: output frame j is the picture at j/fps seconds (a real frame where one falls exactly
-    there), which models with arbitrary output times (``times = "any"`` in the registry) can make.
-    The output has exactly ``fps_x`` times the input's frames at ``fps_x`` times its frame rate,
-    lasts as long as the input and carries its audio and subtitles. Nothing is left at ``output``
-    unless the whole run succeeds. ``start``/``duration`` (seconds) process a piece of the input.
-    ``tile`` (LR pixels, 0 = off) runs the model on overlapping tiles, for frames too big for the device.
-    The model's registered weights are downloaded on first use unless ``offline``; ``weights``
-    names a local file to use instead.
-
-    Hard scene cuts are found first (one quick pass over small thumbnails, ``scan_progress``
-    reports it) unless ``scene_detect`` is off: no model call spans a cut, and the output frames
-    between two shots repeat the nearer real frame. ``deinterlace`` is ``auto`` (when the stream
-    says it is interlaced), ``on`` or ``off``.
-
-    The output is made in segments of about ``segment_frames`` frames, kept in a work folder beside
-    ``output`` until the end: running the same call again after any interruption resumes after the
-    last finished segment, with the same frames an uninterrupted run gives (``restart`` starts
-    over; a changed input or options start over by themselves; ``on_note`` hears which). A window
-    that runs out of device memory is retried on smaller tiles.
-
-    ``pipelined=False`` is the plain baseline that ``stvsr bench --plain`` measures: frames copied
-    to the GPU from pageable memory and encoded in this thread, so decode, model and encode take
-    turns instead of overlapping.
+    The output lasts as long as the input and carries its audio and subtitles; nothing is left at
+    ``output`` unless the whole run succeeds. The model's weights are downloaded on first use
+    (``download_progress``) unless ``offline``. Hard scene cuts are found first (``scan_progress``),
+    so that no model call spans one. The output is made in segments kept in a work folder beside
+    it until the end: running the same call again after any interruption resumes after the last
+    finished segment, with the frames an uninterrupted run gives (``on_note`` says so, or why it
+    starts afresh). A segment closes after ``segment_frames`` frames or a minute of work by
+    ``clock``. ``on_info`` hears what the input is and what the output will be, before the work.
     """
     began = time.perf_counter()
-    target_rate = parse_rate(fps) if fps is not None else None
-    job = check_job(
-        input, output, model=model, scale=scale, fps_x=None if target_rate else fps_x, window=window,
-        overlap=overlap, overwrite=overwrite, registry=registry,
-    )  # fmt: skip
-    if start is not None and start < 0:
-        raise UsageError("--start must not be negative")
-    if duration is not None and duration <= 0:
-        raise UsageError("--duration must be positive")
-    if tile and tile < MIN_TILE:
-        raise UsageError(f"--tile must be 0 (off) or at least {MIN_TILE} pixels")
-    if deinterlace not in DEINTERLACE_MODES:
-        raise UsageError(f"--deinterlace must be one of {', '.join(DEINTERLACE_MODES)}")
-    if scene_threshold <= 0:
-        raise UsageError("--scene-threshold must be positive")
-    if segment_frames < 1:
-        raise UsageError("--segment-frames must be at least 1")
-    info = probe(job.src, start=start, duration=duration)
-    upscaler = load_model(
-        job.spec, scale=scale, device=device, half=half, weights=weights, offline=offline, progress=download_progress
-    )
+    options = replace(options, **changes) if options is not None else UpscaleOptions(**changes)
+    job = check_job(input, output, options, registry)
+    source = open_source(job.src, start=options.start, duration=options.duration, deinterlace=options.deinterlace)
+    upscaler = load_upscaler(options, job.spec, download_progress)
+    grid = output_grid(source.info, job.spec, fps_x=options.fps_x, fps=options.fps)
     if on_info is not None:
-        on_info(info, job)
-    rate_out = target_rate if target_rate is not None else info.frame_rate * fps_x
-    step = info.frame_rate / rate_out  # input frames per output frame
-    if target_rate is not None:  # a factor was checked with the job
-        job.spec.check_step(step, f"{rate_text(info.frame_rate)} -> {rate_text(target_rate)} fps")
-    n_outputs = output_count(info.frame_count, info.frame_rate, rate_out)
-    deinterlacing = deinterlace == "on" or (deinterlace == "auto" and info.interlaced)
-    settings = choose_codec(encode or EncodeSettings(), upscaler.device.type, info.bit_depth)
-    fmt = output_format(job.dst)
-    job_record = {
-        "input": input_identity(job.src),
-        "options": {
-            "stvsr": __version__, "model": job.spec.name, "weights": input_identity(Path(weights)) if weights else None, "scale": scale,
-            "fps_x": fps_x, "fps": target_rate, "window": job.window, "overlap": job.overlap, "tile": tile, "device": device,
-            "half": half, "encode": asdict(settings), "start": start, "duration": duration,
-            "scene_detect": scene_detect, "scene_threshold": scene_threshold, "deinterlace": deinterlace,
-            "segment_frames": segment_frames,
-        },
-    }  # fmt: skip
-    size = {"width": info.width * scale, "height": info.height * scale, "rate": rate_out}
-    model = OutOfMemoryFallback(upscaler, scale, tile)
-    work, note = WorkFolder.open(job.dst, job_record, restart=restart)
+        on_info(source.info, job, grid)
+    settings = choose_codec(options.encode, upscaler.device.type, source.info.bit_depth)
+    work, note = WorkFolder.open(job.dst, _work_record(job, settings), restart=options.restart)
+    if note and on_note is not None:
+        on_note(note)
+    runner = OutOfMemoryFallback(upscaler, options.scale, options.tile)
     try:
-        notes = [note] if note else []
-        if note and on_note is not None:
-            on_note(note)
-        if work.cuts is None:  # a resumed run reuses the cuts it found (the same input and options)
-            work.set_cuts(find_scene_cuts(info, scene_threshold, scan_progress) if scene_detect else [])
-        cuts = work.cuts
-        plan = plan_windows(
-            info.frame_count, job.window, job.overlap, min_frames=job.spec.min_frames, cuts=cuts,
-            step=step, n_outputs=n_outputs,
-        )  # fmt: skip
-        # A resumed run decodes from just before the first frame it still needs, where that is exact.
-        first_frame = 0
-        if work.done_windows and can_seek_exactly(info, deinterlacing):
-            first_frame = plan.first_frame_after(work.done_windows)
-        with VideoReader(info, deinterlace=deinterlacing, first_frame=first_frame) as reader:
-            segment = _SegmentBuilder(fmt, info, settings, size, work)
-            # Encoding runs in its own thread, fed in order: the model never waits for the encoder.
-            handle = lambda call: call[0](*call[1:])  # noqa: E731
-            encoder = ThreadedSink(handle) if pipelined else InlineSink(handle)
-            total = plan.n_outputs
-            report = (lambda done: progress(done, total)) if progress is not None else None
-            try:
-                run_windows(
-                    reader.frames(), plan, model, lambda rgb: encoder.put((segment.add, rgb)), report,
-                    skip_windows=work.done_windows, first_frame=first_frame,
-                    on_window_done=lambda windows, frames: encoder.put((segment.window_done, windows, frames)),
-                    pin_memory=pipelined,
-                )  # fmt: skip
-                encoder.put((segment.finish,))
-                encoder.close()
-            except KeyboardInterrupt:
-                try:
-                    encoder.close()  # the few queued frames still go in: a segment they finish is kept
-                except BaseException:
-                    encoder.abort()
-                raise
-            except BaseException:
-                encoder.abort()
-                raise
-        side_warnings = join_segments(
-            job.dst, info, (work.packets(s) for s in work.segments), settings=settings, extradata=work.extradata,
-            **size,
-        )  # fmt: skip
+        cuts, dedup = _scan(work, source, options, scan_progress)
+        plan = plan_run(source.info, grid, job.spec, window=job.window, overlap=job.overlap, cuts=cuts, dedup=dedup)
+        segments = _segments(job, source.info, grid, settings, work, clock)
+        sink = OutputSink(segments, threaded=options.pipelined)
+        warnings = _run(source, plan, runner, sink, progress, pin_memory=options.pipelined, dedup=dedup)
+        warnings += segments.join(job.dst)
     except BaseException as exc:
         if not work.segments:
             work.discard()  # nothing worth keeping
@@ -284,69 +182,115 @@ def upscale(
         if explained is exc:
             raise
         raise explained from None
-    frames_written, segments = work.done_frames, len(work.segments)
+    frames, pieces = work.done_frames, len(work.segments)
     work.discard()
+    warnings = ([note] if note else []) + runner.notes + _nearest_time_warning(job.spec, grid, dedup) + warnings
+    return _result(job, source, grid, str(upscaler.device), cuts, dedup, frames=frames, segments=pieces,
+                   warnings=warnings, seconds=time.perf_counter() - began)  # fmt: skip
+
+
+def _work_record(job: Job, settings: EncodeSettings) -> dict:
+    """What a resumable run must share with this one: the input's identity and the options."""
+    options = job.options.manifest(model=job.spec.name, window=job.window, overlap=job.overlap, encode=settings)
+    return {"input": input_identity(job.src), "options": options}
+
+
+def _segments(
+    job: Job, info: VideoInfo, grid: OutputGrid, settings: EncodeSettings, work: WorkFolder, clock: Callable[[], float]
+) -> Segments:
+    scale = job.options.scale
+    size = {"width": info.width * scale, "height": info.height * scale, "rate": grid.rate}
+    return Segments(
+        work, fmt=output_format(job.dst), info=info, settings=settings, size=size,
+        max_frames=job.options.segment_frames, clock=clock,
+    )  # fmt: skip
+
+
+def _scan(
+    work: WorkFolder, source: Source, options: UpscaleOptions, progress: Progress | None
+) -> tuple[list[int], Dedup | None]:
+    """The cuts and the repeated frames to drop, found once per job: a resumed run reuses what its
+    work folder recorded. With ``--dedup off`` the scan is the cut scan alone, as it always was."""
+    info = source.info
+    if work.cuts is None or (options.dedup != "off" and work.repeats is None):
+        if options.dedup == "off":
+            cuts = find_scene_cuts(info, options.scene_threshold, progress) if options.scene_detect else []
+            work.set_cuts(cuts)
+        else:
+            threshold = options.scene_threshold if options.scene_detect else None
+            cuts, dedup = find_cuts_and_repeats(info, threshold, options.dedup, progress)
+            work.set_cuts(cuts, list(dedup.repeated) if dedup is not None else [])
+    return work.cuts, choose_repeats(options.dedup, info.frame_count, work.cuts, work.repeats or [])
+
+
+def _nearest_time_warning(spec: ModelSpec, grid: OutputGrid, dedup: Dedup | None) -> list[str]:
+    """Re-timed frames fall between a fixed-factor model's own output times: say that it rounds."""
+    if dedup is None or spec.arbitrary_times:
+        return []
+    k = grid.step.denominator
+    line = (
+        f"model '{spec.name}' makes frames only at 1/{k} steps between input frames: with the repeated frames "
+        f"dropped, each output frame is the nearest of those to its re-timed place (up to 1/{2 * k} frame off); "
+        "a model with arbitrary times (classic, stvun) makes them exactly"
+    )
+    return [line]
+
+
+def _run(
+    source: Source, plan: WindowPlan, runner: OutOfMemoryFallback, sink: OutputSink, progress: Progress | None, *,
+    pin_memory: bool, dedup: Dedup | None = None,
+) -> list[str]:  # fmt: skip
+    """Decode (without ``dedup``'s repeated frames), run the model windows not done yet, encode;
+    returns the reader's warnings."""
+    done = sink.segments.work.done_windows
+    first_frame = source.resume_frame(plan, done)  # the plan's frames: the unique ones with dedup
+    start = dedup.original(first_frame) if dedup is not None else first_frame
+    report = (lambda count: progress(count, plan.n_outputs)) if progress is not None else None
+    with source.reader(start) as reader:
+        frames = dedup.unique_frames(reader.frames(), start) if dedup is not None else reader.frames()
+        try:
+            run_windows(
+                frames, plan, runner, sink.frame, report, skip_windows=done, first_frame=first_frame,
+                on_window_done=sink.window_done, pin_memory=pin_memory,
+            )  # fmt: skip
+            sink.close()
+        except BaseException as exc:
+            sink.stop(exc)
+            raise
+    return reader.warnings
+
+
+def _result(
+    job: Job, source: Source, grid: OutputGrid, device: str, cuts: list[int], dedup: Dedup | None, *, frames: int,
+    segments: int, warnings: list[str], seconds: float,
+) -> UpscaleResult:  # fmt: skip
+    info, scale = source.info, job.options.scale
     return UpscaleResult(
         input=job.src,
         output=job.dst,
         model=job.spec.name,
-        device=str(upscaler.device),
+        device=device,
         scale=scale,
-        fps_x=fps_x if target_rate is None else None,
+        fps_x=job.options.fps_x if job.options.fps is None else None,
         width=info.width,
         height=info.height,
         out_width=info.width * scale,
         out_height=info.height * scale,
         frames_in=info.frame_count,
-        frames_out=frames_written,
+        frames_out=frames,
         rate_in=info.frame_rate,
-        rate_out=rate_out,
-        duration=frames_written / rate_out,
-        seconds=time.perf_counter() - began,
+        rate_out=grid.rate,
+        duration=frames / grid.rate,
+        seconds=seconds,
         cuts=cuts,
         cut_times=[Fraction(c) / info.frame_rate for c in cuts],
-        deinterlaced=deinterlacing,
+        deinterlaced=source.deinterlace,
+        dedup=dedup is not None,
+        repeated_frames=list(dedup.repeated) if dedup is not None else [],
+        repeat_patterns=[str(c) for c in dedup.cadences] if dedup is not None else [],
         segments=segments,
-        warnings=notes + model.notes + reader.warnings + side_warnings,
+        warnings=warnings,
     )
-
-
-class _SegmentBuilder:
-    """Collects encoded output frames into segments of about ``segment_frames``, closed at window
-    boundaries (so a resumed run recomputes exactly the same frames) and saved in the work folder."""
-
-    def __init__(self, fmt: str, info: VideoInfo, settings: EncodeSettings, size: dict, work: WorkFolder) -> None:
-        self.fmt, self.info, self.settings, self.size, self.work = fmt, info, settings, size, work
-        self.limit = work.job["options"]["segment_frames"]
-        self.encoder: FrameEncoder | None = None
-        self.packets: list = []
-        self.frames = 0
-        self.windows = work.done_windows  # windows done so far, this run's and the earlier one's
-        self.templates: dict = {}  # shared by the segments' encoders
-
-    def add(self, rgb) -> None:
-        if self.encoder is None:
-            self.encoder = FrameEncoder(
-                self.fmt, self.info, settings=self.settings, first_frame=self.work.done_frames,
-                templates=self.templates, **self.size,
-            )  # fmt: skip
-        self.packets += self.encoder.encode(rgb)
-        self.frames += 1
-
-    def window_done(self, windows: int, frames: int) -> None:
-        self.windows = windows
-        if self.frames >= self.limit:
-            self._close()
-
-    def finish(self) -> None:
-        if self.encoder is not None:
-            self._close()
-
-    def _close(self) -> None:
-        self.packets += self.encoder.flush()
-        windows = self.windows - self.work.done_windows
-        self.work.add_segment(self.packets, windows=windows, frames=self.frames, extradata=self.encoder.extradata)
-        self.encoder, self.packets, self.frames = None, [], 0
 
 
 def _explained(exc: BaseException, work: WorkFolder, dst: Path) -> BaseException:
@@ -371,37 +315,3 @@ def _explained(exc: BaseException, work: WorkFolder, dst: Path) -> BaseException
             else "interrupted; no output was written"
         )
     return exc
-
-
-def parse_rate(value: Fraction | float | str) -> Fraction:
-    """A frame rate: 60, 59.94 (read as 60000/1001), or a fraction such as "60000/1001"."""
-    try:
-        rate = Fraction(str(value).strip()) if not isinstance(value, Fraction) else value
-    except (ValueError, ZeroDivisionError):
-        raise UsageError(f"--fps '{value}' is not a frame rate such as 60 or 60000/1001") from None
-    if rate <= 0 or rate > 10_000:
-        raise UsageError(f"--fps {value} is not a frame rate between 0 and 10000")
-    return nominal_rate(rate) if rate.denominator in (1, 10, 100, 1000) else rate
-
-
-def output_count(n_frames: int, rate_in: Fraction, rate_out: Fraction) -> int:
-    """Output frames for ``n_frames`` at ``rate_out``: the same duration, to the nearest frame."""
-    return max(1, math.floor(n_frames * rate_out / rate_in + Fraction(1, 2)))
-
-
-def find_scene_cuts(
-    info: VideoInfo, threshold: float = DEFAULT_SCENE_THRESHOLD, progress: Progress | None = None
-) -> list[int]:
-    """The frames of ``info`` (indices on its constant-rate grid) that start a new shot."""
-    if info.frame_count < 2:
-        return []
-    total = info.frame_count
-
-    def counted(thumbnails):
-        for done, thumb in enumerate(thumbnails, 1):
-            yield thumb
-            if progress is not None and (done % 64 == 0 or done == total):
-                progress(done, total)
-
-    with VideoReader(info, thumbnails=True) as reader:
-        return find_cuts(counted(reader.frames()), threshold)

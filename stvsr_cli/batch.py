@@ -2,9 +2,10 @@
 stopping the rest.
 
 The plan is pure (``find_inputs``, ``shard``, ``plan_batch``); ``run_file`` does one file and never
-raises for a bad file; ``run_batch`` runs a plan in this process, in a pool of processes (one per
-GPU), or as Ray tasks on a cluster. Outputs are written atomically by ``upscale``, so an existing
-output is a finished one and a re-run skips it.
+raises for a bad file; ``run_batch`` runs a plan in this process or in a pool of processes (one per
+GPU), ``run_batch_ray`` as Ray tasks on a cluster, and ``run`` picks between them as ``stvsr batch``
+asks. Outputs are written atomically by ``upscale``, so an existing output is a finished one and a
+re-run skips it.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from stvsr_cli.errors import StvsrError, UsageError
+from stvsr_cli.options import UpscaleOptions
 
 DEFAULT_PATTERNS = tuple(
     f"*.{ext}" for ext in ("mp4", "mkv", "mov", "avi", "webm", "m4v", "mpg", "mpeg", "ts", "m2ts", "wmv", "flv")
@@ -54,7 +56,9 @@ class BatchPlan:
     total: int  # video files under the input folder, before sharding
 
 
-def find_inputs(in_dir: Path, patterns: Sequence[str] = DEFAULT_PATTERNS, exclude: Path | None = None) -> tuple[list[str], int]:
+def find_inputs(
+    in_dir: Path, patterns: Sequence[str] = DEFAULT_PATTERNS, exclude: Path | None = None
+) -> tuple[list[str], int]:
     """Relative POSIX paths of the files under ``in_dir`` matching a pattern (case-insensitive),
     sorted, and the number of other files. Hidden files and folders, and ``exclude``, are left out."""
     matched, ignored = [], 0
@@ -68,7 +72,10 @@ def find_inputs(in_dir: Path, patterns: Sequence[str] = DEFAULT_PATTERNS, exclud
             if name.startswith("."):
                 continue
             relative = (root_path / name).relative_to(in_dir).as_posix()
-            if any(fnmatch.fnmatch(name.lower(), p.lower()) or fnmatch.fnmatch(relative.lower(), p.lower()) for p in patterns):
+            if any(
+                fnmatch.fnmatch(name.lower(), p.lower()) or fnmatch.fnmatch(relative.lower(), p.lower())
+                for p in patterns
+            ):
                 matched.append(relative)
             else:
                 ignored += 1
@@ -113,15 +120,28 @@ def plan_batch(
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"output '{out_dir}' is not a folder")
     if out_dir.resolve() == in_dir.resolve() and not ext:
-        raise UsageError("the output folder is the input folder", "choose another folder, or --ext to change the container")
+        raise UsageError(
+            "the output folder is the input folder", "choose another folder, or --ext to change the container"
+        )
     relatives, ignored = find_inputs(in_dir, patterns, exclude=out_dir)
     chosen = shard(relatives, *shard_spec) if shard_spec else relatives
     files = tuple(BatchFile(r, in_dir / r, output_path(out_dir, r, ext)) for r in chosen)
     return BatchPlan(files, ignored, len(relatives))
 
 
-def run_file(item: BatchFile, options: dict[str, Any], progress: FileProgress | None = None) -> FileResult:
-    """Upscale one file with ``upscale`` keyword ``options``; every failure becomes a result."""
+def open_batch(
+    in_dir: Path, out_dir: Path, *, patterns: Sequence[str] = DEFAULT_PATTERNS, ext: str | None, shard_text: str | None
+) -> BatchPlan:
+    """The plan for ``stvsr batch`` (``shard_text`` is its ``K/N``), with the output folder made."""
+    plan = plan_batch(
+        in_dir, out_dir, patterns=patterns, ext=ext, shard_spec=parse_shard(shard_text) if shard_text else None
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return plan
+
+
+def run_file(item: BatchFile, options: UpscaleOptions, progress: FileProgress | None = None) -> FileResult:
+    """Upscale one file with ``options``; every failure becomes a result."""
     from stvsr_cli.api import upscale
 
     result = FileResult(str(item.input), str(item.output), "done")
@@ -132,7 +152,7 @@ def run_file(item: BatchFile, options: dict[str, Any], progress: FileProgress | 
     report = (lambda done, total: progress(item.relative, done, total)) if progress is not None else None
     try:
         item.output.parent.mkdir(parents=True, exist_ok=True)
-        done = upscale(item.input, item.output, progress=report, **options)
+        done = upscale(item.input, item.output, options, progress=report)
     except StvsrError as exc:
         result.status, result.error = "failed", exc.one_line()
     except KeyboardInterrupt:
@@ -172,9 +192,47 @@ def write_report(path: Path | str, plan: BatchPlan, results: Iterable[FileResult
 # -- running --------------------------------------------------------------------------------------
 
 
+def run(
+    plan: BatchPlan,
+    options: UpscaleOptions,
+    *,
+    jobs: int | None = None,
+    ray_address: str | None = None,
+    ray_gpus: float | None = None,
+    on_start: Callable[[BatchFile], None] | None = None,
+    on_result: Callable[[BatchFile, FileResult], None] | None = None,
+    progress: FileProgress | None = None,
+) -> list[FileResult]:
+    """Run ``plan`` as ``stvsr batch`` does: as Ray tasks when ``ray_address`` is given ("local" for
+    a cluster started here), else ``jobs`` files at once (default: one per GPU when there are
+    several, each worker on its own GPU, else one). Ctrl-C keeps the files already finished."""
+    try:
+        if ray_address is not None:
+            address = None if ray_address == "local" else ray_address
+            return run_batch_ray(plan, options, address=address, gpus_per_task=ray_gpus, on_result=on_result)
+        devices = _spread_devices(options.device)
+        return run_batch(
+            plan, options, jobs=jobs or len(devices) or 1, devices=devices or None, on_start=on_start,
+            on_result=on_result, progress=progress,
+        )  # fmt: skip
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt("interrupted; finished files are kept: run the same command again to go on") from None
+
+
+def _spread_devices(device: str) -> list[str]:
+    """The GPUs to spread files over: every CUDA GPU when ``device`` lets us choose and there are
+    several; none (every file on ``device``) otherwise."""
+    if device not in ("auto", "cuda"):
+        return []
+    from stvsr_cli.models.loader import cuda_devices
+
+    devices = cuda_devices()
+    return devices if len(devices) >= 2 else []
+
+
 def run_batch(
     plan: BatchPlan,
-    options: dict[str, Any],
+    options: UpscaleOptions,
     *,
     jobs: int = 1,
     devices: Sequence[str] | None = None,
@@ -190,7 +248,7 @@ def run_batch(
         for item in todo:
             if on_start is not None:
                 on_start(item)
-            opts = {**options, "device": devices[0]} if devices else options
+            opts = replace(options, device=devices[0]) if devices else options
             result = run_file(item, opts, progress)
             results.append(result)
             if on_result is not None:
@@ -246,11 +304,11 @@ def _drain(messages, todo, on_start, progress, queue_module) -> None:
             progress(name, done, total)
 
 
-def _pool_task(item: BatchFile, options: dict[str, Any], slots, messages) -> FileResult:
+def _pool_task(item: BatchFile, options: UpscaleOptions, slots, messages) -> FileResult:
     device = slots.get()  # one device per running task
     try:
         messages.put(("start", item.relative, 0, 0))
-        opts = {**options, "device": device} if device else options
+        opts = replace(options, device=device) if device else options
         return run_file(item, opts, lambda name, done, total: messages.put(("progress", name, done, total)))
     finally:
         slots.put(device)
@@ -258,7 +316,7 @@ def _pool_task(item: BatchFile, options: dict[str, Any], slots, messages) -> Fil
 
 def run_batch_ray(
     plan: BatchPlan,
-    options: dict[str, Any],
+    options: UpscaleOptions,
     *,
     address: str | None = None,
     gpus_per_task: float | None = None,
@@ -297,5 +355,5 @@ def run_batch_ray(
             ray.shutdown()
 
 
-def _ray_task(item: BatchFile, options: dict[str, Any]) -> FileResult:
+def _ray_task(item: BatchFile, options: UpscaleOptions) -> FileResult:
     return run_file(item, options)

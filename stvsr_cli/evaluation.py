@@ -12,12 +12,17 @@ The protocol (../shared/data/README.md), exactly:
 ``degradation="blur"`` (DAVSR's setting, motion blur from a long exposure) replaces the sampling
 of step 2: input frame i is the mean of the ``blur_window(k)`` ground-truth frames centred on frame
 k*i, then downscaled the same way (``temporal_blur``, ``degrade_tensor``; training uses it too).
+``degradation="film"`` keeps the frames of step 2 but makes them look like an old film transfer
+(blur, random downscaling kernel, flicker, grain, dust, scratches, grey, a real H.264 or MPEG-2
+encode: ``film.py``), drawn from a seed: ``evaluate`` seeds clip ``name`` with (seed, crc32(name)),
+so the input, and the scores, repeat across runs and do not depend on the other clips.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from stvsr_cli.errors import InputError, UsageError
+from stvsr_cli.film import film_degrade
 from stvsr_cli.io.colour import to_uint8
 from stvsr_cli.io.decode import VideoReader, probe
 from stvsr_cli.metrics import psnr_y, ssim_y
@@ -98,7 +104,7 @@ def downscale_tensor(frames: torch.Tensor, scale: int) -> torch.Tensor:
     return small.view(*shape[:-2], *small.shape[-2:])
 
 
-DEGRADATIONS = ("standard", "blur")
+DEGRADATIONS = ("standard", "blur", "film")
 
 
 def check_degradation(degradation: str) -> None:
@@ -137,21 +143,32 @@ def temporal_blur(frames: torch.Tensor, fps_x: int) -> torch.Tensor:
     return picked.view(*frames.shape[:-4], *index.shape, *frames.shape[-3:]).mean(-4)
 
 
-def degrade_tensor(frames: torch.Tensor, fps_x: int, scale: int, degradation: str = "standard") -> torch.Tensor:
+def degrade_tensor(
+    frames: torch.Tensor, fps_x: int, scale: int, degradation: str = "standard", seed: int | Sequence[int] = 0
+) -> torch.Tensor:
     """The input made from ground truth ``[..., L, 3, H, W]`` (float RGB in [0, 1]): frames 0, k, 2k,
-    ... (``standard``) or their ``temporal_blur`` (``blur``), then ``downscale_tensor``."""
+    ... (``standard``) or their ``temporal_blur`` (``blur``), then ``downscale_tensor``; or
+    ``film.film_degrade`` of them, seeded by ``seed`` (the others ignore it)."""
     if degradation == "standard":
         return downscale_tensor(frames[..., ::fps_x, :, :, :], scale)
     check_degradation(degradation)
+    if degradation == "film":
+        return film_degrade(frames, fps_x, scale, seed)
     return downscale_tensor(temporal_blur(frames, fps_x), scale)
 
 
-def degrade(frames: list[np.ndarray], fps_x: int, scale: int, degradation: str = "standard") -> list[np.ndarray]:
+def degrade(
+    frames: list[np.ndarray], fps_x: int, scale: int, degradation: str = "standard", seed: int | Sequence[int] = 0
+) -> list[np.ndarray]:
     """``degrade_tensor`` on uint8 ``[H, W, 3]`` frames, computed in float64, one input frame at a
-    time (a whole clip in float64 would not fit)."""
+    time (a whole clip in float64 would not fit); ``film`` in float32, a few frames at a time."""
     if degradation == "standard":  # only the kept frames need converting
         return downscale(frames[::fps_x], scale)
     check_degradation(degradation)
+    if degradation == "film":
+        kept = torch.from_numpy(np.stack(frames[::fps_x])).permute(0, 3, 1, 2)
+        small = (film_degrade(kept[None], 1, scale, seed)[0] * 255).round().to(torch.uint8)
+        return list(small.permute(0, 2, 3, 1).contiguous().numpy())
     out = []
     for row in blur_indices(len(frames), fps_x).tolist():
         window = torch.from_numpy(np.stack([frames[j] for j in row])).permute(0, 3, 1, 2).double() / 255
@@ -187,6 +204,7 @@ class EvalResult:
     fps_x: int
     clips: list[ClipScore]
     degradation: str = "standard"
+    degradation_seed: int | None = None  # what seeded the film degradation; None for the others
 
     @property
     def mean(self) -> dict[str, float]:
@@ -201,6 +219,7 @@ class EvalResult:
             "scale": self.scale,
             "fps_x": self.fps_x,
             "degradation": self.degradation,
+            **({} if self.degradation_seed is None else {"degradation_seed": self.degradation_seed}),
             "clips": [{k: _finite(v) for k, v in asdict(c).items()} for c in self.clips],
             "mean": {k: _finite(v) for k, v in self.mean.items()},
         }
@@ -226,8 +245,9 @@ def score_clip(
     window: int,
     overlap: int,
     degradation: str = "standard",
+    seed: int = 0,
 ) -> ClipScore:
-    """Run the protocol on one clip of ground-truth frames."""
+    """Run the protocol on one clip of ground-truth frames (``seed``: see ``film_seed``)."""
     began = time.perf_counter()
     h, w = ground_truth[0].shape[:2]
     h, w = h - h % scale, w - w % scale
@@ -237,7 +257,7 @@ def score_clip(
     n_in = (len(truth) - 1) // fps_x + 1
     scored = fps_x * (n_in - 1) + 1  # the held frames after the last input are not scored
     # Blur averages within the scored frames only, as training does: the ends are mirrored.
-    inputs = degrade(truth[:scored], fps_x, scale, degradation)
+    inputs = degrade(truth[:scored], fps_x, scale, degradation, film_seed(seed, name))
     outputs: list[np.ndarray] = []
 
     def keep(frame: np.ndarray) -> None:
@@ -266,6 +286,11 @@ def score_clip(
     )
 
 
+def film_seed(seed: int, name: str) -> tuple[int, int]:
+    """Clip ``name``'s film seed: the same for the same clip whatever else is scored with it."""
+    return seed, zlib.crc32(name.encode())
+
+
 def evaluate(
     data: Sequence[Path | str],
     model: Upscaler,
@@ -275,9 +300,10 @@ def evaluate(
     overlap: int | None = None,
     on_clip: Callable[[ClipScore], None] | None = None,
     degradation: str = "standard",
+    degradation_seed: int = 0,
 ) -> EvalResult:
     """Score ``model`` on every clip found in ``data`` (see ``find_clips``); ``degradation`` makes
-    the input (``DEGRADATIONS``)."""
+    the input (``DEGRADATIONS``), ``film`` from ``degradation_seed`` (fixed, so runs compare)."""
     spec = model.spec
     spec.check_factors(fps_x=fps_x)
     check_degradation(degradation)
@@ -289,9 +315,12 @@ def evaluate(
             raise InputError(f"clip '{clip.name}' has no frames")
         score = score_clip(
             clip.name, frames, model, scale=model.scale, fps_x=fps_x, window=window, overlap=overlap,
-            degradation=degradation,
+            degradation=degradation, seed=degradation_seed,
         )  # fmt: skip
         scores.append(score)
         if on_clip is not None:
             on_clip(score)
-    return EvalResult(model=spec.name, scale=model.scale, fps_x=fps_x, clips=scores, degradation=degradation)
+    seed = degradation_seed if degradation == "film" else None
+    return EvalResult(
+        model=spec.name, scale=model.scale, fps_x=fps_x, clips=scores, degradation=degradation, degradation_seed=seed
+    )

@@ -27,11 +27,14 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from stvsr_cli.errors import StvsrError
-from stvsr_cli.models.registry import ModelSpec, architecture
+
+if TYPE_CHECKING:  # hub sits below models: it is handed specs, never imports them
+    from stvsr_cli.models.registry import ModelSpec
 
 Progress = Callable[[int, int | None], None]  # (bytes done, bytes in all or None)
 
@@ -167,7 +170,7 @@ def unwrap_checkpoint(checkpoint: object, path: Path) -> dict[str, torch.Tensor]
 
 def check_fits(spec: ModelSpec, state: Mapping[str, torch.Tensor], path: Path) -> None:
     """Raise unless ``state`` loads strictly into the spec's architecture."""
-    load_strict(architecture(spec)(**spec.params), state, spec, path)
+    load_strict(spec.build(), state, spec, path)
 
 
 def load_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor], spec: ModelSpec, path: Path) -> None:

@@ -13,7 +13,7 @@ import av
 import numpy as np
 import torch
 
-from stvsr_cli.models.loader import Upscaler, load_model, run_network
+from stvsr_cli.models.loader import Upscaler, load_model
 from stvsr_cli.models.registry import ModelSpec, load_registry
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "vtest_200x150.mp4"
@@ -117,7 +117,7 @@ def autocast_vs_cpu(
 ) -> tuple[float, float]:
     """PSNR (and max |error|) of model ``name`` on ``device`` under ``dtype`` autocast against the
     same weights in float32 on the CPU, on one window of real frames. float16 goes through
-    ``Upscaler(half=True)`` (the product's path), bfloat16 through ``run_network`` under autocast.
+    ``Upscaler(half=True)`` (the product's path), bfloat16 through the network's ``run`` under autocast.
     The raw network output (before the clamp to [0, 1]) must hold no inf or NaN."""
     spec = spec_of(name)
     fps_x = first_fps_x(spec)
@@ -131,7 +131,7 @@ def autocast_vs_cpu(
             got = model(frames.to(device), fps_x)
         else:
             with torch.inference_mode(), torch.autocast(device.type, dtype=dtype):
-                got = run_network(model.module, frames.to(device)[None], fps_x)[0].float().clamp(0, 1)
+                got = model.module.run(frames.to(device)[None], fps_x)[0].float().clamp(0, 1)
     finally:
         hook.remove()
     assert len(raw) == 1 and raw[0].dtype in (dtype, torch.float32)

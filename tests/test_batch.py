@@ -9,6 +9,7 @@ from media import make_video, stream_facts
 
 from stvsr_cli.batch import find_inputs, plan_batch, run_batch, shard
 from stvsr_cli.cli import main
+from stvsr_cli.options import UpscaleOptions
 
 FAST = ["--model", "classic", "--scale", "2", "--fps-x", "2", "--no-scene-detect"]
 
@@ -80,7 +81,9 @@ def test_shards_partition_the_files_exactly(tree, tmp_path):
     out = tmp_path / "out"
     result = batch(tree, out, *FAST, "--shard", "1/2", "-q")
     assert result.exit_code == 0, result.output
-    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.*")) == shard(files, 1, 2) == ["a.mp4", "sub/b.mkv"]
+    assert (
+        sorted(p.relative_to(out).as_posix() for p in out.rglob("*.*")) == shard(files, 1, 2) == ["a.mp4", "sub/b.mkv"]
+    )
 
 
 def test_output_folder_inside_the_input_is_not_walked(tree):
@@ -100,9 +103,10 @@ def test_missing_input_folder(tmp_path):
     assert result.exit_code == 2 and "not found" in result.output
 
 
-def test_jobs_run_files_in_parallel_processes(tree, tmp_path):
+def test_jobs_run_every_file_in_worker_processes_and_report_in_plan_order(tree, tmp_path):
+    """Results and start events with --jobs 2; that files really run at once: test_batch_parallel.py."""
     plan = plan_batch(tree, tmp_path / "out")
-    options = {"model": "classic", "scale": 2, "fps_x": 2, "scene_detect": False}
+    options = UpscaleOptions(model="classic", scale=2, fps_x=2, scene_detect=False)
     started = []
     results = run_batch(plan, options, jobs=2, on_start=lambda item: started.append(item.relative))
     assert [r.status for r in results] == ["done", "failed", "done", "done"]

@@ -133,6 +133,7 @@ class Recorder:
 
     def __init__(self, model) -> None:
         self.model, self.device, self.arbitrary_times = model, model.device, model.arbitrary_times
+        self.size_multiple = model.size_multiple
         self.errors: list[type] = []
         self.calls = 0
 

@@ -22,14 +22,7 @@ TAPS = ((-1, (0.2, 0.5, 0.3)), (-1, (0.25, 0.5, 0.25)), (0, (0.6, 0.4)))
 GRID, SCALE = (4, 4, 6), (2, 2, 3)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny recurrent networks here are thousands of small ops: a second thread only adds
-    synchronisation, ten times over on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def blur_and_subsample(x: torch.Tensor, taps=TAPS, scale=SCALE) -> torch.Tensor:

@@ -129,12 +129,37 @@ def test_eval_of_missing_data_fails_in_one_line(tmp_path):
 
 
 def test_bench_runs_a_tiny_model_on_the_cpu(tmp_path, monkeypatch):
+    """The rates are frames over time: with every model call made to take 0.25 s on bench's clock, a
+    window of 3 frames at x2 (5 outputs, 4 of them new in a long run with overlap 1) is 20 and 16
+    frames/s, and 20 x 128 x 96 pixels/s."""
+    from types import SimpleNamespace
+
+    from stvsr_cli import bench as bench_module
+
     registry = tmp_path / "models.toml"
     registry.write_text(
         '[models.tiny]\narch = "zsm"\nparams = { nf = 8, groups = 8, front_rbs = 1, back_rbs = 1 }\n'
         'window = 3\noverlap = 1\nweights = "https://example.invalid/w.safetensors"\nsha256 = "' + "0" * 64 + '"\n'
     )
     monkeypatch.setenv("STVSR_REGISTRY", str(registry))
+    clock, outputs = [0.0], []
+    real_load = bench_module.load_model
+
+    class QuarterSecondCalls:
+        def __init__(self, upscaler):
+            self.upscaler = upscaler
+
+        def __getattr__(self, name):
+            return getattr(self.upscaler, name)
+
+        def __call__(self, *args, **kwargs):
+            out = self.upscaler(*args, **kwargs)
+            clock[0] += 0.25
+            outputs.append(out.shape[0])
+            return out
+
+    monkeypatch.setattr(bench_module, "load_model", lambda *a, **k: QuarterSecondCalls(real_load(*a, **k)))
+    monkeypatch.setattr(bench_module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     result = CliRunner().invoke(
         main, ["bench", "--model", "tiny", "--size", "32x24", "--frames", "4", "--device", "cpu", "--json"]
     )
@@ -142,5 +167,9 @@ def test_bench_runs_a_tiny_model_on_the_cpu(tmp_path, monkeypatch):
     data = json.loads(result.stdout)
     assert data["model"] == "tiny" and data["random_weights"] is True and data["device"] == "cpu"
     assert (data["out_width"], data["out_height"], data["e2e_frames"]) == (128, 96, 8)
-    assert data["model_fps"] > 0 and data["e2e_fps"] > 0 and data["peak_memory_gib"] > 0
-    assert data["model_mpix_s"] == pytest.approx(data["model_fps"] * 128 * 96 / 1e6, rel=1e-3)
+    assert data["e2e_fps"] > 0 and data["peak_memory_gib"] > 0
+    assert outputs and set(outputs) == {5}  # 3 inputs and 2 in-between frames per call
+    assert data["model_seconds_per_call"] == pytest.approx(0.25)
+    assert data["model_fps"] == pytest.approx(20.0) and data["model_useful_fps"] == pytest.approx(16.0)
+    assert data["model_mpix_s"] == pytest.approx(20 * 128 * 96 / 1e6, abs=1e-4)  # the JSON keeps 4 decimals
+    assert data["model_useful_mpix_s"] == pytest.approx(16 * 128 * 96 / 1e6, abs=1e-4)

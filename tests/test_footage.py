@@ -10,10 +10,10 @@ from click.testing import CliRunner
 from media import combing, make_interlaced_video, make_ramp_video, make_video, pattern, read_frames, stream_facts
 
 from stvsr_cli import upscale as upscale_api
-from stvsr_cli.api import find_scene_cuts
 from stvsr_cli.cli import main
 from stvsr_cli.io.decode import probe
 from stvsr_cli.io.encode import EncodeSettings
+from stvsr_cli.pipeline.source import find_scene_cuts
 
 LOSSLESS = EncodeSettings(codec="ffv1", pix_fmt="bgr0")
 
@@ -161,7 +161,6 @@ def test_target_frame_rate_maps_every_output_time_onto_the_input(tmp_path):
     """23.976 -> 59.94 fps: 48 frames (2.002 s) give 120 frames at exactly j * 1001/60000 s; real
     frames where an output time meets an input frame, exact blends at t = 0.2, 0.4, ... between."""
     import torch
-    import torch.nn.functional as F
 
     src, out = tmp_path / "film.mkv", tmp_path / "out.mkv"
     frames = make_video(src, frames=48, rate=Fraction(24000, 1001), codec="ffv1", pix_fmt="bgr0", audio=True)
@@ -187,7 +186,9 @@ def test_target_frame_rate_maps_every_output_time_onto_the_input(tmp_path):
 def test_fixed_factor_models_refuse_other_rates(tmp_path):
     src = tmp_path / "clip.mp4"
     make_video(src, frames=8, size=(32, 24))
-    result = CliRunner().invoke(main, ["upscale", str(src), str(tmp_path / "o.mp4"), "--model", "zsm-lite-cpu", "--fps", "60"])
+    result = CliRunner().invoke(
+        main, ["upscale", str(src), str(tmp_path / "o.mp4"), "--model", "zsm-lite-cpu", "--fps", "60"]
+    )
     assert result.exit_code == 2 and "makes 2 times the frame rate, not 25 -> 60 fps" in result.output
     both = CliRunner().invoke(main, ["upscale", str(src), str(tmp_path / "o.mp4"), "--fps", "60", "--fps-x", "3"])
     assert both.exit_code == 2 and "not both" in both.output

@@ -1,5 +1,6 @@
 """Long runs survive: segments in a work folder, resume after SIGKILL or Ctrl-C, OOM falls back to tiles."""
 
+import itertools
 import json
 import os
 import signal
@@ -90,6 +91,31 @@ def test_killed_run_resumes_with_the_same_frames(clip, tmp_path):
     assert not work_folder_for(out).exists()
 
 
+def test_a_slow_run_closes_a_segment_about_every_minute_so_a_kill_loses_little(tmp_path):
+    """At a few frames/s --segment-frames (480) take minutes to fill: a segment also closes after
+    about 60 s of work, so a run stopped at 60 % resumes near there instead of from zero."""
+    src = tmp_path / "clip.mkv"
+    make_video(src, frames=60, size=(32, 24), codec="ffv1", pix_fmt="bgr0")
+    options = {**OPTIONS, "segment_frames": 480, "window": 3, "encode": EncodeSettings(codec="ffv1", pix_fmt="bgr0")}
+    reference = tmp_path / "reference.mkv"
+    upscale(src, reference, **options)
+    clock = itertools.count(step=20.0).__next__  # every look at the clock finds 20 s more work: 3 windows a minute
+    out = tmp_path / "out.mkv"
+    with pytest.raises(KeyboardInterrupt, match="finished segment"):
+        upscale(src, out, progress=interrupt_after(72), clock=clock, **options)  # 60 % of 120 frames
+    manifest = json.loads((work_folder_for(out) / "manifest.json").read_text())
+    kept = sum(s["frames"] for s in manifest["segments"])
+    assert 72 - 12 <= kept <= 72  # at most the 3 windows (4 frames each) since the last minute's segment are lost
+    redone = []
+    result = upscale(src, out, progress=lambda done, total: redone.append(done), clock=clock, **options)
+    assert len(redone) == 120 - kept  # the second run makes only the frames the first did not keep
+    assert result.frames_out == 120 and not work_folder_for(out).exists()
+    got, expected = read_frames(out), read_frames(reference)
+    assert len(got) == len(expected) == 120
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_ctrl_c_keeps_finished_segments_and_says_how_to_resume(clip, tmp_path):
     out = tmp_path / "out.mkv"
     result = CliRunner().invoke(main, ["upscale", str(clip), str(out), *CLI_OPTIONS])  # warm-up: nothing special
@@ -142,12 +168,13 @@ def test_out_of_memory_falls_back_to_tiles(tmp_path, monkeypatch):
 
         def __init__(self, inner):
             self.inner, self.device = inner, inner.device
+            self.arbitrary_times, self.size_multiple = inner.arbitrary_times, inner.size_multiple
 
-        def __call__(self, frames, fps_x):
+        def __call__(self, frames, fps_x, **times):
             calls.append(tuple(frames.shape[-2:]))
             if frames.shape[-1] > 40:
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-            return self.inner(frames, fps_x)
+            return self.inner(frames, fps_x, **times)
 
     monkeypatch.setattr(api, "load_model", lambda *a, **k: SmallDevice(real_load(*a, **k)))
     lossless = EncodeSettings(codec="ffv1", pix_fmt="bgr0")
@@ -168,6 +195,7 @@ def test_out_of_memory_even_on_the_smallest_tile_fails_cleanly(tmp_path, monkeyp
 
     class NoMemory:
         device = torch.device("cpu")
+        arbitrary_times, size_multiple = False, 1
 
         def __call__(self, frames, fps_x):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")
@@ -215,7 +243,9 @@ def test_full_disk_at_the_join_keeps_every_segment(clip, tmp_path):
     work = work_folder_for(out)
     manifest = json.loads((work / "manifest.json").read_text())
     assert sum(s["frames"] for s in manifest["segments"]) == 120  # all made before the join ran out of room
-    assert sorted(p.name for p in work.iterdir()) == sorted([s["file"] for s in manifest["segments"]] + ["manifest.json"])
+    assert sorted(p.name for p in work.iterdir()) == sorted(
+        [s["file"] for s in manifest["segments"]] + ["manifest.json"]
+    )
     result = CliRunner().invoke(main, ["upscale", str(clip), str(out), *CLI_OPTIONS, *lossless])
     assert result.exit_code == 0 and "resuming" in result.output
     assert len(read_frames(out)) == 120 and not work.exists()
@@ -225,7 +255,14 @@ def test_a_resumed_run_reuses_the_scene_cuts_it_found(tmp_path):
     from test_footage import two_shots
 
     src, out = tmp_path / "cut.mkv", tmp_path / "out.mkv"
-    make_video(src, frames=40, size=(32, 24), codec="ffv1", pix_fmt="bgr0", content=lambda i, h, w: two_shots(0 if i < 24 else 10, h, w))
+    make_video(
+        src,
+        frames=40,
+        size=(32, 24),
+        codec="ffv1",
+        pix_fmt="bgr0",
+        content=lambda i, h, w: two_shots(0 if i < 24 else 10, h, w),
+    )
     options = {**OPTIONS, "scene_detect": True}
     scans = []
     with pytest.raises(KeyboardInterrupt):

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD, cut_scores, find_cuts, shots, thumbnail_size
+from stvsr_cli.io.decode import thumbnail_size
+from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD, cut_scores, find_cuts, shots
 
 
 def texture(seed: int, shift: int = 0, size=(36, 64)) -> np.ndarray:

@@ -1,8 +1,11 @@
 import threading
 import time
 
+import av
 import pytest
 
+from stvsr_cli.io import encode
+from stvsr_cli.io.encode import EncodeSettings, choose_codec, encoder_opens
 from stvsr_cli.pipeline.sink import ThreadedSink
 
 
@@ -58,8 +61,6 @@ def test_abort_drops_the_queue():
 
 
 def test_nvenc_is_chosen_only_where_it_opens_and_fits():
-    from stvsr_cli.io.encode import EncodeSettings, choose_codec, encoder_opens
-
     plain = EncodeSettings()
     assert encoder_opens("libx264", "yuv420p")
     assert choose_codec(plain, "cpu", can_open=lambda *a: True) == plain  # the model on the CPU: x264
@@ -68,4 +69,21 @@ def test_nvenc_is_chosen_only_where_it_opens_and_fits():
     assert choose_codec(plain, "cuda", bit_depth=10, can_open=lambda *a: True) == plain  # no 10-bit H.264 NVENC
     asked = EncodeSettings(crf=20)
     assert choose_codec(asked, "cuda", can_open=lambda *a: True) == asked
-    assert choose_codec(plain, "cuda") == plain or encoder_opens("h264_nvenc", "yuv420p")  # as this machine is
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p"])
+def test_a_pixel_format_asked_for_keeps_x264(pix_fmt):
+    """The README: NVENC only when none of --codec, --crf, --preset, --pix-fmt is given."""
+    asked = EncodeSettings(pix_fmt=pix_fmt)
+    assert choose_codec(asked, "cuda", can_open=lambda *a: True) == asked
+
+
+def test_by_default_nvenc_is_tried_for_real(monkeypatch):
+    """Without ``can_open`` the encoder is opened here, and its answer decides."""
+    tried = []
+    monkeypatch.setattr(encode, "encoder_opens", lambda codec, pix_fmt: tried.append((codec, pix_fmt)) or False)
+    assert choose_codec(EncodeSettings(), "cuda") == EncodeSettings()
+    assert tried == ([("h264_nvenc", "yuv420p")] if "h264_nvenc" in av.codecs_available else [])
+    monkeypatch.setattr(encode, "encoder_opens", lambda codec, pix_fmt: True)
+    expected = "h264_nvenc" if "h264_nvenc" in av.codecs_available else None
+    assert choose_codec(EncodeSettings(), "cuda").codec == expected

@@ -8,19 +8,13 @@ from media import make_training_clips, make_video, stream_facts, train_tiny
 from stvsr_cli.cli import main
 from stvsr_cli.models import stinet
 from stvsr_cli.models.classic import Classic
+from stvsr_cli.models.ops.losses import charbonnier
 from stvsr_cli.models.stinet import STGR, STINet, adapted_flows, interleave, warp
-from stvsr_cli.training.losses import charbonnier
 
 TINY = {"nf": 8, "sr_blocks": 1, "pnet_blocks": 1, "lr_modules": 1, "groups": 1, "flow_nf": 8, "flow_levels": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tensors this small gain nothing from threads, and a shared CPU makes two threads thrash."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**extra) -> STINet:
@@ -76,18 +70,48 @@ def test_untrained_model_starts_near_classic_and_every_parameter_learns():
 
 
 def test_training_loss_is_a_finite_scalar_with_the_motion_term(monkeypatch):
+    """0.1 x the motion consistency term, with a flow network that sees motion (an untrained one may
+    give zero flow, and the term zero, whatever its weight)."""
     model, video = tiny(), torch.rand(1, 3, 3, 8, 8)
     target = Classic(scale=4)(torch.rand(1, 3, 3, 8, 8), fps_x=4)
     torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.flow.parameters():
+            p.add_(0.05 * torch.randn_like(p))
     loss = model.training_loss(video, target, 4, 0.5)
     assert loss.dim() == 0 and torch.isfinite(loss)
-    assert loss > charbonnier(model(video, fps_x=4), target)
     with torch.no_grad():
         motion = model.motion_consistency(model(video, fps_x=4), target)
     monkeypatch.setattr(stinet, "MCL_WEIGHT", 0.0)
     without = model.training_loss(video, target, 4, 0.5)
-    assert motion > 0
+    assert motion > 1e-4
     torch.testing.assert_close(loss - without, 0.1 * motion, rtol=1e-3, atol=1e-6)
+
+
+def test_training_loss_adds_the_phase1_lr_and_hr_terms_and_the_flow_photometric_term():
+    """Flat frames make every term but the output and motion ones known by hand: with the phase-1 heads
+    at zero the phase-1 images are classic's (HR) and the LR frames blended (LR), both the flat colours
+    blended in time, and a flat frame warps onto itself whatever the flow. So the loss is C(output) +
+    C(blend, target) + C(blend, target at LR) + 0.1 motion + 0.1 (C(frame i+1, frame i) both ways)."""
+    model = tiny()
+    for head in (model.phase1_lr_out, model.phase1_hr_out):
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
+    torch.manual_seed(2)
+    colours, truth = torch.rand(1, 3, 3, 1, 1), torch.rand(1, 5, 3, 1, 1)  # 3 flat inputs, 5 flat targets (x2)
+    video, target = colours.expand(1, 3, 3, 8, 8), truth.expand(1, 5, 3, 32, 32)
+    c = colours[:, :, :, 0, 0]
+    blend = torch.stack([c[:, 0], (c[:, 0] + c[:, 1]) / 2, c[:, 1], (c[:, 1] + c[:, 2]) / 2, c[:, 2]], 1)
+    eps = 1e-3  # Charbonnier: sqrt(d^2 + eps^2)
+    phase1 = ((blend - truth[:, :, :, 0, 0]) ** 2 + eps**2).sqrt().mean()  # same at LR and HR: flat
+    photometric = 2 * ((c[:, 1:] - c[:, :-1]) ** 2 + eps**2).sqrt().mean()  # 1 -> 0 and 0 -> 1
+    with torch.no_grad():
+        output = model(video, fps_x=2)
+        motion = model.motion_consistency(output, target)
+        loss = model.training_loss(video, target, 2, 0.5)
+    expected = charbonnier(output, target) + 2 * phase1 + 0.1 * motion + 0.1 * photometric
+    torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
+    assert (0.1 * photometric).item() > 1e-3 and phase1.item() > 1e-3  # each term shows above the tolerance
 
 
 def test_motion_consistency_reaches_the_frames_not_the_flow_network():

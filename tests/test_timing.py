@@ -3,7 +3,7 @@ from fractions import Fraction as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stvsr_cli.pipeline.timing import grid_length, is_variable_rate, nominal_rate, resample_to_grid
+from stvsr_cli.io.timing import grid_length, is_variable_rate, nominal_rate, resample_to_grid
 
 
 def grid(times, start, rate, count):
@@ -61,7 +61,7 @@ def test_coarse_time_base_rates_snap_to_the_standard_rate():
 def test_timestamps_are_exact_and_compact():
     import numpy as np
 
-    from stvsr_cli.pipeline.timing import Timestamps
+    from stvsr_cli.io.timing import Timestamps
 
     times = Timestamps(np.array([0, 1001, 2002, 3003]), F(1, 30000), origin=F(1, 2))
     assert len(times) == 4 and times[0] == F(1, 2) and times[-1] == F(1, 2) + F(3003, 30000)

@@ -195,7 +195,7 @@ def test_colours_survive_the_round_trip(tmp_path, size, colorspace):
 
 def test_progress_lines_when_stderr_is_not_a_terminal(clip, tmp_path, monkeypatch):
     """Logs and `make demo` output get a progress line (frames, rate, time left), not a live bar."""
-    from stvsr_cli.cli import PlainProgress
+    from stvsr_cli.display import PlainProgress
 
     monkeypatch.setattr(PlainProgress, "interval", 0.0)
     out = tmp_path / "out.mp4"

@@ -48,7 +48,7 @@ def test_reproduces_the_official_network_outputs(impl):
     use_deform_conv(model, {"pure": deform_conv2d_torch, "torchvision": torchvision_deform_conv2d}[impl])
     with torch.no_grad():
         for case in ("a", "b"):  # b is 13x18: padded to 16x20 and cropped, as the official scripts do
-            out = model(vector[f"input.{case}"])
+            out = model.run(vector[f"input.{case}"])
             assert out.shape == vector[f"output.{case}"].shape
             assert (out - vector[f"output.{case}"]).abs().max() < 1e-4
 
@@ -56,7 +56,7 @@ def test_reproduces_the_official_network_outputs(impl):
 @pytest.mark.parametrize("n,h,w", [(2, 8, 8), (3, 17, 23), (4, 12, 16)])
 def test_any_size_gives_two_n_minus_one_frames_at_four_times_the_size(n, h, w):
     with torch.no_grad():
-        out = tiny()(torch.rand(1, n, 3, h, w))
+        out = tiny().run(torch.rand(1, n, 3, h, w))
     assert out.shape == (1, 2 * n - 1, 3, 4 * h, 4 * w)
 
 
@@ -67,7 +67,14 @@ def test_padding_does_not_leak_into_the_visible_frame():
     padded = torch.nn.functional.pad(frames, (0, 1, 0, 3))
     model = tiny(1)
     with torch.no_grad():
-        torch.testing.assert_close(model(frames), model(padded)[..., :68, :92])
+        torch.testing.assert_close(model.run(frames), model(padded)[..., :68, :92])
+
+
+def test_forward_refuses_sizes_off_the_multiple_and_run_takes_them():
+    model = tiny()
+    with pytest.raises(ValueError, match="multiples of 4"):
+        model(torch.rand(1, 2, 3, 13, 18))
+    assert model.run(torch.rand(1, 2, 3, 13, 18)).shape == (1, 3, 3, 52, 72)
 
 
 def test_one_frame_is_refused():
@@ -127,4 +134,4 @@ def test_global_residual_adds_the_classic_baseline_and_no_parameters():
     torch.nn.init.zeros_(residual.conv_last.bias)
     frames = torch.rand(1, 3, 3, 13, 18)
     with torch.no_grad():
-        torch.testing.assert_close(residual(frames), Classic(scale=4)(frames, fps_x=2), atol=0, rtol=0)
+        torch.testing.assert_close(residual.run(frames), Classic(scale=4)(frames, fps_x=2), atol=0, rtol=0)

@@ -23,8 +23,7 @@ from av.video.reformatter import Interpolation
 
 from stvsr_cli.errors import InputError
 from stvsr_cli.io.colour import Colour, bit_depth, rgb_format, stream_colour
-from stvsr_cli.pipeline.scenes import thumbnail_size
-from stvsr_cli.pipeline.timing import Timestamps, grid_length, is_variable_rate, nominal_rate, resample_to_grid
+from stvsr_cli.io.timing import Timestamps, grid_length, is_variable_rate, nominal_rate, resample_to_grid
 
 # AVFieldOrder values.
 _FIELD_ORDERS = {1: "progressive", 2: "tt", 3: "bb", 4: "tb", 5: "bt"}
@@ -32,6 +31,15 @@ INTERLACED_FIELD_ORDERS = ("tt", "bb", "tb", "bt", "interlaced")
 
 # Packets are demuxed in decode order; presentation order may lag by this much (B-frame reordering).
 _REORDER_MARGIN = Fraction(2)
+
+THUMBNAIL_WIDTH = 64  # luma thumbnails for scene detection: grain and compression noise average out
+
+
+def thumbnail_size(width: int, height: int) -> tuple[int, int]:
+    """The thumbnail size for a ``width`` x ``height`` frame: ``THUMBNAIL_WIDTH`` wide, same shape."""
+    if width <= THUMBNAIL_WIDTH:
+        return width, height
+    return THUMBNAIL_WIDTH, max(1, round(height * THUMBNAIL_WIDTH / width))
 
 
 @dataclass(frozen=True)

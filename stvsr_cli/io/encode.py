@@ -14,9 +14,9 @@ import io
 import os
 import secrets
 from collections.abc import Iterable, Iterator
-from itertools import islice
 from dataclasses import dataclass
 from fractions import Fraction
+from itertools import islice
 from pathlib import Path
 
 import av
@@ -24,7 +24,7 @@ import numpy as np
 from av.video.frame import PictureType
 
 from stvsr_cli.errors import InputError, OutputError, UnsupportedOptionError
-from stvsr_cli.io.colour import AVCOL_RANGE_UNSPECIFIED, AVCOL_SPC_UNSPECIFIED, rgb_format, stream_colour
+from stvsr_cli.io.colour import AVCOL_RANGE_UNSPECIFIED, AVCOL_SPC_UNSPECIFIED, Colour, rgb_format, stream_colour
 from stvsr_cli.io.decode import VideoInfo, open_input, seek, video_stream
 
 DEFAULT_CODEC = "libx264"
@@ -51,15 +51,14 @@ def choose_codec(settings: EncodeSettings, device_type: str, bit_depth: int = 8,
     """The encoder to use: the one asked for; else NVENC when the model runs on a CUDA GPU, the
     source is 8-bit (H.264 NVENC has no 10-bit) and the encoder really opens (the FFmpeg build has
     it, and so does the driver); else the default (x264). The GPU's own video encoder then takes
-    the encoding off the CPU. Asking for --crf or --preset keeps x264."""
-    if settings.codec is not None or settings.crf is not None or settings.preset is not None:
-        return settings
-    if device_type != "cuda" or bit_depth > 8:
+    the encoding off the CPU. Asking for any encoder setting (--crf, --preset, --pix-fmt) keeps x264,
+    which those settings were written for."""
+    if settings != EncodeSettings() or device_type != "cuda" or bit_depth > 8:
         return settings
     opens = can_open or encoder_opens
     for codec in HARDWARE_CODECS:
-        if codec in av.codecs_available and opens(codec, settings.pix_fmt or "yuv420p"):
-            return EncodeSettings(codec=codec, pix_fmt=settings.pix_fmt)
+        if codec in av.codecs_available and opens(codec, "yuv420p"):
+            return EncodeSettings(codec=codec)
     return settings
 
 
@@ -258,6 +257,23 @@ def join_segments(
 def open_video_stream(container, source: VideoInfo, width: int, height: int, rate: Fraction, settings: EncodeSettings):
     """Add the output video stream to ``container``: codec, pixel format, rate, colour tags,
     aspect ratio and rotation, all checked against what the codec and container can do."""
+    codec, pix_fmt = _check_codec(container, source, width, height, settings)
+    stream = container.add_stream(codec, rate=rate)
+    ctx = stream.codec_context
+    stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+    ctx.time_base = 1 / Fraction(rate)
+    stream.options = _encoder_options(ctx, codec, settings)
+    colour = _tag_colour(ctx, source, width, height, pix_fmt)
+    if source.sample_aspect_ratio:
+        ctx.sample_aspect_ratio = source.sample_aspect_ratio
+    if source.rotation:
+        stream.set_display_rotation(source.rotation)
+    return stream, colour
+
+
+def _check_codec(container, source: VideoInfo, width: int, height: int, settings: EncodeSettings) -> tuple[str, str]:
+    """The encoder and pixel format to use, refused in one line where the container, the codec or
+    the frame size does not allow them."""
     supported = container.supported_codecs
     codec = settings.codec or (DEFAULT_CODEC if DEFAULT_CODEC in supported else container.default_video_codec)
     try:
@@ -283,11 +299,11 @@ def open_video_stream(container, source: VideoInfo, width: int, height: int, rat
             f"output size {width}x{height} is odd but {pix_fmt} needs even sizes",
             "use another --scale or --pix-fmt yuv444p",
         )
+    return codec, pix_fmt
 
-    stream = container.add_stream(codec, rate=rate)
-    ctx = stream.codec_context
-    stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-    ctx.time_base = 1 / Fraction(rate)
+
+def _encoder_options(ctx, codec: str, settings: EncodeSettings) -> dict[str, str]:
+    """The encoder's private options: CRF and preset (our defaults where it has them), quiet x265, NVENC's."""
     private = {o.name: o for o in ctx.supported_options.private}
     options = {}
     if "crf" in private:
@@ -304,30 +320,23 @@ def open_video_stream(container, source: VideoInfo, width: int, height: int, rat
         options["x265-params"] = "log-level=error"  # x265 prints a report per encoder otherwise
     if codec in HARDWARE_CODECS:
         options.update(NVENC_OPTIONS)
-    stream.options = options
+    return options
 
-    # The source's colour matrix and range carry over; an RGB source gets what players assume.
-    colour = source.colour
+
+def _tag_colour(ctx, source: VideoInfo, width: int, height: int, pix_fmt: str) -> Colour:
+    """Tag the stream with the source's colour matrix and range (an RGB source or output gets what
+    players assume), primaries and transfer; returns the colour the frames are converted with."""
+    colour, fmt = source.colour, av.VideoFormat(pix_fmt)
     if colour.is_rgb or fmt.is_rgb:
         colour = stream_colour(
-            pix_fmt,
-            width,
-            height,
-            colour.primaries,
-            colour.transfer,
-            AVCOL_SPC_UNSPECIFIED,
-            AVCOL_RANGE_UNSPECIFIED,
+            pix_fmt, width, height, colour.primaries, colour.transfer, AVCOL_SPC_UNSPECIFIED, AVCOL_RANGE_UNSPECIFIED
         )
     if not fmt.is_rgb:
         ctx.colorspace = colour.matrix
         ctx.color_range = colour.range
     ctx.color_primaries = colour.primaries
     ctx.color_trc = colour.transfer
-    if source.sample_aspect_ratio:
-        ctx.sample_aspect_ratio = source.sample_aspect_ratio
-    if source.rotation:
-        stream.set_display_rotation(source.rotation)
-    return stream, colour
+    return colour
 
 
 _TEMPLATE_SEARCH = 8  # decoded frames to look through for one without side data

@@ -59,6 +59,7 @@ class WorkFolder:
         self.segments: list[Segment] = []
         self.extradata: bytes | None = None
         self.cuts: list[int] | None = None  # the scene cuts found for this job, once known
+        self.repeats: list[int] | None = None  # the frames found to repeat the previous one, when looked for
 
     @classmethod
     def open(cls, dst: Path, job: dict[str, Any], *, restart: bool = False) -> tuple[WorkFolder, str | None]:
@@ -75,13 +76,16 @@ class WorkFolder:
             elif previous is None or previous.get("version") != MANIFEST_VERSION:
                 work.discard()
             elif previous.get("job") != _normalized(job):
-                changed = "the input" if previous.get("job", {}).get("input") != _normalized(job)["input"] else "the options"
+                changed = (
+                    "the input" if previous.get("job", {}).get("input") != _normalized(job)["input"] else "the options"
+                )
                 note = f"{changed} changed since the interrupted run: starting afresh"
                 work.discard()
             else:
                 work.segments = [Segment(**s) for s in previous["segments"]]
                 work.extradata = bytes.fromhex(previous["extradata"]) if previous.get("extradata") else None
                 work.cuts = previous.get("cuts")
+                work.repeats = previous.get("repeats")
                 if work.segments:
                     note = (
                         f"resuming: {len(work.segments)} finished segment(s), {work.done_frames} frames, "
@@ -111,7 +115,9 @@ class WorkFolder:
     def done_frames(self) -> int:
         return sum(s.frames for s in self.segments)
 
-    def add_segment(self, packets: Iterable[EncodedPacket], *, windows: int, frames: int, extradata: bytes | None) -> None:
+    def add_segment(
+        self, packets: Iterable[EncodedPacket], *, windows: int, frames: int, extradata: bytes | None
+    ) -> None:
         """Write a finished segment, then record it in the manifest (in that order)."""
         name = f"segment-{len(self.segments):06d}.bin"
         final = self.path / name
@@ -133,8 +139,9 @@ class WorkFolder:
         self.segments.append(Segment(name, windows, frames))
         self._save()
 
-    def set_cuts(self, cuts: list[int]) -> None:
+    def set_cuts(self, cuts: list[int], repeats: list[int] | None = None) -> None:
         self.cuts = list(cuts)
+        self.repeats = None if repeats is None else list(repeats)
         self._save()
 
     def packets(self, segment: Segment) -> Iterator[EncodedPacket]:
@@ -150,6 +157,7 @@ class WorkFolder:
         self.segments = []
         self.extradata = None
         self.cuts = None
+        self.repeats = None
 
     def _save(self) -> None:
         manifest = {
@@ -157,6 +165,7 @@ class WorkFolder:
             "job": _normalized(self.job),
             "extradata": self.extradata.hex() if self.extradata else None,
             "cuts": self.cuts,
+            "repeats": self.repeats,
             "segments": [asdict(s) for s in self.segments],
         }
         tmp = self.path / "manifest.json.partial"

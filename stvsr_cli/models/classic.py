@@ -7,18 +7,29 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+
+from stvsr_cli.models.base import VideoSRNet
 
 
-class Classic(nn.Module):
+def blend(frames: torch.Tensor, k: int) -> torch.Tensor:
+    """Linear blending in time: ``[B, N, ...]`` -> ``[B, k(N-1)+1, ...]``; output ``k*i`` is frame i,
+    output ``k*i + s`` is ``(1 - s/k) * frame(i) + (s/k) * frame(i+1)``."""
+    if frames.shape[1] == 1 or k == 1:
+        return frames
+    weights = (torch.arange(k, dtype=frames.dtype, device=frames.device) / k).view(1, 1, k, *[1] * (frames.dim() - 2))
+    between = torch.lerp(frames[:, :-1].unsqueeze(2), frames[:, 1:].unsqueeze(2), weights)  # [B, N-1, k, ...]
+    return torch.cat([between.flatten(1, 2), frames[:, -1:]], dim=1)
+
+
+class Classic(VideoSRNet):
     """Bicubic x``scale`` per frame (half-pixel centres, clamped to [0, 1]), then linear blending.
 
     Input ``[B, N, 3, H, W]`` in [0, 1]; output ``[B, k(N-1)+1, 3, sH, sW]``: output ``k*i`` is input
     frame i upscaled, output ``k*i + s`` is ``(1 - s/k) * up(i) + (s/k) * up(i+1)``.
     """
 
-    takes_fps_x = True  # any time factor, given to forward
-    takes_times = True  # or any times between the inputs
+    time_factors = None  # any integer factor
+    arbitrary_times = True  # or any times between the inputs
 
     def __init__(self, *, scale: int = 4) -> None:
         super().__init__()
@@ -32,14 +43,7 @@ class Classic(nn.Module):
         up = F.interpolate(
             frames.reshape(b * n, c, h, w), scale_factor=self.scale, mode="bicubic", align_corners=False
         ).clamp_(0, 1)
-        up = up.reshape(b, n, c, h * self.scale, w * self.scale)
-        if n == 1 or fps_x == 1:
-            return up
-        weights = torch.arange(fps_x, dtype=up.dtype, device=up.device) / fps_x  # s/k for s = 0..k-1
-        weights = weights.view(1, 1, fps_x, 1, 1, 1)
-        left, right = up[:, :-1].unsqueeze(2), up[:, 1:].unsqueeze(2)
-        between = torch.lerp(left, right, weights)  # [B, N-1, k, C, sH, sW]
-        return torch.cat([between.flatten(1, 2), up[:, -1:]], dim=1)
+        return blend(up.reshape(b, n, c, h * self.scale, w * self.scale), fps_x)
 
     def _at(self, frames: torch.Tensor, times: list[float]) -> torch.Tensor:
         b, n, c, h, w = frames.shape

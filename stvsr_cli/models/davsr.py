@@ -37,9 +37,9 @@ splitting alternates, K = 3 times, a data step (Eq. 4) and a prior step (Eq. 5):
 Where the paper is silent, the simplest choice, said here. The RVE runs at the LR resolution: the
 HR frames enter by pixel-unshuffle (x4, lossless) and leave by pixel-shuffle, so the prior costs
 what a plain VSR network does (the paper calls it multi-scale, the supplement with ``G`` is not
-public). Two branches (BasicVSR++ has four), guided by ``g^i`` as Eq. 9 says; the flows come from a
-small coarse-to-fine (SpyNet-like) network trained with the model (no pretrained weights, no
-compiled ops), computed at each iteration on ``Z_k`` shrunk to the LR size, the second-order
+public). Two branches (BasicVSR++ has four), guided by ``g^i`` as Eq. 9 says; the flows come from the
+shared coarse-to-fine ``ops.motion.FlowNet`` (zero padding when warping) trained with the model (no
+pretrained weights, no compiled ops), computed at each iteration on ``Z_k`` shrunk to the LR size, the second-order
 flow composed from two first-order ones. ``X_0`` (Algorithm 1: "initialise X_0 on Y in space
 and time"): with ``global_residual`` (default) it is ``classic`` (bicubic + linear blending), so an
 untrained network starts at classic refined by the FDT, and trains fast on a CPU; without it,
@@ -62,9 +62,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stvsr_cli.models.base import VideoSRNet
 from stvsr_cli.models.classic import Classic
 from stvsr_cli.models.ops.blocks import ResidualBlock
 from stvsr_cli.models.ops.dcn import DeformConv, deform_conv2d_torch
+from stvsr_cli.models.ops.motion import FlowNet, warp
 
 FDT_PAD = 4  # LR pixels of symmetric padding around the frames before the (circular) FDT
 Taps = tuple[int, tuple[float, ...]]  # (offset of the first tap, weights): y[j] = sum_i w_i x[s*j + first + i]
@@ -167,55 +169,6 @@ def pad_symmetric(x: torch.Tensor, pad: int) -> torch.Tensor:
 # -- the recurrent video enhancement -------------------------------------------------------------
 
 
-def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Sample ``x`` ``[N, C, H, W]`` at ``p + flow(p)`` (pixels; channel 0 is x, 1 is y), zeros outside."""
-    _, _, h, w = x.shape
-    ys = torch.arange(h, device=x.device, dtype=flow.dtype).view(1, h, 1)
-    xs = torch.arange(w, device=x.device, dtype=flow.dtype).view(1, 1, w)
-    grid = torch.stack([(2 * (xs + flow[:, 0]) + 1) / w - 1, (2 * (ys + flow[:, 1]) + 1) / h - 1], -1)
-    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=False)
-
-
-class FlowNet(nn.Module):
-    """A small coarse-to-fine flow ``f`` with ``warp(b, f) ~ a``; starts at zero flow."""
-
-    def __init__(self, *, nf: int = 24, levels: int = 3) -> None:
-        super().__init__()
-        self.levels = levels
-        self.basic = nn.ModuleList(
-            nn.Sequential(
-                nn.Conv2d(8, nf, 5, 1, 2),
-                nn.LeakyReLU(0.1),
-                nn.Conv2d(nf, nf, 5, 1, 2),
-                nn.LeakyReLU(0.1),
-                nn.Conv2d(nf, 2, 5, 1, 2),
-            )
-            for _ in range(levels)
-        )
-        for block in self.basic:
-            nn.init.zeros_(block[-1].weight)
-            nn.init.zeros_(block[-1].bias)
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        h, w = a.shape[-2:]
-        multiple = 2 ** (self.levels - 1)
-        pad = (0, -w % multiple, 0, -h % multiple)
-        a, b = F.pad(a, pad, mode="replicate"), F.pad(b, pad, mode="replicate")
-        pyramid = [(a, b)]
-        for _ in range(self.levels - 1):
-            a, b = F.avg_pool2d(a, 2), F.avg_pool2d(b, 2)
-            pyramid.append((a, b))
-        flow = None
-        for level in reversed(range(self.levels)):
-            a, b = pyramid[level]
-            if flow is None:
-                flow = a.new_zeros(a.shape[0], 2, *a.shape[-2:])
-            else:
-                flow = 2 * F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=False)
-            flow = flow + self.basic[level](torch.cat([a, warp(b, flow), flow], 1))
-        return flow[..., :h, :w]
-
-
 class FlowGuidedAlign(nn.Module):
     """``G`` of Eq. 9: a deformable 3x3 convolution over the two previous states (``2 nf`` channels,
     ``groups`` deformable groups, half per state) whose offsets are each state's flow plus a learned
@@ -241,7 +194,7 @@ class FlowGuidedAlign(nn.Module):
     def forward(
         self, current: torch.Tensor, prev1: torch.Tensor, prev2: torch.Tensor, flow1: torch.Tensor, flow2: torch.Tensor
     ) -> torch.Tensor:
-        guide = torch.cat([warp(prev1, flow1), current, warp(prev2, flow2), flow1, flow2], 1)
+        guide = torch.cat([warp(prev1, flow1, "zeros"), current, warp(prev2, flow2, "zeros"), flow1, flow2], 1)
         out = self.conv_offset(guide)
         residual, mask = out[:, : 18 * self.groups], torch.sigmoid(out[:, 18 * self.groups :])
         # Offsets are (dy, dx) per tap and group; the first half of the groups reads prev1.
@@ -282,7 +235,7 @@ class Branch(nn.Module):
             if step >= 2:
                 prev2 = out[order[step - 2]]
                 # Second order: i -> i-1, then on from there to i-2.
-                flow2 = flow1 + warp(flows[order[step - 1]], flow1)
+                flow2 = flow1 + warp(flows[order[step - 1]], flow1, "zeros")
             aligned = self.align(features[i], prev1, prev2, flow1, flow2)
             out[i] = aligned + self.fuse(torch.cat([below[i], aligned], 1))
         return out
@@ -298,7 +251,7 @@ class RVE(nn.Module):
         self.scale = scale
         cin = 3 * scale * scale
         self.extract = nn.Sequential(nn.Conv2d(cin + 1, nf, 3, 1, 1), nn.LeakyReLU(0.1), nn.Conv2d(nf, nf, 3, 1, 1))
-        self.flow = FlowNet(nf=flow_nf)
+        self.flow = FlowNet(flow_nf)
         self.branches = nn.ModuleList(Branch(nf, blocks, groups, max_offset) for _ in range(branches))
         self.reconstruct = nn.Sequential(nn.Conv2d(nf, nf, 3, 1, 1), nn.LeakyReLU(0.1), nn.Conv2d(nf, cin, 3, 1, 1))
         nn.init.zeros_(self.reconstruct[-1].weight)  # start at X_k = Z_k: the untrained model is the FDT alone
@@ -335,12 +288,13 @@ class RVE(nn.Module):
 # -- the network -------------------------------------------------------------------------------
 
 
-class DAVSR(nn.Module):
+class DAVSR(VideoSRNet):
     """x4 in space, x2 in time: ``[B, T, 3, h, w]`` -> ``[B, 2T-1, 3, 4h, 4w]``."""
 
     loss_description = "Charbonnier loss (the paper's Eq. 11)"
     scale = 4
     fps_x = 2
+    time_factors = (2,)
 
     def __init__(
         self, *, nf: int = 64, blocks: int = 7, branches: int = 2, iterations: int = 3, deform_groups: int = 8,
@@ -386,7 +340,9 @@ class DAVSR(nn.Module):
         edge = self.scale * pad
         return z.transpose(1, 2)[:, :n, :, edge : edge + hh, edge : edge + ww].to(estimate.dtype)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, fps_x: int = 2) -> torch.Tensor:
+        if fps_x != self.fps_x:
+            raise ValueError(f"DAVSR makes x{self.fps_x} in time, not x{fps_x}")
         if frames.shape[1] < 2:
             raise ValueError("DAVSR needs at least two input frames")
         x = self.initial(frames)

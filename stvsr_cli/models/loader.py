@@ -6,12 +6,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from stvsr_cli import hub
 from stvsr_cli.errors import DeviceError, StvsrError, UnsupportedOptionError
+from stvsr_cli.models.base import VideoSRNet
 from stvsr_cli.models.ops.dcn import pick_deform_conv, use_deform_conv
-from stvsr_cli.models.registry import ModelSpec, architecture
+from stvsr_cli.models.registry import ModelSpec
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -32,12 +32,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     return resolved
 
 
-def run_network(module: nn.Module, frames: torch.Tensor, fps_x: int) -> torch.Tensor:
-    """Call an architecture: ``[B, N, 3, H, W]`` -> ``[B, fps_x*(N-1)+1, 3, sH, sW]``. Networks with
-    one built-in time factor take the frames alone; those that set ``takes_fps_x`` take the factor."""
-    return module(frames, fps_x=fps_x) if getattr(type(module), "takes_fps_x", False) else module(frames)
-
-
 @dataclass
 class Upscaler:
     """A network ready to run on a window of frames, with the facts the pipeline needs.
@@ -47,7 +41,7 @@ class Upscaler:
     """
 
     spec: ModelSpec
-    module: nn.Module
+    module: VideoSRNet
     scale: int
     device: torch.device
     half: bool
@@ -56,16 +50,18 @@ class Upscaler:
     def arbitrary_times(self) -> bool:
         return self.spec.arbitrary_times
 
+    @property
+    def size_multiple(self) -> int:
+        """The network pads its input to this multiple (tiles cut at it waste nothing)."""
+        return self.module.size_multiple
+
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor, fps_x: int, times: list | None = None) -> torch.Tensor:
         """``[N, 3, H, W]`` in [0, 1] on ``device`` -> ``[fps_x*(N-1)+1, 3, sH, sW]`` clamped to [0, 1];
         or, with ``times`` (positions from 0 to N-1, for models with arbitrary times), one frame per time."""
         batch = frames.float().unsqueeze(0)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
-            if times is not None:
-                out = self.module(batch, times=[float(t) for t in times])
-            else:
-                out = run_network(self.module, batch, fps_x)
+            out = self.module.run(batch, fps_x, times=None if times is None else [float(t) for t in times])
         return out[0].float().clamp_(0, 1)
 
 
@@ -96,11 +92,8 @@ def load_model(
 
     if weights is not None:
         spec = _spec_for_file(spec, Path(weights))
-    kwargs = dict(spec.params)
-    if spec.scales is None:
-        kwargs["scale"] = scale
     try:
-        module = architecture(spec)(**kwargs)
+        module = spec.build(scale)
     except TypeError as exc:
         raise StvsrError(f"model '{spec.name}': bad params for arch '{spec.arch}': {exc}") from None
     if weights is not None:
@@ -132,3 +125,9 @@ def _spec_for_file(spec: ModelSpec, path: Path) -> ModelSpec:
             f"use --model with a model of arch '{arch}'",
         )
     return replace(spec, params=params)
+
+
+def cuda_devices() -> list[str]:
+    """Every CUDA GPU here, as device names (``cuda:0``, ...); none without CUDA."""
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return [f"cuda:{i}" for i in range(count)]

@@ -58,8 +58,8 @@ class ModelSpec:
     """What a registered model is and can do.
 
     ``scales``/``fps_x`` are tuples of supported factors, or ``None`` for any integer. An
-    architecture that accepts any scale takes it as its ``scale`` constructor argument; one whose
-    class sets ``takes_fps_x = True`` takes the time factor as a keyword of ``forward``.
+    architecture that accepts any scale takes it as its ``scale`` constructor argument. Every
+    architecture is a ``models.base.VideoSRNet``: ``forward(frames, fps_x)``.
     ``arbitrary_times``: the network makes frames at any times in (0, 1) between two inputs (its
     ``forward`` takes ``times``), so any frame rate can be asked for.
     """
@@ -118,12 +118,21 @@ class ModelSpec:
         overlap = min(self.overlap, window - 1) if overlap is None else overlap
         if window < max(2, self.min_frames):
             raise UsageError(f"--window must be at least {max(2, self.min_frames)} for model '{self.name}'")
-        sized = self.params.get("frames")  # a network built for windows of exactly this many frames
+        param = architecture(self).window_param if self.arch in ARCHITECTURES else None
+        sized = self.params.get(param) if param else None  # a network built for windows of exactly this size
         if sized is not None and window != sized:
             raise UsageError(f"model '{self.name}' works on windows of exactly {sized} frames", "leave out --window")
         if not 1 <= overlap < window:
             raise UsageError(f"--overlap must be between 1 and {window - 1} (one less than the window)")
         return window, overlap
+
+    def build(self, scale: int | None = None) -> Any:
+        """A fresh network of this spec's architecture (a ``VideoSRNet``); ``scale`` goes to
+        architectures that take any scale."""
+        kwargs = dict(self.params)
+        if self.scales is None and scale is not None:
+            kwargs["scale"] = scale
+        return architecture(self)(**kwargs)
 
     def describe_factors(self, factors: tuple[int, ...] | None) -> str:
         return "any" if factors is None else ", ".join(str(f) for f in factors)
@@ -194,7 +203,7 @@ def parse_entry(name: str, table: Any, where: str, base_dir: Path) -> ModelSpec:
     if not isinstance(table.get("half", True), bool):
         raise StvsrError(f"{where}: 'half' must be true or false")
     if table.get("times", "fixed") not in ("any", "fixed"):
-        raise StvsrError(f"{where}: 'times' must be \"any\" or \"fixed\"")
+        raise StvsrError(f'{where}: \'times\' must be "any" or "fixed"')
     return ModelSpec(
         name=name,
         arch=arch,

@@ -59,8 +59,8 @@ Where the paper is silent or its choice is unavailable, our choice, said here:
 - ``global_residual`` (on by default): ``classic`` (bicubic + linear blending) is added to the
   output, and the lerp of the LR frames / classic to the phase-1 images; the output convolutions
   start at 0.1 x their default initialisation, so an untrained network starts near classic.
-- Input is replicate-padded to a multiple of ``2 ** (flow_levels - 1)`` (the flow pyramid) and the
-  output cropped back, so any h, w work.
+- ``size_multiple`` is ``2 ** (flow_levels - 1)`` (the flow pyramid); ``VideoSRNet.run`` pads the
+  input to it (replicating the edge) and crops the output back, so any h, w work.
 
 Default configuration (``nf`` 64, 26 S-SR residual blocks, 5 shared Pnet blocks, 4 ST-LR modules
 with 8 deformable groups, 4 GraphSAGE layers; the paper gives no block counts, these were picked to
@@ -83,17 +83,15 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from stvsr_cli.models.classic import Classic
-from stvsr_cli.models.ops.blocks import ResidualBlock
+from stvsr_cli.models.base import VideoSRNet
+from stvsr_cli.models.classic import Classic, blend
+from stvsr_cli.models.ops.blocks import ResidualBlock, lrelu
 from stvsr_cli.models.ops.dcn import DeformConv, deform_conv2d_torch
-from stvsr_cli.training.losses import charbonnier
+from stvsr_cli.models.ops.losses import charbonnier
+from stvsr_cli.models.ops.motion import FlowNet, resize_flow, warp
 
 MCL_WEIGHT = 0.1  # lambda_2 of the paper
 FLOW_PHOTOMETRIC_WEIGHT = 0.1
-
-
-def lrelu(x: torch.Tensor) -> torch.Tensor:
-    return F.leaky_relu(x, 0.1)
 
 
 def conv3x3(cin: int, cout: int) -> nn.Conv2d:
@@ -108,43 +106,10 @@ def _shrink(*convs: nn.Conv2d, factor: float = 0.1) -> None:
                 conv.bias.mul_(factor)
 
 
-def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Backward warp: sample ``x`` at ``p + flow(p)`` (pixels; channel 0 is x, 1 is y), border
-    padding. Positions and sampling in float32 (bf16/fp16 coordinates are off by pixels)."""
-    _, _, h, w = x.shape
-    ys = torch.arange(h, device=x.device, dtype=torch.float32).view(h, 1)
-    xs = torch.arange(w, device=x.device, dtype=torch.float32).view(1, w)
-    flow = flow.float()
-    gx = (2 * (xs + flow[:, 0]) + 1) / w - 1  # align_corners=False: pixel i is at (2i + 1) / size - 1
-    gy = (2 * (ys + flow[:, 1]) + 1) / h - 1
-    out = F.grid_sample(
-        x.float(), torch.stack([gx, gy], -1), mode="bilinear", padding_mode="border", align_corners=False
-    )
-    return out.to(x.dtype)
-
-
-def resize_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of a pixel flow, its vectors rescaled to the new pixel size."""
-    h, w = flow.shape[-2:]
-    if (h, w) == tuple(size):
-        return flow
-    out = F.interpolate(flow, size=size, mode="bilinear", align_corners=False)
-    return torch.cat([out[:, :1] * (size[1] / w), out[:, 1:] * (size[0] / h)], 1)
-
-
 def adapted_flows(tau: torch.Tensor, f01: torch.Tensor, f10: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Eq. 1 (linear motion): the flows from time ``tau`` in (0, 1) to the frames before and after,
     ``(tau * f10, (1 - tau) * f01)``; ``tau`` broadcasts against the flows."""
     return tau * f10, (1 - tau) * f01
-
-
-def pad_to(frames: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Replicate-pad ``[B, T, C, h, w]`` on the bottom and right to a multiple of ``multiple``."""
-    b, t, c, h, w = frames.shape
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if not ph and not pw:
-        return frames
-    return F.pad(frames.reshape(b * t, c, h, w), (0, pw, 0, ph), mode="replicate").reshape(b, t, c, h + ph, w + pw)
 
 
 def interleave(keys: torch.Tensor, middles: torch.Tensor) -> torch.Tensor:
@@ -170,33 +135,6 @@ def _conv_chain(channels: list[int], kernel: int = 3) -> list[nn.Module]:
         layers += [nn.LeakyReLU(0.1)] if i else []
         layers.append(nn.Conv2d(cin, cout, kernel, 1, kernel // 2))
     return layers
-
-
-class FlowNet(nn.Module):
-    """Coarse-to-fine flow ``f = flow(a, b)`` from ``a`` to ``b``: ``warp(b, f) ~ a``. Each level
-    refines the upsampled coarser flow from ``cat(a, warp(b, flow), flow)``."""
-
-    def __init__(self, nf: int = 32, levels: int = 3) -> None:
-        super().__init__()
-        self.levels = levels
-        half = max(1, nf // 2)
-        self.refine = nn.ModuleList(
-            nn.Sequential(*_conv_chain([8, nf, nf, half], 5), nn.LeakyReLU(0.1), nn.Conv2d(half, 2, 5, 1, 2))
-            for _ in range(levels)
-        )
-        _shrink(*(level[-1] for level in self.refine))  # small flows at first, but every layer learns
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        pyramid = [(a, b)]
-        for _ in range(self.levels - 1):
-            a, b = (F.avg_pool2d(x, 2, ceil_mode=True) for x in (a, b))
-            pyramid.append((a, b))
-        flow = None
-        for level in reversed(range(self.levels)):
-            a, b = pyramid[level]
-            flow = a.new_zeros(a.shape[0], 2, *a.shape[-2:]) if flow is None else resize_flow(flow, a.shape[-2:])
-            flow = flow + self.refine[level](torch.cat([a, warp(b, flow), flow], 1))
-        return flow
 
 
 class SpatialSR(nn.Module):
@@ -375,10 +313,9 @@ class STGR(nn.Module):
         return same_res | counterpart
 
 
-class STINet(nn.Module):
+class STINet(VideoSRNet):
     """x``scale`` in space, x``fps_x`` in time: ``[B, T, 3, h, w]`` -> ``[B, fps_x(T-1)+1, 3, sh, sw]``."""
 
-    takes_fps_x = True
     time_factors = (2, 4, 6)
     loss_description = (
         "Charbonnier (output and phase-1 LR/HR) + 0.1 motion consistency + 0.1 flow photometric (no perceptual term)"
@@ -394,7 +331,8 @@ class STINet(nn.Module):
         if nf % groups:
             raise ValueError(f"nf={nf} does not split into {groups} deformable groups")
         self.scale, self.flow_levels = scale, flow_levels
-        self.flow = FlowNet(flow_nf, flow_levels)
+        self.size_multiple = 2 ** (flow_levels - 1)  # the flow pyramid halves the frames flow_levels - 1 times
+        self.flow = FlowNet(flow_nf, flow_levels, zero_start=False)  # its photometric loss needs a live flow
         self.ssr = SpatialSR(nf, sr_blocks, scale)
         self.stfi = STFI(nf, pnet_blocks, scale)
         self.phase1_lr_out = nn.Conv2d(nf, 3, 1)
@@ -418,11 +356,10 @@ class STINet(nn.Module):
         b, t, _, h, w = frames.shape
         if t < 2:
             raise ValueError(f"STINet needs at least 2 frames, got {t}")
-        k, s = fps_x, self.scale
-        padded = pad_to(frames, 2 ** (self.flow_levels - 1))
-        lr_key, hr_key = self.ssr(padded.flatten(0, 1))
+        k = fps_x
+        lr_key, hr_key = self.ssr(frames.flatten(0, 1))
         lr_key, hr_key = lr_key.unflatten(0, (b, t)), hr_key.unflatten(0, (b, t))
-        first, second = padded[:, :-1].flatten(0, 1), padded[:, 1:].flatten(0, 1)
+        first, second = frames[:, :-1].flatten(0, 1), frames[:, 1:].flatten(0, 1)
         both = self.flow(torch.cat([first, second]), torch.cat([second, first]))  # both directions at once
         f01, f10 = both.chunk(2, 0)  # [B(T-1), 2, hp, wp] each
         images = {"flows": (first, second, f01, f10)}
@@ -443,20 +380,20 @@ class STINet(nn.Module):
         else:
             lr_seq, hr_seq = lr_key, hr_key
         n = lr_seq.shape[1]
-        images["phase1_lr"] = self.phase1_lr_out(lr_seq.flatten(0, 1)).unflatten(0, (b, n))[..., :h, :w]
-        images["phase1_hr"] = self.phase1_hr_out(hr_seq.flatten(0, 1)).unflatten(0, (b, n))[..., : s * h, : s * w]
+        images["phase1_lr"] = self.phase1_lr_out(lr_seq.flatten(0, 1)).unflatten(0, (b, n))
+        images["phase1_hr"] = self.phase1_hr_out(hr_seq.flatten(0, 1)).unflatten(0, (b, n))
 
         for module in self.stlr:
             lr_seq, hr_seq = module(lr_seq, hr_seq)
         times = torch.arange(n, device=frames.device, dtype=torch.float32) / k  # in input-frame units
         lr_seq, hr_seq = self.stgr(lr_seq, hr_seq, times)
         out = self.recon_lr_out(self.recon_lr_up(lr_seq.flatten(0, 1))) + self.recon_hr_out(hr_seq.flatten(0, 1))
-        out = out.unflatten(0, (b, n))[..., : s * h, : s * w]
+        out = out.unflatten(0, (b, n))
         if self.global_residual:
             base = self.baseline(frames, fps_x=k)
             out = out + base
             images["phase1_hr"] = images["phase1_hr"] + base
-            images["phase1_lr"] = images["phase1_lr"] + _blend(frames, k)
+            images["phase1_lr"] = images["phase1_lr"] + blend(frames, k)
         images["output"] = out
         return images
 
@@ -501,12 +438,3 @@ class STINet(nn.Module):
         near, far = predicted[1][:, :-1], predicted[2]  # O_{t->t+1} and O_{t->t+2}, t = 0..N-3
         relative = F.relu(torch.sign(near) * (near - far)).mean()
         return absolute + relative
-
-
-def _blend(frames: torch.Tensor, k: int) -> torch.Tensor:
-    """Linear blending of LR frames in time: ``[B, T, ...]`` -> ``[B, k(T-1)+1, ...]``."""
-    if k == 1:
-        return frames
-    weights = (torch.arange(1, k, device=frames.device, dtype=frames.dtype) / k).view(1, 1, k - 1, 1, 1, 1)
-    middles = torch.lerp(frames[:, :-1].unsqueeze(2), frames[:, 1:].unsqueeze(2), weights)
-    return interleave(frames, middles)

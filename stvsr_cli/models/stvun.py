@@ -40,9 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def lrelu(x: torch.Tensor) -> torch.Tensor:
-    return F.leaky_relu(x, 0.1)
+from stvsr_cli.models.base import VideoSRNet
+from stvsr_cli.models.ops.blocks import lrelu
+from stvsr_cli.models.ops.motion import FlowNet, resize, warp
 
 
 class DenseBlock(nn.Module):
@@ -89,44 +89,12 @@ class EFST(nn.Module):
         low = lrelu(self.att_l1(att))
         low = lrelu(self.att_l2(torch.cat([F.max_pool2d(low, 3, 2, 1), F.avg_pool2d(low, 3, 2, 1)], 1)))
         low = lrelu(self.att_l3(low))
-        att = lrelu(self.att3(att)) + _resize(low, att.shape[-2:])
+        att = lrelu(self.att3(att)) + resize(low, att.shape[-2:])
         att = lrelu(self.att4(att))
-        att = self.att5(_resize(att, (h, w)))
+        att = self.att5(resize(att, (h, w)))
         alpha = 2 * torch.sigmoid(att)
         beta = self.add2(lrelu(self.add1(att)))
         return alpha * fused + beta
-
-
-class FlowNet(nn.Module):
-    """Coarse-to-fine flow ``f`` with ``warp(b, f) ~ a`` (a SpyNet-like stand-in for PWC-Net)."""
-
-    def __init__(self, nf: int = 32, levels: int = 3) -> None:
-        super().__init__()
-        self.levels = levels
-        self.basic = nn.ModuleList(
-            nn.Sequential(
-                nn.Conv2d(8, nf, 5, 1, 2), nn.LeakyReLU(0.1), nn.Conv2d(nf, nf, 5, 1, 2), nn.LeakyReLU(0.1),
-                nn.Conv2d(nf, nf // 2, 5, 1, 2), nn.LeakyReLU(0.1), nn.Conv2d(nf // 2, 2, 5, 1, 2),
-            )  # fmt: skip
-            for _ in range(levels)
-        )
-        for block in self.basic:  # an untrained flow is zero: the two frames are simply averaged
-            nn.init.zeros_(block[-1].weight)
-            nn.init.zeros_(block[-1].bias)
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        pyramid = [(a, b)]
-        for _ in range(self.levels - 1):
-            a, b = (F.avg_pool2d(x, 2, ceil_mode=True) for x in (a, b))
-            pyramid.append((a, b))
-        flow = None
-        for level, (a, b) in zip(reversed(range(self.levels)), reversed(pyramid)):
-            if flow is None:
-                flow = a.new_zeros(a.shape[0], 2, *a.shape[-2:])
-            else:
-                flow = 2 * _resize(flow, a.shape[-2:])
-            flow = flow + self.basic[level](torch.cat([a, warp(b, flow), flow], 1))
-        return flow
 
 
 def flows_at(t: float, f01: torch.Tensor, f10: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,26 +103,10 @@ def flows_at(t: float, f01: torch.Tensor, f10: torch.Tensor) -> tuple[torch.Tens
     return -(1 - t) * t * f01 + t * t * f10, (1 - t) ** 2 * f01 - t * (1 - t) * f10
 
 
-def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Sample ``x`` at ``p + flow(p)`` (pixels; flow channel 0 is x, 1 is y), border padding."""
-    _, _, h, w = x.shape
-    ys, xs = torch.meshgrid(
-        torch.arange(h, device=x.device, dtype=flow.dtype), torch.arange(w, device=x.device, dtype=flow.dtype),
-        indexing="ij",
-    )  # fmt: skip
-    gx = (xs + flow[:, 0]) * (2 / max(w - 1, 1)) - 1
-    gy = (ys + flow[:, 1]) * (2 / max(h - 1, 1)) - 1
-    grid = torch.stack([gx, gy], -1)
-    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=True)
-
-
-def _resize(x: torch.Tensor, size) -> torch.Tensor:
-    return x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-
-
-class STVUN(nn.Module):
-    takes_fps_x = True
-    takes_times = True
+class STVUN(VideoSRNet):
+    time_factors = None  # any integer factor
+    arbitrary_times = True  # t enters only the flows: any time between two inputs
+    window_param = "frames"  # EFST fuses exactly ``frames`` inputs
 
     def __init__(self, *, nf: int = 64, levels: int = 4, frames: int = 7, flow_nf: int = 32, scale: int = 4) -> None:
         super().__init__()
@@ -195,7 +147,11 @@ class STVUN(nn.Module):
                 flows[i] = (self.flow(a, z), self.flow(z, a))  # f(i->i+1), f(i+1->i)
             to_first, to_second = flows_at(t, *flows[i])
             middle = [
-                (warp(level[:, i], _resize(to_first, level.shape[-2:])) + warp(level[:, i + 1], _resize(to_second, level.shape[-2:]))) / 2
+                (
+                    warp(level[:, i], resize(to_first, level.shape[-2:]))
+                    + warp(level[:, i + 1], resize(to_second, level.shape[-2:]))
+                )
+                / 2
                 for level in feats
             ]
             lr_middle = (warp(frames[:, i], to_first) + warp(frames[:, i + 1], to_second)) / 2

@@ -21,11 +21,11 @@ Where the paper is silent, the simplest choice, said here: IMDN as its authors p
 down- and pixel-shuffle up-sampling; and ``global_residual`` (on by default): the network adds its
 output to ``classic`` (bicubic + blending), which trains much faster on a CPU and is no new
 parameter; with it TPSRM too learns a residual, on its profile resized bicubically in height and
-linearly in time. Training (``training_loss``) follows the paper's schedule in three equal parts of
+in time (corners aligned: the input frames stay exact, the frames between are cubic, not blends). Training (``training_loss``) follows the paper's schedule in three equal parts of
 the run: TPSRM alone against the target shrunk 1/2 in height and 1/4 in width (antialiased bicubic);
 FSM + cascaded IMDN with TPSRM frozen, against the target; then all three with L1 + 0.1 (1 - SSIM)
-+ the cycle term (the output's even frames shrunk by the eval protocol's bicubic x1/4 against the
-input, which equals the paper's L1 over horizontal profiles, since profiles are a reshape). L1 is
++ the cycle term (the output's even frames shrunk by the eval protocol's antialiased bicubic x1/4,
+not rounded to 8 bits so that its gradient lives, against the input, which equals the paper's L1 over horizontal profiles, since profiles are a reshape). L1 is
 Charbonnier; the VGG term is left out (VGG weights cannot be downloaded here).
 
 Layout: input ``[B, T, 3, h, w]`` in [0, 1], any T >= 2; output ``[B, 2T-1, 3, 4h, 4w]``.
@@ -37,12 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stvsr_cli.models.base import VideoSRNet
 from stvsr_cli.models.classic import Classic
-from stvsr_cli.models.ops.blocks import ResidualBlock
+from stvsr_cli.models.ops.blocks import ResidualBlock, lrelu
+from stvsr_cli.models.ops.losses import charbonnier, ssim
 
-
-def lrelu(x: torch.Tensor, slope: float = 0.05) -> torch.Tensor:
-    return F.leaky_relu(x, slope)
+IMDN_SLOPE = 0.05  # IMDN's leaky ReLU (the fusion blocks use 0.2)
 
 
 def to_profiles(frames: torch.Tensor) -> torch.Tensor:
@@ -97,7 +97,7 @@ class IMDB(nn.Module):
         kept = []
         y = x
         for conv in (self.c1, self.c2, self.c3):
-            y = lrelu(conv(y))
+            y = lrelu(conv(y), IMDN_SLOPE)
             k, y = torch.split(y, [self.kept, y.shape[1] - self.kept], dim=1)
             kept.append(k)
         kept.append(self.c4(y))
@@ -122,7 +122,7 @@ class IMDN(nn.Module):
         for block in self.blocks:
             y = block(y)
             outs.append(y)
-        y = self.body_tail(lrelu(self.fuse(torch.cat(outs, 1)))) + head
+        y = self.body_tail(lrelu(self.fuse(torch.cat(outs, 1)), IMDN_SLOPE)) + head
         return F.pixel_shuffle(self.upsample(y), self.scale)
 
 
@@ -187,7 +187,7 @@ def _crop(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return x[..., : like.shape[-2], : like.shape[-1]]
 
 
-class TPSR(nn.Module):
+class TPSR(VideoSRNet):
     """x4 in space, x2 in time: ``[B, T, 3, h, w]`` -> ``[B, 2T-1, 3, 4h, 4w]``."""
 
     def __init__(
@@ -218,7 +218,9 @@ class TPSR(nn.Module):
     # Where each stage ends, as a share of the run (the paper trains each for the same epochs).
     stage_ends = (1 / 3, 2 / 3)
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, fps_x: int = 2) -> torch.Tensor:
+        if fps_x != 2:
+            raise ValueError(f"TPSR makes x2 in time, not x{fps_x}")
         return self._stages(frames)[2]
 
     def middle_volume(self, frames: torch.Tensor) -> torch.Tensor:
@@ -226,7 +228,7 @@ class TPSR(nn.Module):
         b, t, _, h, _ = frames.shape
         profiles = to_profiles(frames)
         out = self.tpsrm(profiles)[..., : 2 * t - 1]  # [B*w, 3, 2h, 2T-1]
-        if self.global_residual:  # on bicubic in height, linear in time
+        if self.global_residual:  # on bicubic in height and time
             out = out + F.interpolate(profiles, size=(2 * h, 2 * t - 1), mode="bicubic", align_corners=True)
         return from_profiles(out, b)
 
@@ -249,9 +251,6 @@ class TPSR(nn.Module):
 
     def training_loss(self, frames: torch.Tensor, target: torch.Tensor, fps_x: int, progress: float) -> torch.Tensor:
         """The paper's schedule (Sec. 4.1) by the share of the run done; see ``loss_description``."""
-        from stvsr_cli.evaluation import downscale_tensor
-        from stvsr_cli.training.losses import charbonnier, ssim
-
         b, n, c, sh, sw = target.shape
         if progress < self.stage_ends[0]:  # TPSRM against the target shrunk 1/2 in height, 1/4 in width
             small = F.interpolate(
@@ -262,5 +261,11 @@ class TPSR(nn.Module):
         if progress < self.stage_ends[1]:
             return charbonnier(self._stages(frames, frozen_tpsrm=True)[1], target)
         out = self._stages(frames)[2]
-        cycle = charbonnier(downscale_tensor(out[:, ::2], sw // frames.shape[-1]), frames)
+        # The protocol's bicubic x1/4 without its 8-bit rounding, whose zero gradient left the term untrained.
+        even = out[:, ::2]
+        degraded = F.interpolate(
+            even.reshape(-1, c, sh, sw), scale_factor=frames.shape[-1] / sw, mode="bicubic", antialias=True,
+            align_corners=False,
+        ).reshape(frames.shape)  # fmt: skip
+        cycle = charbonnier(degraded, frames)
         return charbonnier(out, target) + 0.1 * (1 - ssim(out, target)) + cycle

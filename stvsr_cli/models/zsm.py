@@ -21,13 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stvsr_cli.models.base import VideoSRNet
 from stvsr_cli.models.classic import Classic
-from stvsr_cli.models.ops.blocks import ResidualBlock
+from stvsr_cli.models.ops.blocks import ResidualBlock, lrelu
 from stvsr_cli.models.ops.dcn import DeformConv, deform_conv2d_torch
-
-
-def lrelu(x: torch.Tensor) -> torch.Tensor:
-    return F.leaky_relu(x, 0.1)
 
 
 def up2(x: torch.Tensor) -> torch.Tensor:
@@ -171,8 +168,10 @@ class BiDeformableConvLSTM(nn.Module):
         return [self.conv_1x1(torch.cat([f, b], 1)) for f, b in zip(forwards, backwards, strict=True)]
 
 
-class ZoomingSlowMo(nn.Module):
+class ZoomingSlowMo(VideoSRNet):
     """Zooming Slow-Mo; defaults are the official checkpoint's configuration (11,102,771 parameters)."""
+
+    size_multiple = 4  # the feature pyramid's two stride-2 levels
 
     def __init__(
         self, *, nf: int = 64, groups: int = 8, front_rbs: int = 5, back_rbs: int = 40, global_residual: bool = False
@@ -196,15 +195,19 @@ class ZoomingSlowMo(nn.Module):
         self.HRconv = conv3x3(64, 64)
         self.conv_last = conv3x3(64, 3)
         self.baseline = Classic(scale=4) if global_residual else None
+        # ``run`` pads with zeros as the official test scripts do; with the classic residual it
+        # replicates the edge, which leaves the bicubic baseline (clamped at the border) unchanged.
+        self.pad_mode = "replicate" if global_residual else "constant"
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, fps_x: int = 2) -> torch.Tensor:
         b, n, c, h, w = frames.shape
         if n < 2:
             raise ValueError("Zooming Slow-Mo needs at least two input frames")
-        # The bare network needs sizes divisible by 4: pad bottom/right with zeros, crop the output.
-        pad_h, pad_w = -h % 4, -w % 4
-        x = F.pad(frames.reshape(b * n, c, h, w), (0, pad_w, 0, pad_h))
-        hp, wp = h + pad_h, w + pad_w
+        if fps_x != 2:
+            raise ValueError(f"Zooming Slow-Mo makes x2 in time, not x{fps_x}")
+        if h % self.size_multiple or w % self.size_multiple:
+            raise ValueError(f"frame sizes must be multiples of {self.size_multiple}, got {h}x{w}: use run()")
+        x = frames.reshape(b * n, c, h, w)
 
         l1 = self.feature_extraction(lrelu(self.conv_first(x)))
         l2 = lrelu(self.fea_L2_conv2(lrelu(self.fea_L2_conv1(l1))))
@@ -218,12 +221,12 @@ class ZoomingSlowMo(nn.Module):
             sequence += [a[0], self.fusion(self.pcd_align(a, nxt))]
         sequence.append(levels[0][:, n - 1])
 
-        features = torch.stack(self.ConvBLSTM(sequence), 1).view(b * (2 * n - 1), -1, hp, wp)
+        features = torch.stack(self.ConvBLSTM(sequence), 1).view(b * (2 * n - 1), -1, h, w)
         out = self.recon_trunk(features)
         out = lrelu(F.pixel_shuffle(self.upconv1(out), 2))
         out = lrelu(F.pixel_shuffle(self.upconv2(out), 2))
         out = self.conv_last(lrelu(self.HRconv(out)))
-        out = out.view(b, 2 * n - 1, 3, 4 * hp, 4 * wp)[..., : 4 * h, : 4 * w]
+        out = out.view(b, 2 * n - 1, 3, 4 * h, 4 * w)
         if self.baseline is not None:
             out = out + self.baseline(frames, fps_x=2)
         return out

@@ -18,9 +18,12 @@ from stvsr_cli.pipeline.windows import WindowPlan
 
 class WindowModel(Protocol):
     """``[N, 3, H, W]`` in [0, 1] -> ``[fps_x*(N-1)+1, 3, sH, sW]`` in [0, 1]. A model whose
-    ``arbitrary_times`` is true also takes ``times=`` (positions 0..N-1) and returns one frame each."""
+    ``arbitrary_times`` is true also takes ``times=`` (positions 0..N-1) and returns one frame each;
+    ``size_multiple`` is the frame size rule its network pads to. ``Upscaler`` is one."""
 
     device: torch.device
+    arbitrary_times: bool
+    size_multiple: int
 
     def __call__(self, frames: torch.Tensor, fps_x: int) -> torch.Tensor: ...
 
@@ -66,7 +69,7 @@ def run_windows(
     ``first_frame`` (``plan.first_frame_after(skip_windows)`` at most). ``on_window_done(windows, frames)``
     follows each window run, with the numbers of windows and output frames done so far. Returns the
     number of frames emitted. ``pin_memory=False`` copies frames to a GPU from pageable memory (the
-plain baseline of benchmarks). Memory stays flat: the plan is streamed, and only the frames of the
+    plain baseline of benchmarks). Memory stays flat: the plan is streamed, and only the frames of the
     current window are held.
     """
     source = iter(frames)
@@ -90,7 +93,7 @@ plain baseline of benchmarks). Memory stays flat: the plan is streamed, and only
         batch = [held[i] for i in window.frames]
         needed = sorted({step.index for step in steps})
         inputs = to_tensor(batch, model.device, pin_memory)
-        if getattr(model, "arbitrary_times", False):  # only the frames needed, at their exact times
+        if model.arbitrary_times:  # only the frames needed, at their exact times
             result = model(inputs, plan.fps_x, times=[Fraction(i, plan.fps_x) for i in needed])
         else:
             result = model(inputs, plan.fps_x)[needed]

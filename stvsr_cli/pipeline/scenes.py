@@ -17,14 +17,6 @@ from collections.abc import Iterable, Iterator
 import numpy as np
 
 DEFAULT_SCENE_THRESHOLD = 5.0  # percent of full scale
-THUMBNAIL_WIDTH = 64
-
-
-def thumbnail_size(width: int, height: int) -> tuple[int, int]:
-    """The thumbnail size for a ``width`` x ``height`` frame: ``THUMBNAIL_WIDTH`` wide, same shape."""
-    if width <= THUMBNAIL_WIDTH:
-        return width, height
-    return THUMBNAIL_WIDTH, max(1, round(height * THUMBNAIL_WIDTH / width))
 
 
 def frame_differences(thumbnails: Iterable[np.ndarray]) -> Iterator[float]:
@@ -39,10 +31,15 @@ def frame_differences(thumbnails: Iterable[np.ndarray]) -> Iterator[float]:
 
 def cut_scores(thumbnails: Iterable[np.ndarray]) -> Iterator[float]:
     """The score of every frame (0 for the first), streaming with one frame of look-ahead."""
+    return difference_scores(frame_differences(thumbnails))
+
+
+def difference_scores(differences: Iterable[float]) -> Iterator[float]:
+    """``cut_scores`` from the ``frame_differences`` (for a scan that keeps them for other uses)."""
     yield 0.0
     before: float | None = None  # mafd of the frame before the current one
     current: float | None = None
-    for after in frame_differences(thumbnails):
+    for after in differences:
         if current is not None:
             yield _score(before, current, after)
             before = current
@@ -58,7 +55,12 @@ def _score(before: float | None, current: float, after: float | None) -> float:
 
 def find_cuts(thumbnails: Iterable[np.ndarray], threshold: float = DEFAULT_SCENE_THRESHOLD) -> list[int]:
     """Indices of the frames that start a new shot (never 0), in order."""
-    return [i for i, score in enumerate(cut_scores(thumbnails)) if i > 0 and score > threshold]
+    return cuts_from_differences(frame_differences(thumbnails), threshold)
+
+
+def cuts_from_differences(differences: Iterable[float], threshold: float = DEFAULT_SCENE_THRESHOLD) -> list[int]:
+    """``find_cuts`` from the ``frame_differences``."""
+    return [i for i, score in enumerate(difference_scores(differences)) if i > 0 and score > threshold]
 
 
 def shots(n_frames: int, cuts: Iterable[int]) -> list[range]:

@@ -1,18 +1,28 @@
-"""A background stage: items handled in order by one worker thread, through a bounded queue.
+"""The sink stage: output frames encoded into resumable segments in a worker thread, then joined.
 
-The run loop hands each output frame to the encoder through one of these, so that the model (on
-the GPU, or on other CPU cores) never waits for x264; the bound keeps memory flat when the encoder
-is the slower side. An exception in the worker surfaces in the caller at its next ``put`` or at
-``close``; ``abort`` drops what is queued (Ctrl-C).
+``ThreadedSink`` hands items to one worker thread in order, through a bounded queue: the model (on
+the GPU, or on other CPU cores) never waits for x264, and the bound keeps memory flat when the
+encoder is the slower side. An exception in the worker surfaces in the caller at its next ``put``
+or at ``close``; ``abort`` drops what is queued (Ctrl-C). ``Segments`` gathers the encoded frames
+into segments saved in the work folder; ``OutputSink`` puts the two together.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from stvsr_cli.io.decode import VideoInfo
+from stvsr_cli.io.encode import EncodeSettings, FrameEncoder, join_segments
+from stvsr_cli.io.workdir import WorkFolder
+
+SEGMENT_SECONDS = 60.0  # a segment also closes after this much work: a kill loses at most about a minute
 _DONE = object()
 
 
@@ -89,3 +99,88 @@ class InlineSink:
 
     def abort(self) -> None:
         pass
+
+
+class Segments:
+    """Encoded output frames gathered into segments and saved in ``work``. A segment closes at a
+    window boundary (so a resumed run recomputes exactly the same frames) once it holds
+    ``max_frames`` frames or ``max_seconds`` of work (by ``clock``) went into it, whichever is first.
+    ``size`` holds the output's ``width``, ``height`` and ``rate``."""
+
+    def __init__(
+        self, work: WorkFolder, *, fmt: str, info: VideoInfo, settings: EncodeSettings, size: dict[str, Any],
+        max_frames: int, max_seconds: float = SEGMENT_SECONDS, clock: Callable[[], float] = time.monotonic,
+    ) -> None:  # fmt: skip
+        self.work, self.fmt, self.info, self.settings, self.size = work, fmt, info, settings, size
+        self.max_frames, self.max_seconds, self.clock = max_frames, max_seconds, clock
+        self.encoder: FrameEncoder | None = None
+        self.packets: list = []
+        self.frames = 0
+        self.windows = work.done_windows  # windows done so far, this run's and the earlier one's
+        self.templates: dict = {}  # shared by the segments' encoders
+        self.opened = clock()  # when the work on the current segment began
+
+    def add(self, rgb: np.ndarray) -> None:
+        if self.encoder is None:
+            self.encoder = FrameEncoder(
+                self.fmt, self.info, settings=self.settings, first_frame=self.work.done_frames,
+                templates=self.templates, **self.size,
+            )  # fmt: skip
+        self.packets += self.encoder.encode(rgb)
+        self.frames += 1
+
+    def window_done(self, windows: int) -> None:
+        self.windows = windows
+        if self.frames >= self.max_frames or (self.frames and self.clock() - self.opened >= self.max_seconds):
+            self._close()
+
+    def finish(self) -> None:
+        if self.encoder is not None:
+            self._close()
+
+    def join(self, dst: Path) -> list[str]:
+        """Write ``dst`` from every segment and the source's side streams; warnings about those."""
+        work = self.work
+        segments = (work.packets(s) for s in work.segments)
+        return join_segments(dst, self.info, segments, settings=self.settings, extradata=work.extradata, **self.size)
+
+    def _close(self) -> None:
+        self.packets += self.encoder.flush()
+        windows = self.windows - self.work.done_windows
+        self.work.add_segment(self.packets, windows=windows, frames=self.frames, extradata=self.encoder.extradata)
+        self.encoder, self.packets, self.frames = None, [], 0
+        self.opened = self.clock()
+
+
+class OutputSink:
+    """Output frames, in order, to ``segments``: in a worker thread (``threaded``), else inline."""
+
+    def __init__(self, segments: Segments, *, threaded: bool = True) -> None:
+        self.segments = segments
+        self._worker = ThreadedSink(self._handle) if threaded else InlineSink(self._handle)
+
+    @staticmethod
+    def _handle(call: tuple) -> None:
+        call[0](*call[1:])
+
+    def frame(self, rgb: np.ndarray) -> None:
+        self._worker.put((self.segments.add, rgb))
+
+    def window_done(self, windows: int, frames: int) -> None:
+        self._worker.put((self.segments.window_done, windows))
+
+    def close(self) -> None:
+        """Close the last segment and wait for the worker; raises what failed there."""
+        self._worker.put((self.segments.finish,))
+        self._worker.close()
+
+    def stop(self, exc: BaseException) -> None:
+        """After ``exc`` in the run: on Ctrl-C the frames already queued still go in (a segment they
+        finish is kept), the unfinished segment does not; after anything else the queue is dropped."""
+        if not isinstance(exc, KeyboardInterrupt):
+            self._worker.abort()
+            return
+        try:
+            self._worker.close()
+        except BaseException:  # the encoder failed too: what Ctrl-C interrupted is what the user hears of
+            self._worker.abort()

@@ -2,7 +2,8 @@
 
 ``plan_tiles`` is a pure function of integers. ``TiledModel`` wraps any window model: it runs each
 tile of a window and blends the overlaps so that no seam shows: inside an overlap each tile's
-weight ramps linearly down towards its own edge, where its output is least reliable.
+weight ramps linearly down towards its own edge, where its output is least reliable. Tile sizes
+follow the model's own size rule (``size_multiple``), so that its padding adds nothing to a tile.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from stvsr_cli.errors import DeviceError
 from stvsr_cli.pipeline.run import WindowModel
 
 TILE_OVERLAP = 16  # LR pixels shared by neighbouring tiles
-TILE_MULTIPLE = 4  # tile sizes are multiples of this (the networks' own size rule)
 MIN_TILE = 2 * TILE_OVERLAP
 
 
@@ -42,9 +42,7 @@ def tile_spans(length: int, tile: int, overlap: int) -> list[tuple[int, int]]:
     return spans
 
 
-def plan_tiles(
-    height: int, width: int, tile: int, overlap: int = TILE_OVERLAP, multiple: int = TILE_MULTIPLE
-) -> list[Tile]:
+def plan_tiles(height: int, width: int, tile: int, overlap: int = TILE_OVERLAP, multiple: int = 1) -> list[Tile]:
     """Tiles of at most ``tile`` pixels a side (rounded down to ``multiple``) covering the frame."""
     size = tile - tile % multiple
     if size < 2 * overlap:
@@ -73,17 +71,18 @@ class TiledModel:
     """A window model that runs ``model`` tile by tile and blends the tiles."""
 
     def __init__(self, model: WindowModel, tile: int, scale: int, overlap: int = TILE_OVERLAP) -> None:
-        plan_tiles(tile, tile, tile, overlap)  # refuse a tile too small for the overlap now
+        plan_tiles(tile, tile, tile, overlap, model.size_multiple)  # refuse a tile too small for the overlap now
         self.model = model
         self.tile = tile
         self.scale = scale
         self.overlap = overlap
         self.device = model.device
-        self.arbitrary_times = getattr(model, "arbitrary_times", False)
+        self.arbitrary_times = model.arbitrary_times
+        self.size_multiple = model.size_multiple
 
     def __call__(self, frames: torch.Tensor, fps_x: int, times: list | None = None) -> torch.Tensor:
         _, _, height, width = frames.shape
-        tiles = plan_tiles(height, width, self.tile, self.overlap)
+        tiles = plan_tiles(height, width, self.tile, self.overlap, self.size_multiple)
         extra = {} if times is None else {"times": times}
         if len(tiles) == 1:
             return self.model(frames, fps_x, **extra)
@@ -122,7 +121,8 @@ class OutOfMemoryFallback:
         self.tile = tile
         self.device = model.device
         self.notes: list[str] = []
-        self.arbitrary_times = getattr(model, "arbitrary_times", False)
+        self.arbitrary_times = model.arbitrary_times
+        self.size_multiple = model.size_multiple
         self._current: WindowModel = TiledModel(model, tile, scale) if tile else model
 
     def __call__(self, frames: torch.Tensor, fps_x: int, times: list | None = None) -> torch.Tensor:
@@ -150,7 +150,7 @@ class OutOfMemoryFallback:
 
     def _smaller(self, frame_size: int) -> int | None:
         current = self.tile or frame_size
-        smaller = max(MIN_TILE, (current // 2) // TILE_MULTIPLE * TILE_MULTIPLE)
+        smaller = max(MIN_TILE, (current // 2) // self.size_multiple * self.size_multiple)
         return smaller if smaller < current and current > MIN_TILE else None
 
 

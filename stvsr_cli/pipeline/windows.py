@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import cached_property
 from itertools import groupby
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from stvsr_cli.pipeline.scenes import shots
 
@@ -42,6 +42,15 @@ class Window:
     def last(self) -> int:
         """The last real input frame of the window (padding repeats it)."""
         return self.frames[-1]
+
+
+class OutputPositions(Protocol):
+    """Where each output frame lies among the clip's frames when that is not ``j * step`` (frames
+    re-timed, as after dropping repeated ones): output ``j``'s position in units of ``1 / resolution``."""
+
+    resolution: int
+
+    def __call__(self, j: int) -> int: ...
 
 
 class OutputSource(NamedTuple):
@@ -67,7 +76,8 @@ class WindowPlan:
     Output frame j is at input position ``j * step`` (in input frames; ``step = 1/fps_x`` for an
     integer factor, e.g. 2/5 for 24 -> 60 fps). Positions are multiples of ``1 / fps_x``, the time
     resolution (``step``'s denominator): a step's ``index`` counts in those units from its
-    window's first frame.
+    window's first frame. With ``positions``, output j is at ``positions(j)`` in units of
+    ``1 / positions.resolution`` instead.
     """
 
     n_frames: int
@@ -77,10 +87,12 @@ class WindowPlan:
     n_outputs: int
     min_frames: int
     cuts: tuple[int, ...]  # frames that start a shot, sorted, inside the clip
+    positions: OutputPositions | None = None
 
     @property
     def fps_x(self) -> int:
-        return self.step.denominator
+        """The time resolution: positions are multiples of ``1 / fps_x`` input frames."""
+        return self.positions.resolution if self.positions is not None else self.step.denominator
 
     def steps(self) -> Iterator[Step]:
         """The source of every output frame, in order; consecutive frames of one window together."""
@@ -89,7 +101,7 @@ class WindowPlan:
         s = 0
         shot = _ShotWindows(self._windows_of(clip_shots[0]), first_position=0)
         for j in range(self.n_outputs):
-            time = j * self.step.numerator  # in units of 1/k
+            time = self.positions(j) if self.positions is not None else j * self.step.numerator  # units of 1/k
             while s + 1 < len(clip_shots) and time >= k * clip_shots[s + 1].start:
                 s += 1
                 shot = _ShotWindows(self._windows_of(clip_shots[s]), first_position=shot.drain())
@@ -212,6 +224,7 @@ def plan_windows(
     *,
     step: Fraction | None = None,
     n_outputs: int | None = None,
+    positions: OutputPositions | None = None,
 ) -> WindowPlan:
     """Plan the model calls for a clip of ``n_frames`` input frames.
 
@@ -222,7 +235,7 @@ def plan_windows(
 
     ``step`` (input frames between output frames) and ``n_outputs`` replace the integer factor
     for any frame-rate change (24000/1001 -> 60000/1001 is a step of 2/5); positions past the last
-    input frame hold it.
+    input frame hold it. ``positions`` places the output frames anywhere instead (non-decreasing).
 
     ``cuts`` are the frames that start a new shot. No window spans a cut, and an output frame
     between the last frame of a shot and the first of the next is a copy of the nearer of the two
@@ -241,4 +254,4 @@ def plan_windows(
     elif step <= 0 or n_outputs is None or n_outputs < 1:
         raise ValueError("a step needs a positive value and an output count")
     inside = tuple(sorted({c for c in cuts if 0 < c < n_frames}))
-    return WindowPlan(n_frames, window, overlap, Fraction(step), n_outputs, min_frames, inside)
+    return WindowPlan(n_frames, window, overlap, Fraction(step), n_outputs, min_frames, inside, positions)

@@ -4,8 +4,10 @@ A sample is ``fps_x * (frames_in - 1) + 1`` consecutive ground-truth frames (7 f
 x2) cropped to ``patch`` x ``patch`` HR pixels, with random flips, 90-degree rotations and temporal
 reversal. The input is every ``fps_x``-th frame, downscaled with the eval protocol's antialiased
 bicubic and rounded to 8 bits (or, with ``degradation="blur"``, the temporal blur of
-``evaluation.degrade_tensor``, the same function ``stvsr eval`` uses); the target is every frame. Batch ``s`` depends only on
-(seed, s), so a resumed run sees exactly the batches an uninterrupted one would have.
+``evaluation.degrade_tensor``, the same function ``stvsr eval`` uses; with ``degradation="film"``
+the old-film pipeline of ``film.py``, each sample drawing new parameters from (seed, s, its index));
+the target is every frame. Batch ``s`` depends only on (seed, s), so a resumed run sees exactly the
+batches an uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -98,7 +100,8 @@ class PatchSampler:
         """(input, target) from ``crops(step, ...)``, on whatever device the crops are (the GPU's is
         faster than one CPU thread at large batches)."""
         target = crops.float() / 255
-        return degrade_tensor(target, self.factor(step), self.scale, self.degradation), target
+        lr = degrade_tensor(target, self.factor(step), self.scale, self.degradation, seed=(self.seed, step))
+        return lr, target
 
     def crops(self, step: int, size: int) -> torch.Tensor:
         """Batch ``step``'s ground truth ``[B, L, 3, p, p]`` uint8: a quarter of the bytes to copy of float32."""

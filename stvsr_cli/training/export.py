@@ -114,9 +114,9 @@ def _factors(factors: tuple[int, ...]) -> str:
 def _time_text(trainer: Trainer, config: TrainConfig) -> str:
     if config.spec().arbitrary_times:
         return "any time between its inputs (trained at x2, x3 and x4)"
-    if trainer.time_factors:
+    if trainer.time_factors and len(trainer.time_factors) > 1:
         return " / ".join(f"x{k}" for k in trainer.time_factors) + " in time (each batch draws one)"
-    return f"x{config.fps_x} in time"
+    return f"x{(trainer.time_factors or (config.fps_x,))[0]} in time"
 
 
 def _toml(value) -> str:
@@ -141,7 +141,7 @@ def _card(trainer, cache, weights, sha256, entry, result, baseline) -> str:
         f"- data: {', '.join(config.data)} ({len(cache.clips)} clips, {cache.frame_count} frames)",
         f"- steps: {trainer.step}, batch {config.batch}, {config.patch}x{config.patch} HR patches, "
         f"{config.frames_in} input frames per sample ({config.degradation} degradation), AdamW lr {config.lr} (warm-up, cosine decay), "
-        f"{getattr(trainer.model, 'loss_description', 'Charbonnier loss')}, gradient clipping {config.clip_grad}, mixed precision: {trainer.amp or 'none'}",
+        f"{trainer.model.loss_description}, gradient clipping {config.clip_grad}, mixed precision: {trainer.amp or 'none'}",
         f"- wall time: {trainer.elapsed / 60:.1f} min on {hardware(trainer.device)}",
         f"- date: {date.today().isoformat()}",
         f"- weights: `{weights.name}`, sha256 `{sha256}`",

@@ -3,7 +3,6 @@ mixed precision on CUDA, checkpoints that resume exactly, validation with the ev
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
@@ -17,11 +16,10 @@ import torch
 from stvsr_cli import hub
 from stvsr_cli.errors import StvsrError, UsageError
 from stvsr_cli.evaluation import find_clips, read_clip, score_clip
-from stvsr_cli.models.loader import Upscaler, resolve_device, run_network
+from stvsr_cli.models.loader import Upscaler, resolve_device
 from stvsr_cli.models.ops.dcn import pick_deform_conv, use_deform_conv
 from stvsr_cli.models.registry import ARCHITECTURES, ModelSpec, architecture, load_registry
 from stvsr_cli.training.data import FrameCache, PatchSampler, Prefetcher
-from stvsr_cli.training.losses import charbonnier
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest.pt"
@@ -64,17 +62,17 @@ class TrainConfig:
         exported registry entry all run it this way (windows as long as the training samples)."""
         window = max(self.frames_in, 2)
         cls = _arch_class(self.arch) if self.arch else None
-        any_time = getattr(cls, "takes_times", False)
+        any_time = cls is not None and cls.arbitrary_times
         return ModelSpec(
             name=self.name,
             arch=self.arch or "",
             params=self.params,
             scales=(self.scale,),
-            fps_x=None if any_time else getattr(cls, "time_factors", None) or (self.fps_x,),
+            fps_x=None if any_time else (cls.time_factors if cls is not None else None) or (self.fps_x,),
             arbitrary_times=any_time,
             window=window,
             overlap=max(1, window // 2),
-            min_frames=window if "frames" in self.params else 2,  # a network sized for its window
+            min_frames=window if cls is not None and cls.window_param in self.params else 2,  # sized for its window
         )
 
 
@@ -90,16 +88,6 @@ class StepLog:
 
 def _arch_class(arch: str) -> type | None:
     return architecture(ModelSpec(name="", arch=arch)) if arch in ARCHITECTURES else None
-
-
-def training_time_factors(cls: type | None) -> tuple[int, ...] | None:
-    """The time factors a batch may draw from: those a multi-factor network declares
-    (``time_factors``), x2/x3/x4 for one with arbitrary output times, else only ``--fps-x``."""
-    if cls is None:
-        return None
-    if getattr(cls, "time_factors", None):
-        return tuple(cls.time_factors)
-    return (2, 3, 4) if getattr(cls, "takes_times", False) else None
 
 
 def lr_factor(step: int, steps: int, warmup: int) -> float:
@@ -155,9 +143,9 @@ class Trainer:
         if config.arch not in ARCHITECTURES:
             raise UsageError(f"unknown arch '{config.arch}'", "known: " + ", ".join(sorted(ARCHITECTURES)))
         cls = architecture(ModelSpec(name="", arch=config.arch))
-        if "frames" in inspect.signature(cls).parameters and "frames" not in config.params:
-            config.params = {**config.params, "frames": config.frames_in}  # sized for the training window
-        self.time_factors = training_time_factors(cls)
+        if cls.window_param and cls.window_param not in config.params:
+            config.params = {**config.params, cls.window_param: config.frames_in}  # sized for the training window
+        self.time_factors = cls.training_time_factors()
         torch.manual_seed(config.seed)  # the same initial weights for the same seed
         try:
             self.model = architecture(config.spec())(**config.params)
@@ -171,7 +159,7 @@ class Trainer:
         self.model.to(self.device)
         use_deform_conv(self.model, pick_deform_conv(self.device))
         self.optimizer = torch.optim.AdamW(self.parameters, lr=config.lr, betas=(0.9, 0.99), weight_decay=0.0)
-        stage_ends = tuple(getattr(self.model, "stage_ends", ()))  # a staged schedule restarts the lr per stage
+        stage_ends = self.model.stage_ends  # a staged schedule restarts the lr per stage
         warmup = config.warmup if config.warmup is not None else min(500, max(1, config.steps // 20))
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: staged_lr_factor(step, config.steps, warmup, stage_ends)
@@ -279,17 +267,12 @@ class Trainer:
         return clips
 
     def _loss(self, lr_in: torch.Tensor, target: torch.Tensor, factor: int) -> torch.Tensor:
-        """The network's own ``training_loss`` (see training/losses.py) or Charbonnier on its output."""
-        own = getattr(self.model, "training_loss", None)
-        if own is not None:
-            return own(lr_in, target, factor, self.step / self.config.steps).float()
-        output = run_network(self.model, lr_in, factor)
-        if output.shape != target.shape:
-            raise TrainingError(
-                f"arch '{self.config.arch}' gives {tuple(output.shape)} for the target {tuple(target.shape)}",
-                f"does it upscale x{self.config.scale} in space and x{factor} in time?",
-            )
-        return charbonnier(output.float(), target)
+        """The network's ``training_loss`` (Charbonnier on its output unless it defines its own)."""
+        try:
+            return self.model.training_loss(lr_in, target, factor, self.step / self.config.steps).float()
+        except ValueError as exc:  # the network refuses this shape or factor
+            hint = f"does it upscale x{self.config.scale} in space and x{factor} in time?"
+            raise TrainingError(f"arch '{self.config.arch}': {exc}", hint) from None
 
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, cache: FrameCache, on_log: Callable[[StepLog], None] | None = None) -> list[StepLog]:

@@ -7,6 +7,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def lrelu(x: torch.Tensor, slope: float = 0.1) -> torch.Tensor:
+    """The leaky ReLU every architecture here uses (0.1 unless its paper says otherwise)."""
+    return F.leaky_relu(x, slope)
+
+
 class ResidualBlock(nn.Module):
     """``x + conv2(relu(conv1(x)))``: 3x3 convolutions, no batch norm, no activation after the sum
     (EDSR's block, the one ZSM, TPSR, STINet and DAVSR use)."""

@@ -1,12 +1,5 @@
-"""Differentiable losses for training. A network with a loss of its own (staged schedules, auxiliary
-terms) defines ``training_loss``; the trainer then calls it instead of the default:
-
-    def training_loss(self, frames, target, fps_x: int, progress: float) -> torch.Tensor
-
-``frames`` ``[B, N, 3, h, w]`` and ``target`` ``[B, fps_x*(N-1)+1, 3, sh, sw]`` in [0, 1];
-``progress`` is the share of the run done (0 at the first step, just below 1 at the last), so a
-staged schedule is a function of it and resumes exactly.
-"""
+"""Differentiable image losses the networks' own ``training_loss`` use (the trainer imports them
+from here too: models sit below training)."""
 
 from __future__ import annotations
 

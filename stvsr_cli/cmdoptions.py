@@ -1,0 +1,178 @@
+"""The command line's shared vocabulary: parameter types and the option groups several commands
+take (defined once, so ``upscale`` and ``batch`` offer the same flags), and the ``UpscaleOptions``
+those flags make."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import fields
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import click
+
+from stvsr_cli.io.encode import EncodeSettings
+from stvsr_cli.options import DEDUP_MODES, DEFAULT_SEGMENT_FRAMES, DEINTERLACE_MODES, UpscaleOptions
+from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD
+
+
+class Seconds(click.ParamType):
+    """Seconds as a number, or [HH:]MM:SS(.sss)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param, ctx) -> Fraction:
+        if isinstance(value, Fraction):
+            return value
+        try:
+            parts = [Fraction(p) for p in str(value).strip().split(":")]
+            if len(parts) > 3 or any(p < 0 for p in parts):
+                raise ValueError
+        except (ValueError, ZeroDivisionError):
+            self.fail(f"'{value}' is not a time in seconds or [HH:]MM:SS", param, ctx)
+        total = Fraction(0)
+        for part in parts:
+            total = total * 60 + part
+        return total
+
+
+class Size(click.ParamType):
+    """WIDTHxHEIGHT."""
+
+    name = "WxH"
+
+    def convert(self, value: Any, param, ctx) -> tuple[int, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            width, height = (int(v) for v in str(value).lower().split("x"))
+            if width < 1 or height < 1:
+                raise ValueError
+        except ValueError:
+            self.fail(f"'{value}' is not a size such as 480x270", param, ctx)
+        return width, height
+
+
+class Box(click.ParamType):
+    """X,Y,W,H."""
+
+    name = "X,Y,W,H"
+
+    def convert(self, value: Any, param, ctx) -> tuple[int, int, int, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            x, y, w, h = (int(v) for v in str(value).split(","))
+            if min(x, y) < 0 or min(w, h) < 1:
+                raise ValueError
+        except ValueError:
+            self.fail(f"'{value}' is not a box such as 400,300,256,256", param, ctx)
+        return x, y, w, h
+
+
+def option_group(*options: Callable) -> Callable:
+    """Apply several click options as one decorator (commands share the model options)."""
+
+    def apply(fn: Callable) -> Callable:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
+model_options = option_group(
+    click.option(
+        "-m", "--model", default=None, help="Registered model (see `stvsr models`); default: the default model."
+    ),
+    click.option("-s", "--scale", type=click.IntRange(1, 16), default=4, show_default=True, help="Spatial factor."),
+    click.option("-x", "--fps-x", type=click.IntRange(1, 64), default=2, show_default=True, help="Frame-rate factor."),
+    click.option("--window", type=click.IntRange(min=2), default=None, help="Input frames per model call."),
+    click.option("--overlap", type=click.IntRange(min=1), default=None, help="Frames shared by consecutive calls."),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    click.option("--half/--no-half", default=None, help="float16 inference (default: on for CUDA where supported)."),
+    click.option(
+        "--weights",
+        type=click.Path(path_type=Path, dir_okay=False),
+        default=None,
+        help="Run the model's architecture with this local weights file instead.",
+    ),
+    click.option("--offline", is_flag=True, default=None, help="Never download (also: HF_HUB_OFFLINE=1)."),
+)
+
+
+# What a run does besides the model: frame rate, tiles, encoder, piece, scene cuts, deinterlacing, repeats.
+job_options = option_group(
+    click.option(
+        "--fps",
+        default=None,
+        metavar="RATE",
+        help="Output frame rate instead of --fps-x (60, 59.94, 60000/1001); needs a model with arbitrary times.",
+    ),
+    click.option(
+        "--tile", type=click.IntRange(min=0), default=0, help="Run the model on tiles of this many LR pixels (0 = off)."
+    ),
+    click.option("--codec", default=None, help="Video encoder (default libx264, or the container's default)."),
+    click.option("--crf", type=click.FloatRange(min=0), default=None, help="Quality for CRF encoders (default 18)."),
+    click.option("--preset", default=None, help="Encoder preset (default medium for x264/x265)."),
+    click.option(
+        "--pix-fmt", default=None, help="Output pixel format (default yuv420p, yuv420p10le for 10-bit input)."
+    ),
+    click.option("--start", type=Seconds(), default=None, help="Start this many seconds in (or [HH:]MM:SS)."),
+    click.option("--duration", type=Seconds(), default=None, help="Process only this many seconds."),
+    click.option(
+        "--scene-detect/--no-scene-detect",
+        default=True,
+        show_default=True,
+        help="Find hard cuts first; no model call spans one, and frames between two shots repeat the nearer one.",
+    ),
+    click.option(
+        "--scene-threshold",
+        type=click.FloatRange(min=0, min_open=True),
+        default=DEFAULT_SCENE_THRESHOLD,
+        show_default=True,
+        help="Cut score (percent of full scale) above which a frame starts a new shot; lower finds more cuts.",
+    ),
+    click.option(
+        "--deinterlace",
+        type=click.Choice(DEINTERLACE_MODES),
+        default="auto",
+        show_default=True,
+        help="Deinterlace (bwdif, frame rate kept) before the model; auto: when the stream says it is interlaced.",
+    ),
+    click.option(
+        "--dedup",
+        type=click.Choice(DEDUP_MODES),
+        default="auto",
+        show_default=True,
+        help="Drop frames that repeat the previous one (telecine) and re-time the rest, so the output does not "
+        "judder; auto: where they repeat in a regular pattern.",
+    ),
+    click.option(
+        "--segment-frames",
+        type=click.IntRange(min=1),
+        default=DEFAULT_SEGMENT_FRAMES,
+        show_default=True,
+        help="Output frames per resumable segment (a run that stops resumes after the last finished one).",
+    ),
+)
+
+
+# How ground truth becomes the model's input, for stvsr eval and stvsr train (evaluation.DEGRADATIONS).
+degradation_option = click.option(
+    "--degradation",
+    type=click.Choice(["standard", "blur", "film"]),
+    default="standard",
+    show_default=True,
+    help="Input: every fps-x-th frame (standard), the mean of the frames around it (blur, as DAVSR), "
+    "or every fps-x-th frame as an old film transfer (film: blur, grain, dust, scratches, flicker, codec).",
+)
+
+
+def upscale_options(opts: dict[str, Any]) -> UpscaleOptions:
+    """The ``UpscaleOptions`` made by the option values in ``opts`` (taken out of it; the rest stay)."""
+    encode = {k: opts.pop(k) for k in ("codec", "crf", "preset", "pix_fmt") if k in opts}
+    values = {f.name: opts.pop(f.name) for f in fields(UpscaleOptions) if f.name in opts}
+    values["offline"] = values.get("offline") or None  # not given: HF_HUB_OFFLINE decides
+    return UpscaleOptions(encode=EncodeSettings(**encode), **values)

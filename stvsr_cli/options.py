@@ -1,0 +1,97 @@
+"""``UpscaleOptions``: how to upscale a file, one checked value shared by ``upscale``, ``stvsr batch``,
+the command line and the resume manifest, so that an option is named, defaulted and checked once."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from stvsr_cli import __version__
+from stvsr_cli.errors import UsageError
+from stvsr_cli.io.encode import EncodeSettings
+from stvsr_cli.io.timing import nominal_rate
+from stvsr_cli.io.workdir import input_identity
+from stvsr_cli.pipeline.repeats import DEDUP_MODES
+from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD
+from stvsr_cli.pipeline.tiles import MIN_TILE
+
+DEINTERLACE_MODES = ("auto", "on", "off")
+DEFAULT_SEGMENT_FRAMES = 480  # output frames per resumable segment (closed at the next window boundary)
+
+# Options that change how a run goes but not a byte of its output: a resumed run may change them.
+_RUN_ONLY = ("offline", "overwrite", "restart", "pipelined")
+
+
+@dataclass(frozen=True)
+class UpscaleOptions:
+    """Everything that says how to upscale one file; checked when made (``UsageError``).
+
+    ``fps`` (a number or a fraction such as "60000/1001") asks for that output frame rate instead
+    of the factor ``fps_x``. ``tile`` is in LR pixels, 0 for off. ``start``/``duration`` are
+    seconds. ``pipelined=False`` is the plain baseline ``stvsr bench --plain`` measures: frames
+    copied to the GPU from pageable memory and encoded in the model's thread.
+    """
+
+    model: str | None = None  # None: the registry's default
+    scale: int = 4
+    fps_x: int = 2
+    fps: Fraction | None = None
+    window: int | None = None  # None: the model's own
+    overlap: int | None = None
+    tile: int = 0
+    device: str = "auto"
+    half: bool | None = None  # None: float16 on CUDA where the model allows it
+    weights: Path | None = None  # a local weights file instead of the registered one
+    offline: bool | None = None  # None: HF_HUB_OFFLINE decides
+    encode: EncodeSettings = field(default_factory=EncodeSettings)
+    start: Fraction | float | None = None
+    duration: Fraction | float | None = None
+    scene_detect: bool = True
+    scene_threshold: float = DEFAULT_SCENE_THRESHOLD
+    deinterlace: str = "auto"
+    dedup: str = "auto"  # drop frames that repeat the previous one: on, off, or auto (when they repeat regularly)
+    segment_frames: int = DEFAULT_SEGMENT_FRAMES
+    overwrite: bool = False
+    restart: bool = False  # discard what an interrupted run of the same output left
+    pipelined: bool = True
+
+    def __post_init__(self) -> None:
+        if self.fps is not None:
+            object.__setattr__(self, "fps", parse_rate(self.fps))
+        if self.weights is not None:
+            object.__setattr__(self, "weights", Path(self.weights))
+        if self.start is not None and self.start < 0:
+            raise UsageError("--start must not be negative")
+        if self.duration is not None and self.duration <= 0:
+            raise UsageError("--duration must be positive")
+        if self.tile and self.tile < MIN_TILE:
+            raise UsageError(f"--tile must be 0 (off) or at least {MIN_TILE} pixels")
+        if self.deinterlace not in DEINTERLACE_MODES:
+            raise UsageError(f"--deinterlace must be one of {', '.join(DEINTERLACE_MODES)}")
+        if self.dedup not in DEDUP_MODES:
+            raise UsageError(f"--dedup must be one of {', '.join(DEDUP_MODES)}")
+        if self.scene_threshold <= 0:
+            raise UsageError("--scene-threshold must be positive")
+        if self.segment_frames < 1:
+            raise UsageError("--segment-frames must be at least 1")
+
+    def manifest(self, *, model: str, window: int, overlap: int, encode: EncodeSettings) -> dict[str, Any]:
+        """What the work folder records to tell a resumable run: the options as resolved for the run
+        (model, window and encoder chosen) that shape the output, the weights file by identity."""
+        resolved = replace(self, model=model, window=window, overlap=overlap, encode=encode)
+        record = {k: v for k, v in asdict(resolved).items() if k not in _RUN_ONLY}
+        record["weights"] = input_identity(self.weights) if self.weights else None
+        return {"stvsr": __version__, **record}
+
+
+def parse_rate(value: Fraction | float | str) -> Fraction:
+    """A frame rate: 60, 59.94 (read as 60000/1001), or a fraction such as "60000/1001"."""
+    try:
+        rate = Fraction(str(value).strip()) if not isinstance(value, Fraction) else value
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"--fps '{value}' is not a frame rate such as 60 or 60000/1001") from None
+    if rate <= 0 or rate > 10_000:
+        raise UsageError(f"--fps {value} is not a frame rate between 0 and 10000")
+    return nominal_rate(rate) if rate.denominator in (1, 10, 100, 1000) else rate
