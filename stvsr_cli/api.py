@@ -11,6 +11,7 @@ and the sink (encoded segments in a work folder, joined into the output at the e
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -25,6 +26,7 @@ from stvsr_cli.io.workdir import UNWRITABLE_ERRNOS, WorkFolder, input_identity
 from stvsr_cli.models.loader import Upscaler, load_model
 from stvsr_cli.models.registry import ModelSpec, Registry, load_registry
 from stvsr_cli.options import UpscaleOptions
+from stvsr_cli.pipeline.memory import budgeted_runner
 from stvsr_cli.pipeline.plan import OutputGrid, output_grid, plan_run
 from stvsr_cli.pipeline.repeats import Dedup, choose_repeats
 from stvsr_cli.pipeline.run import run_windows
@@ -167,7 +169,12 @@ def upscale(
     work, note = WorkFolder.open(job.dst, _work_record(job, settings), restart=options.restart)
     if note and on_note is not None:
         on_note(note)
-    runner = OutOfMemoryFallback(upscaler, options.scale, options.tile)
+    runner, tiling = budgeted_runner(
+        upscaler, window=job.window, fps_x=math.ceil(1 / grid.step),
+        height=source.info.height, width=source.info.width, max_memory=options.max_memory, tile=options.tile,
+    )  # fmt: skip
+    if tiling and on_note is not None:
+        on_note(tiling)
     try:
         cuts, dedup = _scan(work, source, options, scan_progress)
         plan = plan_run(source.info, grid, job.spec, window=job.window, overlap=job.overlap, cuts=cuts, dedup=dedup)

@@ -217,7 +217,7 @@ def eval_command(
         return evaluate(
             data, load_upscaler(options, progress=download_bar(stderr_console(), quiet)), fps_x=options.fps_x,
             window=options.window, overlap=options.overlap, on_clip=progress, degradation=degradation,
-            degradation_seed=degradation_seed,
+            degradation_seed=degradation_seed, max_memory=options.max_memory,
         )  # fmt: skip
 
     result = _guarded(run, debug=debug)
@@ -256,6 +256,12 @@ def bench_command(ctx: click.Context, as_json: bool, **opts: Any) -> None:
 )
 @click.option("--crop", type=Box(), default=None, help="Output-pixel box X,Y,W,H (default: 256x256 in the centre).")
 @click.option("--profile", is_flag=True, help="Add a temporal profile strip (the crop's middle row over time).")
+@click.option(
+    "--max-memory",
+    metavar="SIZE",
+    default=None,
+    help="Memory a model may use (4G, 512M; default: 70% of what is free).",
+)
 @click.option("-s", "--scale", type=click.IntRange(1, 16), default=4, show_default=True)
 @click.option("-x", "--fps-x", type=click.IntRange(1, 64), default=2, show_default=True)
 @click.option("--device", default="auto", show_default=True)
@@ -401,6 +407,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
             "available": hub.available(spec),
             "weights": spec.weights or "none needed",
             "license": spec.license,
+            "license_short": spec.short_license,
             "default": spec.name == registry.default,
             "description": spec.description,
         }

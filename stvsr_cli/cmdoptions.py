@@ -93,6 +93,12 @@ model_options = option_group(
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
     click.option("--half/--no-half", default=None, help="float16 inference (default: on for CUDA where supported)."),
     click.option(
+        "--max-memory",
+        metavar="SIZE",
+        default=None,
+        help="Memory the model may use (4G, 512M; default: 70% of what is free at start); tiles are sized to fit.",
+    ),
+    click.option(
         "--weights",
         type=click.Path(path_type=Path, dir_okay=False),
         default=None,

@@ -18,8 +18,9 @@ from stvsr_cli.io.colour import to_uint8
 from stvsr_cli.io.decode import VideoReader, probe
 from stvsr_cli.models.loader import load_model
 from stvsr_cli.models.registry import Registry, load_registry
+from stvsr_cli.pipeline.memory import budgeted_runner, parse_size
 from stvsr_cli.pipeline.run import run_windows
-from stvsr_cli.pipeline.windows import plan_windows
+from stvsr_cli.pipeline.windows import WindowPlan, plan_windows
 
 BASELINE = "classic"
 PROFILE_RADIUS = 16  # input frames on each side of the chosen time in the temporal profile
@@ -37,6 +38,76 @@ class CompareResult:
     frame: int  # output frame index shown
     time: Fraction  # its time in seconds from the first frame
     crop: tuple[int, int, int, int]  # x, y, w, h in output pixels
+
+
+class _Enough(Exception):
+    """Every output the picture needs is made: stop the run."""
+
+
+@dataclass(frozen=True)
+class NeededCalls:
+    """The model calls of a plan that make a range of outputs: skip the first ``skip`` calls, run
+    from there; ``first_output`` is the first of them's first output, ``first_frame``..``last_frame``
+    the input frames they read."""
+
+    skip: int
+    first_output: int
+    first_frame: int
+    last_frame: int
+
+
+class _Picker:
+    """The run's output callback: keeps the crop of each wanted output, stops the run after the last."""
+
+    def __init__(self, wanted: range, first_output: int, crop: tuple[int, int, int, int]) -> None:
+        self.wanted, self.index, self.crop = wanted, first_output, crop
+        self.frames: dict[int, np.ndarray] = {}
+
+    def __call__(self, frame: np.ndarray) -> None:
+        oy, ox, h, w = self.crop
+        if self.index in self.wanted:
+            self.frames[self.index] = frame[oy : oy + h, ox : ox + w]
+        self.index += 1
+        if self.index >= self.wanted.stop:
+            raise _Enough
+
+
+def calls_for_outputs(plan: WindowPlan, wanted: range) -> NeededCalls:
+    """Which of ``plan``'s calls make the outputs ``wanted`` (a pure function of the plan)."""
+    output = 0
+    skip = first_output = first_frame = last_frame = None
+    for number, (window, steps) in enumerate(plan.calls()):
+        end = output + len(steps)
+        if skip is None and end > wanted.start:
+            skip, first_output, first_frame = number, output, window.start
+        if skip is not None:
+            last_frame = max(last_frame or 0, window.last)
+        if end >= wanted.stop:
+            break
+        output = end
+    if skip is None:
+        raise ValueError(f"the plan has no output {wanted.start}")
+    return NeededCalls(skip, first_output, first_frame, last_frame)
+
+
+def context_box(
+    crop: tuple[int, int, int, int], scale: int, context: int, width: int, height: int
+) -> tuple[tuple[int, int, int, int], tuple[int, int]]:
+    """The input box (x0, y0, x1, y1) an output ``crop`` (x, y, w, h) needs with ``context`` input
+    pixels around it, clipped to the ``width`` x ``height`` frame; and the crop's (y, x) offset in
+    the box's output."""
+    x, y, w, h = crop
+    x0, y0 = max(0, x // scale - context), max(0, y // scale - context)
+    x1, y1 = min(width, -(-(x + w) // scale) + context), min(height, -(-(y + h) // scale) + context)
+    return (x0, y0, x1, y1), (y - y0 * scale, x - x0 * scale)
+
+
+def _decode(src: Path, info, first: int, stop: int, box: tuple[int, int, int, int]) -> list[np.ndarray]:
+    """Input frames ``first``..``stop - 1``, cut to ``box``."""
+    x0, y0, x1, y1 = box
+    piece = probe(src, start=Fraction(first) / info.frame_rate, duration=Fraction(stop - first) / info.frame_rate)
+    with VideoReader(piece) as reader:
+        return [np.ascontiguousarray(frame[y0:y1, x0:x1]) for frame in reader.frames()]
 
 
 def pick_output_frame(n_frames: int, fps_x: int, rate: Fraction, time: Fraction | None) -> int:
@@ -69,7 +140,11 @@ def compare(
     device: str = "auto",
     offline: bool | None = None,
     registry: Registry | None = None,
+    max_memory: int | str | None = None,
 ) -> CompareResult:
+    """One PNG: the crop ``(x, y, w, h)`` (output pixels) of the in-between frame nearest ``time``
+    from ``classic`` and each of ``models``, with ``profile`` strips. Each model runs only on the
+    crop with its context around it, and only on the windows an upscale run would use there."""
     src, dst = Path(input), Path(output)
     if dst.suffix.lower() != ".png":
         raise UsageError(f"output '{dst}' must be a .png file")
@@ -89,35 +164,33 @@ def compare(
         raise UsageError(f"--crop {x},{y},{w},{h} is outside the {out_w}x{out_h} output")
     w, h = min(w, out_w - x), min(h, out_h - y)
 
-    # Decode only the piece around the chosen frame that the models (and the profile) need.
-    centre = j // fps_x
-    radius = max([s.window for s in specs] + ([PROFILE_RADIUS] if profile else []))
-    first, stop = max(0, centre - radius), min(info.frame_count, centre + radius + 2)
-    piece = probe(src, start=Fraction(first) / info.frame_rate, duration=Fraction(stop - first) / info.frame_rate)
-    with VideoReader(piece) as reader:
-        frames = list(reader.frames())
-    local = j - fps_x * first
-    real_outputs = fps_x * (len(frames) - 1) + 1
+    # Outputs to show: the chosen frame, and for the profile the real outputs within PROFILE_RADIUS inputs of it.
+    last_real = fps_x * (info.frame_count - 1)
+    reach = fps_x * PROFILE_RADIUS if profile else 0
+    wanted = range(max(0, j - reach), min(last_real, j + reach) + 1)
 
     crops, profiles = [], []
-    row = y + h // 2  # the profile's row
     for spec in specs:
         model = load_model(spec, scale=scale, device=device, offline=offline)
         window, overlap = spec.window_and_overlap(None, None)
-        plan = plan_windows(len(frames), window, overlap, fps_x, spec.min_frames)
-        rows: list[np.ndarray] = []
-        shown: list[np.ndarray] = []
-
-        def keep(frame: np.ndarray, rows=rows, shown=shown) -> None:
-            index = len(rows)
-            if index < real_outputs:
-                rows.append(frame[row, x : x + w])
-            if index == local:
-                shown.append(frame[y : y + h, x : x + w])
-
-        run_windows(frames, plan, model, keep)
-        crops.append(to_uint8(shown[0]))
-        profiles.append(to_uint8(np.stack(rows)))
+        plan = plan_windows(info.frame_count, window, overlap, fps_x, spec.min_frames)
+        # The model sees only the windows an upscale run would use for these outputs, and only the
+        # crop with the context its output pixels depend on: seconds, not a whole-frame run.
+        calls = calls_for_outputs(plan, wanted)
+        box, (oy, ox) = context_box((x, y, w, h), scale, spec.context, info.width, info.height)
+        frames = _decode(src, info, calls.first_frame, calls.last_frame + 1, box)
+        runner, _ = budgeted_runner(
+            model, window=window, fps_x=fps_x, height=box[3] - box[1], width=box[2] - box[0],
+            max_memory=None if max_memory is None else parse_size(max_memory),
+        )  # fmt: skip
+        picked = _Picker(wanted, calls.first_output, (oy, ox, h, w))
+        try:
+            run_windows(frames, plan, runner, picked, skip_windows=calls.skip, first_frame=calls.first_frame)
+        except _Enough:
+            pass
+        crops.append(to_uint8(picked.frames[j]))
+        profiles.append(to_uint8(np.stack([picked.frames[i][h // 2] for i in wanted])))
+        del model
 
     image = _compose(names, crops, profiles if profile else None)
     tmp = dst.with_name(f".{dst.stem}.partial.png")

@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from stvsr_cli.io.timing import rate_text
+from stvsr_cli.models.registry import short_licence
 
 
 def stderr_console() -> Console:
@@ -205,20 +206,33 @@ def bench_text(r) -> str:
     )
 
 
+# The licence column's width: the registry's ``license_short`` names fit; longer text ends in "...".
+LICENCE_WIDTH = 16
+
+
 def models_table(rows: list[dict[str, Any]]) -> Table:
-    table = Table(title="stvsr models")
-    for column in ("name", "arch", "scale", "time x", "weights", "licence"):
+    """One line per model at 80 columns: the licence in short (in full in ``--json`` and the cards),
+    the default model starred."""
+    table = Table(title="stvsr models", caption="* the default model; full licences: stvsr models --json")
+    names = [row["name"] + (" *" if row["default"] else "") for row in rows]
+    table.add_column("name", no_wrap=True, min_width=max(map(len, names), default=4))  # never cut: it is typed
+    for column in ("arch", "scale", "time x", "weights"):
         table.add_column(column, overflow="fold")
-    for row in rows:
+    table.add_column("licence", overflow="fold")
+    for row, name in zip(rows, names, strict=True):
         table.add_row(
-            row["name"] + (" (default)" if row["default"] else ""),
+            name,
             row["arch"],
             _factors(row["scale"]),
-            _factors(row["fps_x"]) + (", any --fps" if row["times"] == "any" else ""),
-            "built in" if row["weights"] == "none needed" else ("local" if row["available"] else "not downloaded"),
-            row["license"],
+            _factors(row["fps_x"]) + (", --fps" if row["times"] == "any" else ""),
+            "built in" if row["weights"] == "none needed" else ("local" if row["available"] else "to download"),
+            _clip(row.get("license_short") or short_licence(row["license"]), LICENCE_WIDTH),
         )
     return table
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
 def _factors(value: Any) -> str:

@@ -38,6 +38,7 @@ from stvsr_cli.io.colour import to_uint8
 from stvsr_cli.io.decode import VideoReader, probe
 from stvsr_cli.metrics import psnr_y, ssim_y
 from stvsr_cli.models.loader import Upscaler
+from stvsr_cli.pipeline.memory import budgeted_runner
 from stvsr_cli.pipeline.run import run_windows
 from stvsr_cli.pipeline.windows import plan_windows
 
@@ -246,8 +247,10 @@ def score_clip(
     overlap: int,
     degradation: str = "standard",
     seed: int = 0,
+    max_memory: int | None = None,
 ) -> ClipScore:
-    """Run the protocol on one clip of ground-truth frames (``seed``: see ``film_seed``)."""
+    """Run the protocol on one clip of ground-truth frames (``seed``: see ``film_seed``); the model
+    is tiled to fit ``max_memory`` (see ``budgeted_runner``)."""
     began = time.perf_counter()
     h, w = ground_truth[0].shape[:2]
     h, w = h - h % scale, w - w % scale
@@ -264,7 +267,10 @@ def score_clip(
         if len(outputs) < scored:
             outputs.append(frame)
 
-    run_windows(inputs, plan_windows(n_in, window, overlap, fps_x, model.spec.min_frames), model, keep)
+    runner, _ = budgeted_runner(
+        model, window=window, fps_x=fps_x, height=h // scale, width=w // scale, max_memory=max_memory
+    )
+    run_windows(inputs, plan_windows(n_in, window, overlap, fps_x, model.spec.min_frames), runner, keep)
     psnrs, ssims = [], []
     for out, gt in zip(outputs, truth):
         a = torch.from_numpy(out).permute(2, 0, 1)
@@ -301,6 +307,7 @@ def evaluate(
     on_clip: Callable[[ClipScore], None] | None = None,
     degradation: str = "standard",
     degradation_seed: int = 0,
+    max_memory: int | None = None,
 ) -> EvalResult:
     """Score ``model`` on every clip found in ``data`` (see ``find_clips``); ``degradation`` makes
     the input (``DEGRADATIONS``), ``film`` from ``degradation_seed`` (fixed, so runs compare)."""
@@ -315,7 +322,7 @@ def evaluate(
             raise InputError(f"clip '{clip.name}' has no frames")
         score = score_clip(
             clip.name, frames, model, scale=model.scale, fps_x=fps_x, window=window, overlap=overlap,
-            degradation=degradation, seed=degradation_seed,
+            degradation=degradation, seed=degradation_seed, max_memory=max_memory,
         )  # fmt: skip
         scores.append(score)
         if on_clip is not None:

@@ -13,6 +13,7 @@ from stvsr_cli.errors import UsageError
 from stvsr_cli.io.encode import EncodeSettings
 from stvsr_cli.io.timing import nominal_rate
 from stvsr_cli.io.workdir import input_identity
+from stvsr_cli.pipeline.memory import parse_size
 from stvsr_cli.pipeline.repeats import DEDUP_MODES
 from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD
 from stvsr_cli.pipeline.tiles import MIN_TILE
@@ -41,6 +42,7 @@ class UpscaleOptions:
     window: int | None = None  # None: the model's own
     overlap: int | None = None
     tile: int = 0
+    max_memory: int | str | None = None  # bytes (or "4G"); None: a share of the memory free at start
     device: str = "auto"
     half: bool | None = None  # None: float16 on CUDA where the model allows it
     weights: Path | None = None  # a local weights file instead of the registered one
@@ -66,6 +68,8 @@ class UpscaleOptions:
             raise UsageError("--start must not be negative")
         if self.duration is not None and self.duration <= 0:
             raise UsageError("--duration must be positive")
+        if self.max_memory is not None:
+            object.__setattr__(self, "max_memory", parse_size(self.max_memory))
         if self.tile and self.tile < MIN_TILE:
             raise UsageError(f"--tile must be 0 (off) or at least {MIN_TILE} pixels")
         if self.deinterlace not in DEINTERLACE_MODES:

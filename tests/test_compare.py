@@ -7,13 +7,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
-from media import make_video
+from media import make_video, read_frames, smooth
 from PIL import Image
 from safetensors.torch import save_file
 
 from stvsr_cli.cli import main
-from stvsr_cli.compare import pick_output_frame
+from stvsr_cli.compare import calls_for_outputs, compare, context_box, pick_output_frame
+from stvsr_cli.io.colour import to_uint8
+from stvsr_cli.models.loader import load_model
+from stvsr_cli.models.registry import load_registry
 from stvsr_cli.models.zsm import ZoomingSlowMo
+from stvsr_cli.pipeline.run import run_windows
+from stvsr_cli.pipeline.windows import plan_windows
 
 
 def test_the_shown_frame_is_an_in_between_one():
@@ -103,3 +108,46 @@ def test_compare_refuses_other_formats_and_bad_crops(tmp_path, clip):
     outside = runner.invoke(main, ["compare", str(clip), str(tmp_path / "out.png"), "--crop", "900,0,10,10"])
     assert outside.exit_code == 2 and "outside" in outside.stderr
     assert not (tmp_path / "out.png").exists()
+
+
+def test_the_calls_for_a_range_of_outputs_are_those_an_upscale_run_makes():
+    plan = plan_windows(40, 7, 4, 2, 2)
+    made = {}  # output index -> (call number, window) in a whole run
+    output = 0
+    for number, (window, steps) in enumerate(plan.calls()):
+        for _ in steps:
+            made[output] = (number, window)
+            output += 1
+    for wanted in (range(9, 10), range(1), range(30, 63), range(77, 78)):
+        calls = calls_for_outputs(plan, wanted)
+        first_call, first_window = made[wanted.start]
+        assert calls.skip == first_call and calls.first_frame == first_window.start
+        assert calls.first_output == min(j for j, (n, _) in made.items() if n == first_call)
+        assert calls.last_frame == max(made[j][1].last for j in wanted)
+
+
+def test_the_context_box_holds_the_crop_and_its_context_inside_the_frame():
+    box, offset = context_box((100, 40, 50, 30), 4, 8, width=64, height=48)
+    assert box == (17, 2, 46, 26)  # x0 = 100 // 4 - 8, y0 = 40 // 4 - 8, x1 = ceil(150 / 4) + 8, y1 = ceil(70 / 4) + 8
+    assert offset == (40 - 2 * 4, 100 - 17 * 4)
+    assert context_box((0, 0, 256, 192), 4, 16, width=64, height=48) == ((0, 0, 64, 48), (0, 0))
+
+
+def test_compare_runs_a_learned_model_on_the_crop_and_gets_the_whole_frame_pixels(tmp_path):
+    """stvun-gpu on crop + context only, the windows around the frame of a 12-frame clip, against the
+    same windows run on whole frames: the crop's pixels agree to rounding (PSNR over 50 dB)."""
+    src, out = tmp_path / "in.mkv", tmp_path / "cmp.png"
+    make_video(src, frames=12, size=(96, 72), codec="ffv1", pix_fmt="bgr0", content=smooth)
+    x, y, w, h = 150, 100, 64, 48
+    result = compare(src, out, models=["stvun-gpu"], crop=(x, y, w, h), time=Fraction(6, 25), device="cpu")
+    with Image.open(out) as image:
+        picture = np.asarray(image.convert("RGB")).astype(np.float64)
+    shown = picture[22 : 22 + h, w + 8 : 2 * w + 8]
+    registry = load_registry()
+    spec = registry.get("stvun-gpu")
+    plan = plan_windows(12, spec.window, spec.overlap, 2, spec.min_frames)
+    whole = []
+    run_windows(read_frames(src), plan, load_model(spec, scale=4, device="cpu"), whole.append)
+    expected = to_uint8(whole[result.frame])[y : y + h, x : x + w].astype(np.float64)
+    mse = ((shown - expected) ** 2).mean()
+    assert 10 * np.log10(255**2 / max(mse, 1e-12)) > 50

@@ -1,6 +1,7 @@
 """DAVSR: the Fourier data transform's closed form, the blur degradation, shapes, training and eval."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,11 +9,20 @@ import torch
 from click.testing import CliRunner
 from media import make_training_clips, make_video, pattern, stream_facts, train_tiny
 
+from stvsr_cli import hub
 from stvsr_cli.cli import main
 from stvsr_cli.evaluation import blur_window, degrade, degrade_tensor, temporal_blur
 from stvsr_cli.metrics import psnr_y
 from stvsr_cli.models.classic import Classic
-from stvsr_cli.models.davsr import DAVSR, bicubic_taps, box_taps, fourier_data_transform, kernel_spectrum
+from stvsr_cli.models.davsr import (
+    DAVSR,
+    QUANTISATION_SIGMA,
+    bicubic_taps,
+    box_taps,
+    fourier_data_transform,
+    kernel_spectrum,
+)
+from stvsr_cli.models.registry import load_registry
 
 TINY = {"nf": 8, "blocks": 1, "flow_nf": 8, "deform_groups": 2}
 F64 = torch.float64
@@ -149,6 +159,52 @@ def test_untrained_model_beats_classic_on_blurred_input_and_every_parameter_lear
         optimizer.step()
     dead = [n for n, p in model.named_parameters() if p.grad is None or p.grad.abs().sum() == 0]
     assert not dead
+
+
+def test_tie_to_mu_is_the_papers_alpha_and_beta_from_one_mu_and_learns_it():
+    """``tie_to_mu``: one learned mu_k gives alpha_k = mu_k sigma^2 (Eq. 6) and beta_k = sqrt(lambda / mu_k)
+    (Eq. 8); it starts where the untied model starts, and mu_k gets gradients."""
+    torch.manual_seed(0)
+    untied = DAVSR(**TINY)
+    torch.manual_seed(0)
+    tied = DAVSR(**TINY, tie_to_mu=True)
+    names = {n for n, _ in tied.named_parameters()}
+    assert "log_mu" in names and not names & {"log_alpha", "log_beta"}
+    assert tied.sigma == QUANTISATION_SIGMA == pytest.approx(1 / (255 * 12**0.5))
+    alphas, betas = tied.alpha_beta()
+    torch.testing.assert_close(alphas, torch.full((3,), 0.003))  # alpha_init, beta_init: the untied start
+    torch.testing.assert_close(betas, torch.full((3,), 0.1))
+    frames = torch.rand(1, 3, 3, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(tied(frames), untied(frames), rtol=0, atol=1e-5)
+
+    model = DAVSR(**TINY, tie_to_mu=True, noise_sigma=0.01, prior_lambda=0.5)
+    with torch.no_grad():
+        model.log_mu.copy_(torch.tensor([1.0, 2.5, 4.0]))
+    mu = model.log_mu.detach().exp()
+    alphas, betas = model.alpha_beta()
+    torch.testing.assert_close(alphas, mu * 0.01**2)
+    torch.testing.assert_close(betas, (0.5 / mu).sqrt())
+    torch.testing.assert_close(alphas * betas.square(), torch.full((3,), 0.5 * 0.01**2))  # lambda sigma^2
+    out = model(frames)
+    assert out.shape == (1, 5, 3, 32, 32) and torch.isfinite(out).all()
+    (out - frames.mean()).square().mean().backward()
+    assert model.log_mu.grad is not None and torch.isfinite(model.log_mu.grad).all()
+    assert (model.log_mu.grad != 0).all()  # every iteration's mu_k learns
+    with pytest.raises(ValueError, match="positive"):
+        DAVSR(**TINY, tie_to_mu=True, noise_sigma=0.0)
+
+
+def test_default_keeps_alpha_and_beta_apart_and_the_shipped_weights_load():
+    model = DAVSR(**TINY)
+    assert {"log_alpha", "log_beta"} <= set(model.state_dict()) and "log_mu" not in model.state_dict()
+    alphas, betas = model.alpha_beta()
+    assert torch.equal(alphas, model.log_alpha.exp()) and torch.equal(betas, model.log_beta.exp())
+    spec = load_registry().get("davsr")
+    state = hub.read_state_dict(Path(spec.weights))
+    spec.build().load_state_dict(state, strict=True)  # shipped: untied
+    with pytest.raises(RuntimeError, match="log_mu"):
+        DAVSR(**spec.params, tie_to_mu=True).load_state_dict(state, strict=True)
 
 
 def test_blur_training_smoke_exports_a_model_for_upscale_and_eval(tmp_path, monkeypatch):

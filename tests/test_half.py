@@ -13,15 +13,15 @@ import torch
 from precision import SHIPPED, autocast_vs_cpu
 
 # PSNR (dB) of each model's autocast output against its float32 output, measured on the 2-core
-# development machine (torch 2.14.1, 2026-11-30; davsr re-measured 2026-12-05 after its retraining). On the H200 (torch 2.11, float16 at 64x64) the
+# development machine (torch 2.14.1, 2026-11-30; davsr and tpsr re-measured 2026-12-05 after their retraining). On the H200 (torch 2.11, float16 at 64x64) the
 # shipped models measured 83-100 dB in float16 and 64-84 dB in bfloat16: the same picture.
 MEASURED = {
     torch.float16: {
-        "davsr": 106.2, "stinet": 106.9, "stvun": 90.8, "stvun-gpu": 83.2, "stvun-film": 81.4, "tpsr": 91.1,
+        "davsr": 106.2, "stinet": 106.9, "stvun": 90.8, "stvun-gpu": 83.2, "stvun-film": 81.4, "tpsr": 88.0,
         "zsm-lite-cpu": 90.8, "zsm": 73.3,
     },
     torch.bfloat16: {
-        "davsr": 77.4, "stinet": 85.3, "stvun": 64.1, "stvun-gpu": 60.8, "stvun-film": 72.4, "tpsr": 72.7,
+        "davsr": 77.4, "stinet": 85.3, "stvun": 64.1, "stvun-gpu": 60.8, "stvun-film": 72.4, "tpsr": 70.9,
         "zsm-lite-cpu": 75.7, "zsm": 53.3,
     },
 }  # fmt: skip

@@ -10,7 +10,7 @@ from stvsr_cli import hub
 from stvsr_cli.cli import main
 from stvsr_cli.errors import StvsrError, UnknownModelError, UnsupportedOptionError
 from stvsr_cli.models.loader import load_model
-from stvsr_cli.models.registry import load_registry
+from stvsr_cli.models.registry import load_registry, short_licence
 
 
 def test_builtin_registry_has_classic_and_a_default_that_works_offline():
@@ -95,6 +95,81 @@ def test_models_command_prints_a_table_and_json():
     rows = json.loads(listing.stdout)
     classic = next(r for r in rows if r["name"] == "classic")
     assert classic["arch"] == "classic" and classic["scale"] == "any" and classic["available"] is True
+
+
+def table_lines(output: str) -> list[str]:
+    """The body rows of a rich table: the lines between the header rule and the bottom rule."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("┡"))
+    end = next(i for i, line in enumerate(lines) if line.startswith("└"))
+    return lines[start + 1 : end]
+
+
+@pytest.mark.parametrize("short", [False, True])
+def test_models_table_gives_each_model_one_line_at_80_columns(tmp_path, monkeypatch, short):
+    """The licence column holds a short name (``license_short``, else the licence before its first
+    parenthesis), so no row wraps at 80 columns; ``--json`` keeps the full text."""
+    if short:  # the registry's short names, as an entry would give them
+        extra = tmp_path / "short.toml"
+        registry = load_registry()
+        extra.write_text(
+            "".join(
+                f'[models.{name}]\narch = "{spec.arch}"\nlicense = "{spec.license}"\n'
+                f'license_short = "{"research/private" if "research" in spec.license else "x"}"\n'
+                for name, spec in registry.models.items()
+            )
+        )
+        monkeypatch.setenv("STVSR_REGISTRY", str(extra))
+    registry = load_registry()
+    runner = CliRunner()
+    table = runner.invoke(main, ["models"], env={"COLUMNS": "80"})
+    assert table.exit_code == 0
+    assert max(map(len, table.output.splitlines())) <= 80
+    rows = table_lines(table.output)
+    assert len(rows) == len(registry.models)  # one line each: nothing wrapped
+    for row, name in zip(rows, registry.models, strict=True):
+        assert row.split("│")[1].strip() == name + (" *" if name == registry.default else "")
+    assert "* the default model" in table.output
+    if short:
+        assert "research/private" in table.output
+    else:
+        # The built-in registry: derived short names for classic and zsm, the entries' own for the rest.
+        assert "│ GPL-3.0 " in table.output and "│ MIT " in table.output and "research/private" in table.output
+
+    listing = json.loads(runner.invoke(main, ["models", "--json"]).stdout)
+    for row in listing:  # the full licence stays in --json
+        assert row["license"] == registry.get(row["name"]).license
+        assert row["license_short"] == registry.get(row["name"]).short_license
+    if not short:
+        zsm = next(r for r in listing if r["name"] == "zsm")
+        assert zsm["license"] == "GPL-3.0 (the authors' weights)" and zsm["license_short"] == "GPL-3.0"
+
+
+@pytest.mark.parametrize(
+    "text,short",
+    [
+        ("MIT (no weights)", "MIT"),
+        ("GPL-3.0 (the authors' weights)", "GPL-3.0"),
+        ("research and private use (its training data; see x.md)", "research and private use"),
+        ("see davsr-cpu.md (training data: research and private use)", "see davsr-cpu.md"),
+        ("Apache-2.0; see NOTICE", "Apache-2.0"),
+        ("BSD-3-Clause", "BSD-3-Clause"),
+        ("(unknown)", "(unknown)"),
+        ("", ""),
+    ],
+)
+def test_short_licence_is_the_text_before_a_parenthesis(text, short):
+    assert short_licence(text) == short
+
+
+def test_license_short_key_is_read_and_checked(tmp_path):
+    extra = tmp_path / "mine.toml"
+    extra.write_text('[models.mine]\narch = "classic"\nlicense = "long (words)"\nlicense_short = "short"\n')
+    spec = load_registry(extra).get("mine")
+    assert spec.license == "long (words)" and spec.short_license == "short"
+    extra.write_text('[models.mine]\narch = "classic"\nlicense_short = 1\n')
+    with pytest.raises(StvsrError, match="'license_short' must be a string"):
+        load_registry(extra)
 
 
 def test_models_command_reports_a_broken_user_registry_in_one_line(tmp_path, monkeypatch):

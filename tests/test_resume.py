@@ -14,11 +14,11 @@ import torch
 from click.testing import CliRunner
 from media import make_video, read_frames, stream_facts
 
-import stvsr_cli.api as api
-from stvsr_cli import upscale
+from stvsr_cli import api, upscale
 from stvsr_cli.cli import main
 from stvsr_cli.io.encode import EncodeSettings
 from stvsr_cli.io.workdir import work_folder_for
+from stvsr_cli.models.registry import load_registry
 
 OPTIONS = {"model": "classic", "scale": 2, "fps_x": 2, "scene_detect": False, "segment_frames": 20}
 CLI_OPTIONS = ["--model", "classic", "--scale", "2", "--fps-x", "2", "--no-scene-detect", "--segment-frames", "20"]
@@ -167,7 +167,7 @@ def test_out_of_memory_falls_back_to_tiles(tmp_path, monkeypatch):
         """The real model on a device that only fits 40-pixel-wide frames."""
 
         def __init__(self, inner):
-            self.inner, self.device = inner, inner.device
+            self.inner, self.device, self.spec, self.scale, self.half = inner, inner.device, inner.spec, inner.scale, False
             self.arbitrary_times, self.size_multiple = inner.arbitrary_times, inner.size_multiple
 
         def __call__(self, frames, fps_x, **times):
@@ -196,6 +196,7 @@ def test_out_of_memory_even_on_the_smallest_tile_fails_cleanly(tmp_path, monkeyp
     class NoMemory:
         device = torch.device("cpu")
         arbitrary_times, size_multiple = False, 1
+        spec, scale, half = load_registry().get("classic"), 4, False
 
         def __call__(self, frames, fps_x):
             raise torch.cuda.OutOfMemoryError("CUDA out of memory")

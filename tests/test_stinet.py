@@ -88,12 +88,15 @@ def test_training_loss_is_a_finite_scalar_with_the_motion_term(monkeypatch):
     torch.testing.assert_close(loss - without, 0.1 * motion, rtol=1e-3, atol=1e-6)
 
 
-def test_training_loss_adds_the_phase1_lr_and_hr_terms_and_the_flow_photometric_term():
+@pytest.mark.parametrize("reconstruction", ["charbonnier", "l2"])
+def test_training_loss_adds_the_phase1_lr_and_hr_terms_and_the_flow_photometric_term(reconstruction):
     """Flat frames make every term but the output and motion ones known by hand: with the phase-1 heads
     at zero the phase-1 images are classic's (HR) and the LR frames blended (LR), both the flat colours
-    blended in time, and a flat frame warps onto itself whatever the flow. So the loss is C(output) +
-    C(blend, target) + C(blend, target at LR) + 0.1 motion + 0.1 (C(frame i+1, frame i) both ways)."""
-    model = tiny()
+    blended in time, and a flat frame warps onto itself whatever the flow. So the loss is R(output) +
+    R(blend, target) + R(blend, target at LR) + 0.1 motion + 0.1 (C(frame i+1, frame i) both ways), R the
+    reconstruction loss: Charbonnier C by default, the paper's squared L2 with ``reconstruction_loss="l2"``
+    (the flow's photometric term stays Charbonnier)."""
+    model = tiny() if reconstruction == "charbonnier" else tiny(reconstruction_loss=reconstruction)
     for head in (model.phase1_lr_out, model.phase1_hr_out):
         torch.nn.init.zeros_(head.weight)
         torch.nn.init.zeros_(head.bias)
@@ -103,15 +106,34 @@ def test_training_loss_adds_the_phase1_lr_and_hr_terms_and_the_flow_photometric_
     c = colours[:, :, :, 0, 0]
     blend = torch.stack([c[:, 0], (c[:, 0] + c[:, 1]) / 2, c[:, 1], (c[:, 1] + c[:, 2]) / 2, c[:, 2]], 1)
     eps = 1e-3  # Charbonnier: sqrt(d^2 + eps^2)
-    phase1 = ((blend - truth[:, :, :, 0, 0]) ** 2 + eps**2).sqrt().mean()  # same at LR and HR: flat
+    if reconstruction == "l2":
+        recon = torch.nn.functional.mse_loss
+        phase1 = ((blend - truth[:, :, :, 0, 0]) ** 2).mean()  # same at LR and HR: flat
+    else:
+        recon = charbonnier
+        phase1 = ((blend - truth[:, :, :, 0, 0]) ** 2 + eps**2).sqrt().mean()
     photometric = 2 * ((c[:, 1:] - c[:, :-1]) ** 2 + eps**2).sqrt().mean()  # 1 -> 0 and 0 -> 1
     with torch.no_grad():
         output = model(video, fps_x=2)
         motion = model.motion_consistency(output, target)
         loss = model.training_loss(video, target, 2, 0.5)
-    expected = charbonnier(output, target) + 2 * phase1 + 0.1 * motion + 0.1 * photometric
+    expected = recon(output, target) + 2 * phase1 + 0.1 * motion + 0.1 * photometric
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-6)
     assert (0.1 * photometric).item() > 1e-3 and phase1.item() > 1e-3  # each term shows above the tolerance
+
+
+def test_the_papers_squared_l2_is_an_option_that_changes_the_loss_and_nothing_else():
+    default, paper = tiny(), tiny(reconstruction_loss="l2")
+    assert default.reconstruction_loss == "charbonnier"  # the shipped weights' training
+    assert default.state_dict().keys() == paper.state_dict().keys()
+    video, target = torch.rand(1, 3, 3, 8, 8), torch.rand(1, 5, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(default(video, fps_x=2), paper(video, fps_x=2))
+        first, second = default.training_loss(video, target, 2, 0.5), paper.training_loss(video, target, 2, 0.5)
+    assert (first - second).abs() > 1e-2
+    assert "squared L2" in paper.loss_description and "Charbonnier (output" in default.loss_description
+    with pytest.raises(ValueError, match="reconstruction_loss"):
+        tiny(reconstruction_loss="l1")
 
 
 def test_motion_consistency_reaches_the_frames_not_the_flow_network():

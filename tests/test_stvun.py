@@ -1,5 +1,7 @@
 """STVUN: frames at any time between the inputs; training with random t; --fps through upscale."""
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,6 +9,7 @@ from click.testing import CliRunner
 from media import make_training_clips, make_video, stream_facts, train_tiny
 
 from stvsr_cli.cli import main
+from stvsr_cli.models.ops.losses import charbonnier
 from stvsr_cli.models.stvun import STVUN, FlowNet, flows_at, warp
 
 TINY = {"nf": 8, "levels": 2, "frames": 3, "flow_nf": 8}
@@ -133,6 +136,57 @@ def test_wrong_window_length_is_refused():
         tiny()(torch.rand(1, 4, 3, 8, 8), times=[0])
 
 
+def test_the_paper_s_1x1_theta_and_delta_build_and_run_and_the_default_stays_3x3():
+    """``efst_kernel=1`` is Eq. 1's 1x1 theta and delta; the default keeps the 3x3 the shipped weights
+    hold, and nothing else changes shape."""
+    paper, ours = tiny(efst_kernel=1), tiny()
+    assert paper.efst.theta.weight.shape == paper.efst.delta.weight.shape == (8, 8, 1, 1)
+    assert ours.efst.theta.weight.shape == ours.efst.delta.weight.shape == (8, 8, 3, 3)
+    ours_state, paper_state = ours.state_dict(), paper.state_dict()
+    assert ours_state.keys() == paper_state.keys()
+    differ = {k for k in ours_state if ours_state[k].shape != paper_state[k].shape}
+    assert differ == {"efst.theta.weight", "efst.delta.weight"}
+    frames = torch.rand(1, 3, 3, 8, 12)
+    with torch.no_grad():
+        out = paper(frames, times=[0, 0.5, 1.25, 2])
+        default = ours(frames, times=[0, 0.5, 1.25, 2])
+        explicit = tiny(efst_kernel=3, vsr_pretrain=0.0)(frames, times=[0, 0.5, 1.25, 2])
+    assert out.shape == (1, 4, 3, 32, 48) and torch.isfinite(out).all()
+    assert torch.equal(default, explicit)  # the defaults are the shipped behaviour, seed for seed
+    with pytest.raises(ValueError, match="odd"):
+        tiny(efst_kernel=2)
+
+
+def test_the_shipped_weights_load_strictly_with_the_default_options():
+    from safetensors.torch import load_file
+
+    from stvsr_cli.models.registry import load_registry, weights_dir
+
+    for name in ("stvun", "stvun-gpu", "stvun-film"):
+        spec = load_registry().get(name)
+        model = STVUN(**spec.params)
+        model.load_state_dict(load_file(str(weights_dir() / spec.weights)), strict=True)
+        assert model.efst.theta.kernel_size == (3, 3) and model.vsr_pretrain == 0
+
+
+def test_vsr_pretraining_scores_the_input_positions_only_and_leaves_the_flow_idle():
+    """``vsr_pretrain``: the paper's first stage (L_S only) for that share of the run, a stage of its own
+    for the trainer's schedule; then the usual loss on every output frame."""
+    torch.manual_seed(0)
+    model = STVUN(**TINY, vsr_pretrain=0.25).train()
+    assert model.stage_ends == (0.25,) and tiny().stage_ends == ()
+    frames, target = torch.rand(1, 3, 3, 8, 8), torch.rand(1, 5, 3, 32, 32)
+    early = model.training_loss(frames, target, 2, progress=0.1)
+    torch.testing.assert_close(early, charbonnier(model(frames, times=[0, 1, 2]), target[:, ::2]))
+    early.backward()
+    learning = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert learning and not any(n.startswith("flow.") for n in learning)
+    late = model.training_loss(frames, target, 2, progress=0.25)
+    torch.testing.assert_close(late, charbonnier(model(frames, fps_x=2), target))
+    with pytest.raises(ValueError, match="share"):
+        STVUN(**TINY, vsr_pretrain=1.0)
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return make_training_clips(tmp_path_factory.mktemp("train"), frames=12)
@@ -158,3 +212,11 @@ def test_training_with_random_t_and_the_export_runs_at_any_frame_rate(data, tmp_
         main, ["upscale", str(clip), str(tmp_path / "o3.mp4"), "--model", "tiny-stvun", "-x", "3"]
     )
     assert three.exit_code == 0 and stream_facts(tmp_path / "o3.mp4")["frames"] == 30
+
+
+def test_training_with_vsr_pretraining_exports_the_option(data, tmp_path):
+    out = tmp_path / "run"
+    params = {**{k: v for k, v in TINY.items() if k != "frames"}, "vsr_pretrain": 0.5}
+    logs = train_tiny("stvun", params, data, out, "tiny-vsr", steps=10, lr="2e-3", extra=["--frames-in", "3"])
+    assert logs and all(math.isfinite(log["loss"]) for log in logs)
+    assert "vsr_pretrain = 0.5" in (out / "tiny-vsr.toml").read_text()

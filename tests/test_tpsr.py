@@ -2,12 +2,13 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 from media import make_training_clips, make_video, stream_facts, train_tiny
 
 from stvsr_cli.cli import main
 from stvsr_cli.models.classic import Classic
-from stvsr_cli.models.tpsr import TPSR, from_profiles, shuffle_width, to_profiles
+from stvsr_cli.models.tpsr import PAPER_PARAMS, TPSR, from_profiles, profile_base, shuffle_width, to_profiles
 
 TINY = {"imdn_nf": 8, "imdn_blocks": 1, "nf": 8, "rs_blocks": 1, "refine_nf": 8}
 
@@ -27,6 +28,29 @@ def test_feature_shuffling_doubles_the_width_from_channel_pairs():
     for c in range(2):
         for i in range(2):
             assert torch.equal(out[:, c, :, i::2], features[:, 2 * c + i])
+
+
+def test_tpsrm_residual_base_is_classic_at_half_the_width():
+    """Bicubic x2 in height on classic's half-pixel grid, linear blending in time (the docstring's claim)."""
+    video = torch.rand(2, 4, 3, 6, 5)
+    base = from_profiles(profile_base(to_profiles(video)), 2)  # [2, 7, 3, 12, 5]
+    tall = F.interpolate(video.flatten(0, 1), size=(12, 5), mode="bicubic", align_corners=False).unflatten(0, (2, 4))
+    torch.testing.assert_close(base[:, 0::2], tall)  # input frames: classic's bicubic, column by column
+    torch.testing.assert_close(base[:, 1::2], (tall[:, :-1] + tall[:, 1:]) / 2)  # between: the blend, not a cubic
+    corners = F.interpolate(video.flatten(0, 1), size=(12, 5), mode="bicubic", align_corners=True).unflatten(0, (2, 4))
+    assert (base[:, 0::2] - corners).abs().max() > 0.05  # the grid the code once used differs
+
+
+def test_papers_configuration_has_the_papers_size_and_no_long_skip():
+    model = TPSR(**PAPER_PARAMS)
+    assert abs(sum(p.numel() for p in model.parameters()) / 7.53e6 - 1) < 0.01
+    assert not model.long_skip and not TPSR(**TINY).long_skip  # the paper's FSM is the default
+    torch.manual_seed(0)
+    plain, skipped = TPSR(**TINY).eval(), TPSR(**TINY, long_skip=True).eval()
+    skipped.load_state_dict(plain.state_dict())  # same parameters: the skip is a wire, not a layer
+    video = torch.rand(1, 3, 3, 8, 8)
+    with torch.no_grad():
+        assert not torch.allclose(plain(video), skipped(video))
 
 
 @pytest.mark.parametrize("frames", [2, 3, 5])
@@ -102,7 +126,6 @@ def eq10(out, target, frames):
     """The paper's Eq. 10 with its weights (Sec. 4.1: lambda_1 = 0.1, lambda_3 = 1; the VGG term is
     left out), each term as Eqs. 6, 7 and 9 define it: means over frames, and for the cycle term over
     the horizontal profiles of the output degraded 1/2 in frame rate and 1/4 in height and width."""
-    import torch.nn.functional as F
 
     from stvsr_cli.models.ops.losses import charbonnier, ssim
 

@@ -11,6 +11,8 @@ from stvsr_cli.models.zsm import ZoomingSlowMo
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference"
 needs_reference = pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference is not here")
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny networks: a second thread only adds synchronisation
+
 
 def tiny(seed=0):
     torch.manual_seed(seed)
@@ -26,8 +28,8 @@ def test_default_configuration_is_the_official_one():
 @needs_reference
 def test_state_dict_matches_the_official_checkpoint_layout():
     rows = [
-        line.rstrip("\n").split("\t")
-        for line in open(REFERENCE / "zsm_official_state_dict.tsv")
+        line.split("\t")
+        for line in (REFERENCE / "zsm_official_state_dict.tsv").read_text().splitlines()
         if not line.startswith("#")
     ]
     official = {key: tuple(int(n) for n in shape.split(",")) for key, shape, _ in rows}
@@ -135,3 +137,159 @@ def test_global_residual_adds_the_classic_baseline_and_no_parameters():
     frames = torch.rand(1, 3, 3, 13, 18)
     with torch.no_grad():
         torch.testing.assert_close(residual.run(frames), Classic(scale=4)(frames, fps_x=2), atol=0, rtol=0)
+
+
+# -- the TPAMI version's cyclic interpolation loss (training option, off by default) ------------------------------
+TINY = {"nf": 16, "groups": 8, "front_rbs": 1, "back_rbs": 2}
+
+
+def cyclic(seed=0, **extra):
+    torch.manual_seed(seed)
+    return ZoomingSlowMo(**TINY, cyclic_loss=True, lr_synthesis_blocks=1, **extra)
+
+
+def test_off_by_default_the_loss_is_charbonnier_on_the_output_and_there_is_no_lr_synthesis():
+    from stvsr_cli.models.ops.losses import charbonnier
+
+    model = tiny()
+    assert model.lr_synthesis is None and not any(k.startswith("lr_synthesis") for k in model.state_dict())
+    frames, target = torch.rand(1, 3, 3, 8, 8), torch.rand(1, 5, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model.training_loss(frames, target, 2, 0.5), charbonnier(model.run(frames), target))
+    assert model.loss_description == "Charbonnier loss"
+    with pytest.raises(ValueError, match="cyclic_loss=True"):
+        model.loss_terms(frames, target)
+
+
+def test_cyclic_loss_only_adds_the_lr_synthesis_module_and_official_weights_still_load_strictly():
+    plain, extended = tiny(), cyclic().eval()
+    ours, theirs = plain.state_dict(), extended.state_dict()
+    extra = set(theirs) - set(ours)
+    assert set(ours) <= set(theirs) and extra and all(k.startswith("lr_synthesis.") for k in extra)
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)  # built last: the same seed, the same network
+    frames = torch.rand(1, 3, 3, 13, 18)
+    with torch.no_grad():
+        assert torch.equal(plain.run(frames), extended.run(frames))  # rho does not touch the output
+    rho = {k: v.clone() for k, v in theirs.items() if k in extra}
+    fresh = cyclic(seed=5)
+    fresh.load_state_dict(ours, strict=True)  # a checkpoint without rho: rho keeps its weights
+    assert all(torch.equal(fresh.state_dict()[k], ours[k]) for k in ours)
+    fresh.load_state_dict(theirs, strict=True)
+    assert all(torch.equal(fresh.state_dict()[k], rho[k]) for k in extra)
+    missing_one = {k: v for k, v in ours.items() if k != "conv_last.bias"}
+    with pytest.raises(RuntimeError, match="conv_last.bias"):
+        fresh.load_state_dict(missing_one, strict=True)  # every other key is still checked
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        plain.load_state_dict(theirs, strict=True)
+
+
+@needs_reference
+def test_the_official_tiny_vector_loads_into_a_cyclic_model_and_gives_the_official_outputs():
+    vector = load_file(str(REFERENCE / "zsm_tiny_vector.safetensors"))
+    state = {k.removeprefix("state_dict."): v for k, v in vector.items() if k.startswith("state_dict.")}
+    model = cyclic().eval()
+    model.load_state_dict(state, strict=True)
+    with torch.no_grad():
+        assert (model.run(vector["input.a"]) - vector["output.a"]).abs().max() < 1e-4
+
+
+def test_cyclic_terms_compare_rho_of_the_interpolated_features_with_the_right_lr_frames():
+    """rho's output convolution at zero makes rho give black frames, so each term is the Charbonnier
+    of black against its LR ground truth: flat target frames of distinct colours show which frames
+    each term compares with (first order: the frames between the inputs, 1, 3, 5; second order: the
+    inner inputs, 2, 4)."""
+    model = cyclic()
+    torch.nn.init.zeros_(model.lr_synthesis[-1].weight)
+    torch.nn.init.zeros_(model.lr_synthesis[-1].bias)
+    torch.manual_seed(3)
+    colours = torch.rand(1, 7, 3, 1, 1)
+    frames, target = torch.rand(1, 4, 3, 8, 8), colours.expand(1, 7, 3, 32, 32)
+    with torch.no_grad():
+        terms = model.loss_terms(frames, target)
+        loss = model.training_loss(frames, target, 2, 0.3)
+
+    def black(indices):
+        return (colours[:, indices] ** 2 + 1e-6).sqrt().mean()
+
+    torch.testing.assert_close(terms["first_order"], black([1, 3, 5]))
+    torch.testing.assert_close(terms["second_order"], black([2, 4]))
+    assert (black([1, 3, 5]) - black([2, 4])).abs() > 1e-2 and (black([1, 3, 5]) - black([0, 2, 4, 6])).abs() > 1e-2
+    with torch.no_grad():
+        from stvsr_cli.models.ops.losses import charbonnier
+
+        torch.testing.assert_close(terms["reconstruction"], charbonnier(model(frames), target))
+    torch.testing.assert_close(loss, terms["reconstruction"] + terms["first_order"] + terms["second_order"])
+
+
+def test_cyclic_weights_weigh_the_two_terms_and_two_inputs_have_no_second_order_term():
+    frames, target = torch.rand(1, 3, 3, 8, 8), torch.rand(1, 5, 3, 32, 32)
+    model = cyclic(cyclic_weights=[0.5, 2.0])
+    with torch.no_grad():
+        terms = model.loss_terms(frames, target)
+        loss = model.training_loss(frames, target, 2, 0.0)
+    assert terms["first_order"] > 1e-3 and terms["second_order"] > 1e-3
+    torch.testing.assert_close(loss, terms["reconstruction"] + 0.5 * terms["first_order"] + 2.0 * terms["second_order"])
+    assert "0.5 x first-order + 2 x second-order cyclic interpolation" in model.loss_description
+    with torch.no_grad():
+        two = model.loss_terms(frames[:, :2], target[:, :3])
+    assert two["second_order"] == 0 and two["first_order"] > 1e-3
+    with pytest.raises(TypeError, match="two numbers"):
+        ZoomingSlowMo(**TINY, cyclic_loss=True, cyclic_weights=[1.0])
+
+
+def test_cyclic_terms_train_rho_and_reach_the_interpolation_module_through_both_orders():
+    """The second-order term interpolates the interpolated features again: its gradient reaches the
+    interpolation module and the feature extractor, not only rho. Any frame size (padded as ``run``)."""
+    frames, target = torch.rand(1, 3, 3, 9, 10), torch.rand(1, 5, 3, 36, 40)
+    for term in ("first_order", "second_order"):
+        model = cyclic().train()
+        model.loss_terms(frames, target)[term].backward()
+        for name in ("lr_synthesis.0.conv1.weight", "lr_synthesis.1.weight", "fusion.weight",
+                     "pcd_align.L1_fea_conv_1.weight", "feature_extraction.0.conv1.weight"):  # fmt: skip
+            grad = model.get_parameter(name).grad
+            assert grad is not None and grad.abs().sum() > 0, (term, name)
+        assert model.recon_trunk[0].conv1.weight.grad is None  # the reconstruction branch is not in these terms
+    model = cyclic().train()
+    model.training_loss(frames, target, 2, 0.0).backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_stvsr_train_takes_the_cyclic_loss_and_exports_a_model_that_loads(tmp_path):
+    from click.testing import CliRunner
+    from media import make_training_clips, make_video, stream_facts, train_tiny
+
+    from stvsr_cli.cli import main
+
+    params = {"nf": 8, "groups": 8, "front_rbs": 1, "back_rbs": 1, "cyclic_loss": True, "lr_synthesis_blocks": 1}
+    data = make_training_clips(tmp_path / "train", frames=7)
+    out = tmp_path / "run"
+    logs = train_tiny("zsm", params, data, out, "tiny-cyclic", steps=2, lr="1e-3", extra=("--log-every", "1"))
+    assert [e["step"] for e in logs] == [1, 2] and all(e["loss"] > 0 for e in logs)
+    assert "cyclic_loss = true" in (out / "tiny-cyclic.toml").read_text()
+    assert "second-order cyclic interpolation loss" in (out / "tiny-cyclic.md").read_text()
+    clip = tmp_path / "in.mp4"
+    make_video(clip, frames=3, size=(16, 12))
+    env = {"STVSR_REGISTRY": str(out / "tiny-cyclic.toml")}
+    result = CliRunner(env=env).invoke(main, ["upscale", str(clip), str(tmp_path / "o.mp4"), "--model", "tiny-cyclic"])
+    assert result.exit_code == 0, result.stderr
+    assert stream_facts(tmp_path / "o.mp4")["frames"] == 6
+
+
+def test_stvsr_train_init_fine_tunes_a_checkpoint_without_rho_with_the_cyclic_loss(tmp_path, monkeypatch):
+    """``--init`` a registered ZSM (no rho in its weights) with ``--params '{"cyclic_loss": true}'``."""
+    from safetensors.torch import save_file
+
+    from stvsr_cli.training.trainer import TrainConfig, Trainer
+
+    start = tiny(4).state_dict()
+    save_file(start, str(tmp_path / "mine.safetensors"))
+    (tmp_path / "models.toml").write_text(
+        '[models.mine]\narch = "zsm"\nparams = { nf = 16, groups = 8, front_rbs = 1, back_rbs = 2 }\n'
+        'weights = "mine.safetensors"\n'
+    )
+    monkeypatch.setenv("STVSR_REGISTRY", str(tmp_path / "models.toml"))
+    params = {"cyclic_loss": True, "lr_synthesis_blocks": 1}
+    trainer = Trainer(TrainConfig(arch=None, params=params, data=[], out=str(tmp_path / "run"), name="ft", init="mine"))
+    assert trainer.model.lr_synthesis is not None
+    state = trainer.model.state_dict()
+    assert all(torch.equal(state[k], start[k]) for k in start)

@@ -9,10 +9,8 @@ splitting alternates, K = 3 times, a data step (Eq. 4) and a prior step (Eq. 5):
   ``torch.fft``. With ``d = conj(FK) F(Y zero-upsampled) + alpha_k F(X_{k-1})``:
   ``Z = F^-1((d - conj(FK) * repeat(mean_blocks(FK d) / (mean_blocks(|FK|^2) + alpha_k))) / alpha_k)``,
   where ``mean_blocks`` averages the s_t x s_h x s_w distinct blocks of the spectrum (the aliasing
-  of subsampling) and ``repeat`` tiles it back. The printed Eq. 6 writes ``R = F(K)F(Y up) - alpha X``
-  and ``s alpha + (...)``: we read ``R`` as ``d`` above (USRNet's form, the one that solves Eq. 4)
-  and the block operator as an average in both places, which is the printed form with block *sums*
-  and ``s = s_t s_h s_w``; ``fourier_data_transform`` is checked against a dense solve.
+  of subsampling) and ``repeat`` tiles it back (the printed Eq. 6 differs, see the deviations);
+  ``fourier_data_transform`` is checked against a dense solve.
 - **K**, the blur the FDT inverts, is separable: in time the box of ``exposure`` frames centred on
   each kept frame (``exposure = 3`` is ``stvsr train/eval --degradation blur`` at x2, see
   ``evaluation.temporal_blur``; ``exposure = 1`` is the standard protocol, no motion blur); in
@@ -32,22 +30,63 @@ splitting alternates, K = 3 times, a data step (Eq. 4) and a prior step (Eq. 5):
   the flows to the two previous frames plus learned residuals, at most ``max_offset`` pixels)
   followed by ``C``, a 3x3 fusion of ``[branch below; aligned]`` and ``blocks`` residual blocks;
   ``X_k = Z_k + reconstruction``.
-- ``alpha_k`` and ``beta_k`` are learned, one pair per iteration, stored as logarithms.
+- ``alpha_k`` (the FDT's weight on ``X_{k-1}``) and ``beta_k`` (the RVE's noise level), one pair
+  per iteration, learned: apart by default, or tied to one ``mu_k`` as the paper does (see the
+  deviations).
 
-Where the paper is silent, the simplest choice, said here. The RVE runs at the LR resolution: the
-HR frames enter by pixel-unshuffle (x4, lossless) and leave by pixel-shuffle, so the prior costs
-what a plain VSR network does (the paper calls it multi-scale, the supplement with ``G`` is not
-public). Two branches (BasicVSR++ has four), guided by ``g^i`` as Eq. 9 says; the flows come from the
-shared coarse-to-fine ``ops.motion.FlowNet`` (zero padding when warping) trained with the model (no
-pretrained weights, no compiled ops), computed at each iteration on ``Z_k`` shrunk to the LR size, the second-order
-flow composed from two first-order ones. ``X_0`` (Algorithm 1: "initialise X_0 on Y in space
-and time"): with ``global_residual`` (default) it is ``classic`` (bicubic + linear blending), so an
-untrained network starts at classic refined by the FDT, and trains fast on a CPU; without it,
-USRNet's nearest-neighbour start (in time: the previous input frame). The RVE's last convolution
-starts at zero, so the untrained network is ``classic`` refined by the FDT alone: on natural clips
-under ``--degradation blur`` that scores 1.5 to 2 dB above ``classic`` (0.7 dB with ``exposure=1``
-on the standard protocol), with ``alpha_init = 0.003``, about where the FDT alone scores best.
-The loss is the paper's Charbonnier loss (Eq. 11), the trainer's default.
+Where the paper is silent, the simplest choice, said here. Two branches (BasicVSR++ has four),
+guided by ``g^i`` as Eq. 9 says; the flows come from the shared coarse-to-fine ``ops.motion.FlowNet``
+(zero padding when warping) trained with the model (no pretrained weights, no compiled ops),
+computed at each iteration on ``Z_k`` shrunk to the LR size, the second-order flow composed from two
+first-order ones. ``X_0`` (Algorithm 1: "initialise X_0 on Y in space and time"): with
+``global_residual`` (default) it is ``classic`` (bicubic + linear blending), so an untrained network
+starts at classic refined by the FDT, and trains fast on a CPU; without it, USRNet's
+nearest-neighbour start (in time: the previous input frame). The RVE's last convolution starts at
+zero, so the untrained network is ``classic`` refined by the FDT alone: on natural clips under
+``--degradation blur`` that scores 1.5 to 2 dB above ``classic`` (0.7 dB with ``exposure=1`` on the
+standard protocol), with ``alpha_init = 0.003``, about where the FDT alone scores best.
+The loss is the paper's Charbonnier loss (Eq. 11, per pixel: see below), the trainer's default.
+
+Deviations from the paper, each kept for a reason:
+
+- **alpha_k and beta_k learned apart** (``log_alpha``, ``log_beta``; the default and the shipped
+  weights). The paper ties both to the HQS penalty ``mu_k`` of Eq. 3: ``alpha_k = mu_k sigma^2``
+  (under Eq. 6) and ``beta_k = sqrt(lambda / mu_k)`` (Eq. 8), sigma the noise level of Eq. 1 and
+  lambda the prior's weight in Eq. 2; it does not say how ``mu_k`` is set (USRNet, which it
+  follows, predicts alpha_k and beta_k from sigma and s with a small network). Tied,
+  ``alpha_k beta_k^2 = lambda sigma^2`` at every iteration, a constant the paper gives no value for,
+  and our input has no noise of Eq. 1's kind, only its rounding to 8 bits. Kept because the shipped
+  weights were trained so; ``tie_to_mu=True`` builds the paper's form: one learned ``log_mu`` per
+  iteration, ``noise_sigma`` fixed (default ``QUANTISATION_SIGMA``, the rounding's
+  1 / (255 sqrt 12)) and ``prior_lambda`` fixed (default: the lambda at which the tied model starts
+  where the untied one does, ``alpha_k = alpha_init`` and ``beta_k = beta_init``).
+- **Eq. 6 as printed** writes ``R = F(K)F(Y up) - alpha X`` and ``s alpha + (...)``: we read ``R``
+  as ``d`` above (USRNet's form, the one that solves Eq. 4) and the block operator as an average in
+  both places, which is the printed form with block *sums* and ``s = s_t s_h s_w``. Kept: the
+  printed ``R`` does not minimise Eq. 4; ours does (checked against a dense solve).
+- **The blur averages 3 frames, REDS' 5.** The paper's data, REDS "blur" (and Vid4 made the same
+  way), averages five subsequent frames into each input frame, one whole input frame interval
+  there (500 ground-truth frames to 100 input frames). Our ``--degradation blur``
+  (``evaluation.temporal_blur``, in ``stvsr train`` and ``stvsr eval`` alike) averages
+  ``blur_window(2) = 3``, ground-truth frames 2i-1, 2i and 2i+1 for input i, and ``exposure = 3`` is
+  the K the shipped FDT inverts. Why: our clips are at their recorded rate and the model is x2 in
+  time, so one input frame interval is 2 ground-truth frames; centred on the kept frame (so that
+  input i stays at output 2i) the box needs an odd count, and 3 is the nearest to an interval (it
+  shares one frame with each neighbour). Five of our frames would be 2.5 intervals, an exposure
+  well past the time between frames.
+- **The RVE runs at the LR resolution**: the HR frames enter by pixel-unshuffle (x4, lossless) and
+  leave by pixel-shuffle, where the paper calls its RVE multi-scale (its ``G`` is detailed in a
+  supplement that is not public). Kept: the prior then costs what a plain VSR network does, which
+  a CPU can train.
+- **Eq. 11 as printed** puts one square root around the whole squared norm; the trainer's
+  Charbonnier is the usual per-pixel one, ``mean(sqrt(d^2 + eps^2))``, with the paper's
+  ``eps = 1e-3``. Kept: the printed form is an L2 loss, without the robustness to outliers the
+  paper chooses Charbonnier for.
+- **Size and training.** The constructor's defaults are the paper's (64 channels, 7 residual blocks
+  per branch, K = 3); the shipped ``davsr`` is 0.25 M parameters (``nf = 24``, 3 blocks), trained
+  1,500 steps on a CPU on our clips (``weights/davsr-cpu.md``), where the paper trains 300K
+  iterations on REDS (batch 4, 64 x 64 LR patches, Adam, cosine decay from 1e-4). Kept: no GPU was
+  lent for that training.
 
 Layout: input ``[B, T, 3, h, w]`` in [0, 1], any T >= 2, any h and w; output
 ``[B, 2T-1, 3, 4h, 4w]``, not clamped: output 2i is input frame i, 2i+1 the frame between.
@@ -68,6 +107,8 @@ from stvsr_cli.models.ops.blocks import ResidualBlock
 from stvsr_cli.models.ops.dcn import DeformConv, deform_conv2d_torch
 from stvsr_cli.models.ops.motion import FlowNet, warp
 
+# Eq. 1's noise in our degradations: the input's rounding to 8 bits, uniform over one level.
+QUANTISATION_SIGMA = 1 / (255 * math.sqrt(12))
 FDT_PAD = 4  # LR pixels of symmetric padding around the frames before the (circular) FDT
 Taps = tuple[int, tuple[float, ...]]  # (offset of the first tap, weights): y[j] = sum_i w_i x[s*j + first + i]
 
@@ -299,11 +340,19 @@ class DAVSR(VideoSRNet):
     def __init__(
         self, *, nf: int = 64, blocks: int = 7, branches: int = 2, iterations: int = 3, deform_groups: int = 8,
         max_offset: float = 10.0, flow_nf: int = 24, exposure: int = 3, alpha_init: float = 0.003,
-        beta_init: float = 0.1, global_residual: bool = True,
+        beta_init: float = 0.1, global_residual: bool = True, tie_to_mu: bool = False,
+        noise_sigma: float = QUANTISATION_SIGMA, prior_lambda: float | None = None,
     ) -> None:  # fmt: skip
         """``exposure``: HR frames averaged into each input frame, the temporal blur the FDT inverts
         (3 for ``--degradation blur`` at x2, 1 for the standard protocol). ``alpha_init`` /
-        ``beta_init``: the starting alpha_k and beta_k, the same for every iteration."""
+        ``beta_init``: the starting alpha_k and beta_k, the same for every iteration.
+
+        ``tie_to_mu``: the paper's parametrisation instead of two free parameters per iteration: one
+        learned ``mu_k`` (``log_mu``), ``alpha_k = mu_k sigma^2`` (Eq. 6) and ``beta_k = sqrt(lambda /
+        mu_k)`` (Eq. 8), with ``sigma = noise_sigma`` (Eq. 1's noise level, default the 8-bit rounding
+        of the input) and ``lambda = prior_lambda`` (Eq. 2's trade-off, fixed), by default the one at
+        which ``beta_k`` starts at ``beta_init`` when ``alpha_k`` starts at ``alpha_init``. Off (the
+        default, and the shipped weights): ``log_alpha`` and ``log_beta`` are learned apart."""
         super().__init__()
         self.temporal_taps = box_taps(exposure)
         self.fdt_pad = FDT_PAD
@@ -312,9 +361,25 @@ class DAVSR(VideoSRNet):
             nf=nf, blocks=blocks, branches=branches, groups=deform_groups, max_offset=max_offset, flow_nf=flow_nf,
             scale=self.scale,
         )  # fmt: skip
-        self.log_alpha = nn.Parameter(torch.full((iterations,), math.log(alpha_init)))
-        self.log_beta = nn.Parameter(torch.full((iterations,), math.log(beta_init)))
+        self.tie_to_mu = tie_to_mu
+        if tie_to_mu:
+            if noise_sigma <= 0 or (prior_lambda is not None and prior_lambda <= 0):
+                raise ValueError("noise_sigma and prior_lambda must be positive")
+            mu_init = alpha_init / noise_sigma**2
+            self.sigma = noise_sigma
+            self.prior_lambda = beta_init**2 * mu_init if prior_lambda is None else prior_lambda
+            self.log_mu = nn.Parameter(torch.full((iterations,), math.log(mu_init)))
+        else:
+            self.log_alpha = nn.Parameter(torch.full((iterations,), math.log(alpha_init)))
+            self.log_beta = nn.Parameter(torch.full((iterations,), math.log(beta_init)))
         self.baseline = Classic(scale=self.scale) if global_residual else None
+
+    def alpha_beta(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(alpha, beta)``, one per iteration: learned apart, or (``tie_to_mu``) from ``mu_k``: Eqs. 6 and 8."""
+        if not self.tie_to_mu:
+            return self.log_alpha.exp(), self.log_beta.exp()
+        mu = self.log_mu.exp()
+        return mu * self.sigma**2, (self.prior_lambda / mu).sqrt()
 
     def initial(self, frames: torch.Tensor) -> torch.Tensor:
         """X_0: ``classic``, or nearest-neighbour in space and time (the previous input frame)."""
@@ -346,7 +411,7 @@ class DAVSR(VideoSRNet):
         if frames.shape[1] < 2:
             raise ValueError("DAVSR needs at least two input frames")
         x = self.initial(frames)
-        alphas, betas = self.log_alpha.exp(), self.log_beta.exp()
+        alphas, betas = self.alpha_beta()
         for k in range(self.iterations):
             z = self.data_step(x, frames, alphas[k])
             x = self.rve(z, betas[k])

@@ -62,7 +62,23 @@ class Upscaler:
         batch = frames.float().unsqueeze(0)
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
             out = self.module.run(batch, fps_x, times=None if times is None else [float(t) for t in times])
-        return out[0].float().clamp_(0, 1)
+        return grey_if_grey(frames, out[0].float().clamp_(0, 1))
+
+
+# Grey input: every pixel's channels within this of their mean (8-bit YUV with neutral chroma decodes
+# to RGB within a level of grey; a tinted or sepia film is further off).
+GREY_TOLERANCE = 1.5 / 255
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # BT.601; for a near-grey picture the matrix changes Y by far under a level
+
+
+def grey_if_grey(inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+    """Black-and-white in, black-and-white out: when every input frame ``[N, 3, H, W]`` is grey, the
+    outputs become their luma in all three channels. A network trained on colour (or on films made
+    grey at random, as ``--degradation film`` does) otherwise guesses colour from grey, a faint tint."""
+    if (inputs - inputs.mean(dim=1, keepdim=True)).abs().amax() > GREY_TOLERANCE:
+        return outputs
+    weights = torch.tensor(LUMA_WEIGHTS, dtype=outputs.dtype, device=outputs.device).view(1, 3, 1, 1)
+    return (outputs * weights).sum(dim=1, keepdim=True).expand_as(outputs).contiguous()
 
 
 def load_model(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import importlib.resources
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,12 +44,14 @@ _ENTRY_KEYS = {
     "window": "input frames per model call (the planner's default)",
     "overlap": "input frames shared by consecutive calls (the planner's default)",
     "min_frames": "fewest input frames the network accepts (shorter clips are padded)",
+    "context": "input pixels around a tile or crop that its output pixels depend on (tiles overlap by this)",
     "half": "whether the network may run in float16",
     "weights": "hf://OWNER/REPO/PATH@REVISION, https://..., or a file relative to the registry file",
     "sha256": "hex digest of the weights file",
     "git_blob_sha1": "git blob id of the weights file, for sources that publish no sha256",
     "format": "weights file format",
-    "license": "licence of the weights (or of the method)",
+    "license": "licence of the weights (or of the method), in full",
+    "license_short": "the licence in a few words for the `stvsr models` table (default: `license` up to a parenthesis)",
     "description": "one line for `stvsr models`",
 }
 
@@ -73,13 +76,20 @@ class ModelSpec:
     window: int = 7
     overlap: int = 2
     min_frames: int = 2
+    context: int = 16
     half: bool = True
     weights: str | None = None  # a URL, or an absolute path (relative ones are resolved when parsed)
     sha256: str | None = None
     git_blob_sha1: str | None = None
     format: str = "safetensors"
     license: str = ""
+    license_short: str = ""
     description: str = ""
+
+    @property
+    def short_license(self) -> str:
+        """The licence for a table column: ``license_short``, else ``short_licence(license)``."""
+        return self.license_short or short_licence(self.license)
 
     def supports_scale(self, scale: int) -> bool:
         return self.scales is None or scale in self.scales
@@ -152,6 +162,12 @@ class Registry:
             raise UnknownModelError(f"unknown model '{name}'", f"known models: {known}") from None
 
 
+def short_licence(text: str) -> str:
+    """A licence in a few words, when the entry gives no ``license_short``: the text before its first
+    parenthesis or semicolon ("GPL-3.0 (the authors' weights)" -> "GPL-3.0"), or all of it."""
+    return re.split(r"[(;]", text, maxsplit=1)[0].strip(" ,") or text.strip()
+
+
 def weights_dir() -> Path:
     """The folder of shipped weights and the built-in registry."""
     return Path(str(importlib.resources.files("stvsr_cli.weights")))
@@ -183,14 +199,14 @@ def parse_entry(name: str, table: Any, where: str, base_dir: Path) -> ModelSpec:
     if not isinstance(params, dict):
         raise StvsrError(f"{where}: 'params' must be a table")
     ints = {}
-    for key, default, low in (("window", 7, 2), ("overlap", 2, 1), ("min_frames", 2, 1)):
+    for key, default, low in (("window", 7, 2), ("overlap", 2, 1), ("min_frames", 2, 1), ("context", 16, 4)):
         value = table.get(key, default)
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise StvsrError(f"{where}: '{key}' must be an integer >= {low}")
         ints[key] = value
     if ints["overlap"] >= ints["window"] or ints["min_frames"] > ints["window"]:
         raise StvsrError(f"{where}: need overlap < window and min_frames <= window")
-    for key in ("weights", "sha256", "git_blob_sha1", "format", "license", "description"):
+    for key in ("weights", "sha256", "git_blob_sha1", "format", "license", "license_short", "description"):
         if key in table and not isinstance(table[key], str):
             raise StvsrError(f"{where}: '{key}' must be a string")
     weights = table.get("weights")
@@ -217,6 +233,7 @@ def parse_entry(name: str, table: Any, where: str, base_dir: Path) -> ModelSpec:
         git_blob_sha1=table.get("git_blob_sha1"),
         format=table.get("format", "safetensors"),
         license=table.get("license", ""),
+        license_short=table.get("license_short", ""),
         description=table.get("description", ""),
         **ints,
     )

@@ -13,9 +13,58 @@ Half precision: nothing here needs float32 under autocast, the ConvLSTM states i
 official size, float16 stays 73 dB from float32, bfloat16 53 dB: tests/test_half.py); only the
 deformable layers' sampling positions are computed in float32, inside ``ops.dcn``. torchvision's
 kernel runs in float32 under CUDA autocast.
+
+Training (``training_loss``). By default the CVPR 2020 objective: Charbonnier (eps 1e-3) on every
+output frame, the TPAMI paper's Eq. 7. ``cyclic_loss=True`` adds the TPAMI version's guided feature
+interpolation learning (../shared/papers/zsm_zooming_slow_mo_tpami.txt, Sec. 3.5, Eqs. 8-10):
+
+- the **LR synthesis module** rho (``lr_synthesis``: ``lr_synthesis_blocks`` residual blocks, k3 in
+  the paper, then a 3x3 convolution to RGB, at LR size) turns a feature map into an LR frame;
+- the **first-order** term ``l_i1`` (Eq. 8): Charbonnier between rho of each interpolated feature
+  ``F_2t`` (the ``fusion(pcd_align(...))`` output that enters the ConvLSTM in place of the missing
+  frame) and that frame's LR ground truth;
+- the **second-order** term ``l_i2`` (Eq. 9): the interpolated features of neighbouring gaps are
+  interpolated again, by the same interpolation module (the top-level pyramid convolutions,
+  ``pcd_align`` and ``fusion``, shared weights), which gives features at the inner input frames
+  (N - 2 of them; none for N = 2), and rho of those is compared with those frames' LR ground truth;
+- the loss is Eq. 10, ``l_rec + w1 l_i1 + w2 l_i2`` with ``(w1, w2) = cyclic_weights``.
+
+rho only serves the loss: the output does not depend on it. It is built only when
+``cyclic_loss=True`` (and last, so the rest of the network gets the same initial weights from the
+same seed), so the official configuration's state dict and outputs are unchanged; its parameters
+sit under ``lr_synthesis.``. A state dict without them (the official checkpoint) still loads with
+``strict=True`` into a model built with ``cyclic_loss=True``, rho keeping its initial weights, so
+``stvsr train --init zsm --params '{"cyclic_loss": true}'`` fine-tunes the CVPR checkpoint with the
+TPAMI objective; every other missing or unexpected key still fails the load. Example:
+``stvsr train --arch zsm --params '{"cyclic_loss": true, "lr_synthesis_blocks": 5}' ...``.
+
+Deviations from the paper:
+
+- The shipped network is the CVPR 2020 one (the authors' checkpoint ``xiang2020zooming.pth``, whose
+  state dict has no LR synthesis module); the TPAMI version's cyclic loss and its LR synthesis
+  module are a training option, off by default, so that the official weights load and the outputs
+  stay as they are.
+- ``global_residual`` (the constructor's docstring) is ours and off by default.
+- The paper gives no value for k3 (the LR synthesis module's residual blocks) nor for the loss
+  weights lambda_1..3 of Eq. 10: ours are ``lr_synthesis_blocks=5`` (k1, the feature extractor's
+  count) and lambda_1 = 1, ``cyclic_weights=(1.0, 1.0)``.
+- Our reading where the paper is not explicit: the LR ground truth ``I^LGT_t`` of every frame is
+  the HR target shrunk by the training data's own downscaler (antialiased bicubic x1/scale, as
+  ``evaluation.downscale_tensor``) without its 8-bit rounding, and clean whatever
+  ``--degradation`` made the input; the second-order interpolation reuses the first-order module
+  (the paper says it "conducts feature interpolation" on the interpolated features, with no new
+  module); rho has no activation between its residual blocks and its output convolution, and
+  adds no upsampled copy of anything (the paper only says residual blocks and a convolution).
+- Every Charbonnier term is ``sqrt(d^2 + eps^2)`` per pixel and channel, averaged over pixels,
+  channels and frames (Eq. 7 writes ``sqrt(||I^GT_t - I^H_t||^2 + eps^2)``, which we read per
+  pixel, as Charbonnier losses are; a sum instead of the mean would only rescale the loss).
+- Optimiser and schedule are the trainer's (AdamW, warm-up, cosine decay; ``stvsr train``), not
+  the paper's Adam with cosine annealing from 4e-4 to 1e-7 at batch 24 (its Sec. 3.6).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +74,7 @@ from stvsr_cli.models.base import VideoSRNet
 from stvsr_cli.models.classic import Classic
 from stvsr_cli.models.ops.blocks import ResidualBlock, lrelu
 from stvsr_cli.models.ops.dcn import DeformConv, deform_conv2d_torch
+from stvsr_cli.models.ops.losses import charbonnier
 
 
 def up2(x: torch.Tensor) -> torch.Tensor:
@@ -168,18 +218,38 @@ class BiDeformableConvLSTM(nn.Module):
         return [self.conv_1x1(torch.cat([f, b], 1)) for f, b in zip(forwards, backwards, strict=True)]
 
 
+class LRSynthesis(nn.Sequential):
+    """rho of the TPAMI paper (Eqs. 8, 9): residual blocks, then a 3x3 convolution to an LR RGB frame."""
+
+    def __init__(self, nf: int, blocks: int) -> None:
+        super().__init__(*[ResidualBlock(nf) for _ in range(blocks)], conv3x3(nf, 3))
+
+
+def _lr_synthesis_may_be_missing(module: nn.Module, incompatible) -> None:
+    """``load_state_dict`` post-hook: a state dict without rho (the official checkpoint) loads
+    strictly, rho keeping its weights (rho only serves the training loss); any other key is checked."""
+    incompatible.missing_keys[:] = [key for key in incompatible.missing_keys if ".lr_synthesis." not in f".{key}"]
+
+
 class ZoomingSlowMo(VideoSRNet):
     """Zooming Slow-Mo; defaults are the official checkpoint's configuration (11,102,771 parameters)."""
 
     size_multiple = 4  # the feature pyramid's two stride-2 levels
 
     def __init__(
-        self, *, nf: int = 64, groups: int = 8, front_rbs: int = 5, back_rbs: int = 40, global_residual: bool = False
-    ) -> None:
+        self, *, nf: int = 64, groups: int = 8, front_rbs: int = 5, back_rbs: int = 40, global_residual: bool = False,
+        cyclic_loss: bool = False, lr_synthesis_blocks: int = 5, cyclic_weights: Sequence[float] = (1.0, 1.0),
+    ) -> None:  # fmt: skip
         """``global_residual`` is our addition, off in the official configuration: the network then
         predicts a correction to bicubic upscaling and linear blending (``classic``), so training
-        starts near that baseline instead of from nothing. It adds no parameters."""
+        starts near that baseline instead of from nothing. It adds no parameters.
+
+        ``cyclic_loss`` (off in the official configuration) trains with the TPAMI paper's cyclic
+        interpolation loss: it builds the LR synthesis module (``lr_synthesis_blocks`` residual
+        blocks) and weighs the first- and second-order terms by ``cyclic_weights`` (module docstring)."""
         super().__init__()
+        if len(cyclic_weights) != 2:
+            raise TypeError(f"cyclic_weights takes two numbers (first, second order), got {cyclic_weights!r}")
         self.conv_first = conv3x3(3, nf)
         self.feature_extraction = nn.Sequential(*[ResidualBlock(nf) for _ in range(front_rbs)])
         self.fea_L2_conv1 = conv3x3(nf, nf, stride=2)
@@ -198,8 +268,33 @@ class ZoomingSlowMo(VideoSRNet):
         # ``run`` pads with zeros as the official test scripts do; with the classic residual it
         # replicates the edge, which leaves the bicubic baseline (clamped at the border) unchanged.
         self.pad_mode = "replicate" if global_residual else "constant"
+        self.cyclic_weights = (float(cyclic_weights[0]), float(cyclic_weights[1]))
+        self.lr_synthesis = None
+        if cyclic_loss:  # built last: the rest of the network draws the same initial weights either way
+            self.lr_synthesis = LRSynthesis(nf, lr_synthesis_blocks)
+            self.register_load_state_dict_post_hook(_lr_synthesis_may_be_missing)
+            w1, w2 = self.cyclic_weights
+            self.loss_description = (
+                f"Charbonnier loss + {w1:g} x first-order + {w2:g} x second-order cyclic interpolation loss "
+                f"(Charbonnier at LR through the LR synthesis module, {lr_synthesis_blocks} residual blocks; "
+                "TPAMI Eqs. 7-10)"
+            )
+
+    def pyramid(self, l1: torch.Tensor) -> list[torch.Tensor]:
+        """Levels 1-3 of the top-level feature pyramid (level 1 is ``l1`` itself)."""
+        l2 = lrelu(self.fea_L2_conv2(lrelu(self.fea_L2_conv1(l1))))
+        l3 = lrelu(self.fea_L3_conv2(lrelu(self.fea_L3_conv1(l2))))
+        return [l1, l2, l3]
+
+    def interpolate(self, a: list[torch.Tensor], b: list[torch.Tensor]) -> torch.Tensor:
+        """The feature temporal interpolation: the feature halfway between two pyramids'."""
+        return self.fusion(self.pcd_align(a, b))
 
     def forward(self, frames: torch.Tensor, fps_x: int = 2) -> torch.Tensor:
+        return self._run(frames, fps_x)[0]
+
+    def _run(self, frames: torch.Tensor, fps_x: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output, and the interpolated features ``[B, N-1, nf, h, w]`` (``F_2t`` of the paper)."""
         b, n, c, h, w = frames.shape
         if n < 2:
             raise ValueError("Zooming Slow-Mo needs at least two input frames")
@@ -209,16 +304,16 @@ class ZoomingSlowMo(VideoSRNet):
             raise ValueError(f"frame sizes must be multiples of {self.size_multiple}, got {h}x{w}: use run()")
         x = frames.reshape(b * n, c, h, w)
 
-        l1 = self.feature_extraction(lrelu(self.conv_first(x)))
-        l2 = lrelu(self.fea_L2_conv2(lrelu(self.fea_L2_conv1(l1))))
-        l3 = lrelu(self.fea_L3_conv2(lrelu(self.fea_L3_conv1(l2))))
-        levels = [lvl.view(b, n, *lvl.shape[1:]) for lvl in (l1, l2, l3)]
+        levels = [
+            lvl.view(b, n, *lvl.shape[1:]) for lvl in self.pyramid(self.feature_extraction(lrelu(self.conv_first(x))))
+        ]
 
-        sequence = []
+        sequence, middles = [], []
         for i in range(n - 1):
             a = [lvl[:, i] for lvl in levels]
             nxt = [lvl[:, i + 1] for lvl in levels]
-            sequence += [a[0], self.fusion(self.pcd_align(a, nxt))]
+            middles.append(self.interpolate(a, nxt))
+            sequence += [a[0], middles[-1]]
         sequence.append(levels[0][:, n - 1])
 
         features = torch.stack(self.ConvBLSTM(sequence), 1).view(b * (2 * n - 1), -1, h, w)
@@ -229,4 +324,51 @@ class ZoomingSlowMo(VideoSRNet):
         out = out.view(b, 2 * n - 1, 3, 4 * h, 4 * w)
         if self.baseline is not None:
             out = out + self.baseline(frames, fps_x=2)
-        return out
+        return out, torch.stack(middles, 1)
+
+    def training_loss(self, frames: torch.Tensor, target: torch.Tensor, fps_x: int, progress: float) -> torch.Tensor:
+        """Charbonnier on the output (Eq. 7); with ``cyclic_loss``, plus the weighted first- and
+        second-order cyclic interpolation terms (Eq. 10)."""
+        if self.lr_synthesis is None:
+            return super().training_loss(frames, target, fps_x, progress)
+        terms = self.loss_terms(frames, target, fps_x)
+        w1, w2 = self.cyclic_weights
+        return terms["reconstruction"] + w1 * terms["first_order"] + w2 * terms["second_order"]
+
+    def loss_terms(self, frames: torch.Tensor, target: torch.Tensor, fps_x: int = 2) -> dict[str, torch.Tensor]:
+        """``l_rec`` (Eq. 7), ``l_i1`` (Eq. 8) and ``l_i2`` (Eq. 9, zero for two input frames), unweighted,
+        float32 scalars; needs ``cyclic_loss``. Takes any frame size (padded as ``run`` pads)."""
+        if self.lr_synthesis is None:
+            raise ValueError("the cyclic interpolation loss needs a model built with cyclic_loss=True")
+        b, n, _, h, w = frames.shape
+        m = self.size_multiple
+        ph, pw = -h % m, -w % m
+        padded = frames
+        if ph or pw:
+            padded = F.pad(frames.flatten(0, 1), (0, pw, 0, ph), mode=self.pad_mode).unflatten(0, (b, n))
+        output, middles = self._run(padded, fps_x)
+        output = output[..., : self.scale * h, : self.scale * w]
+        if output.shape != target.shape:
+            raise ValueError(f"gives {tuple(output.shape)} for the target {tuple(target.shape)}")
+        # LR ground truth of every output frame: the data's downscaler, unrounded (module docstring).
+        lr_truth = F.interpolate(
+            target.flatten(0, 1).float(), scale_factor=1 / self.scale, mode="bicubic", antialias=True,
+            align_corners=False,
+        ).unflatten(0, target.shape[:2])  # fmt: skip
+
+        def synthesise(features: torch.Tensor) -> torch.Tensor:  # [B, K, nf, hp, wp] -> [B, K, 3, h, w]
+            return self.lr_synthesis(features.flatten(0, 1)).unflatten(0, features.shape[:2])[..., :h, :w].float()
+
+        terms = {
+            "reconstruction": charbonnier(output.float(), target),
+            "first_order": charbonnier(synthesise(middles), lr_truth[:, 1::2]),
+        }
+        if n < 3:
+            terms["second_order"] = terms["first_order"].new_zeros(())
+            return terms
+        levels = [lvl.unflatten(0, middles.shape[:2]) for lvl in self.pyramid(middles.flatten(0, 1))]
+        again = self.interpolate(
+            [lvl[:, :-1].flatten(0, 1) for lvl in levels], [lvl[:, 1:].flatten(0, 1) for lvl in levels]
+        )
+        terms["second_order"] = charbonnier(synthesise(again.unflatten(0, (b, n - 2))), lr_truth[:, 2:-1:2])
+        return terms

@@ -68,9 +68,11 @@ def ramp(start: int, stop: int, length: int, width: int, device: torch.device) -
 
 
 class TiledModel:
-    """A window model that runs ``model`` tile by tile and blends the tiles."""
+    """A window model that runs ``model`` tile by tile and blends the tiles. ``overlap`` (LR pixels)
+    is the model's context, at most half a tile."""
 
     def __init__(self, model: WindowModel, tile: int, scale: int, overlap: int = TILE_OVERLAP) -> None:
+        overlap = min(overlap, tile // 2)
         plan_tiles(tile, tile, tile, overlap, model.size_multiple)  # refuse a tile too small for the overlap now
         self.model = model
         self.tile = tile
@@ -115,15 +117,16 @@ class OutOfMemoryFallback:
     retry the window. Gives up, re-raising, only when even ``MIN_TILE`` pixels do not fit.
     ``tile`` is then the size that works; ``notes`` says what happened."""
 
-    def __init__(self, model: WindowModel, scale: int, tile: int = 0) -> None:
+    def __init__(self, model: WindowModel, scale: int, tile: int = 0, overlap: int = TILE_OVERLAP) -> None:
         self.model = model
         self.scale = scale
         self.tile = tile
+        self.overlap = overlap
         self.device = model.device
         self.notes: list[str] = []
         self.arbitrary_times = model.arbitrary_times
         self.size_multiple = model.size_multiple
-        self._current: WindowModel = TiledModel(model, tile, scale) if tile else model
+        self._current: WindowModel = TiledModel(model, tile, scale, overlap) if tile else model
 
     def __call__(self, frames: torch.Tensor, fps_x: int, times: list | None = None) -> torch.Tensor:
         extra = {} if times is None else {"times": times}
@@ -146,7 +149,7 @@ class OutOfMemoryFallback:
                     + (f" (was {self.tile} px)" if self.tile else "")
                 )
                 self.tile = smaller
-                self._current = TiledModel(self.model, smaller, self.scale)
+                self._current = TiledModel(self.model, smaller, self.scale, self.overlap)
 
     def _smaller(self, frame_size: int) -> int | None:
         current = self.tile or frame_size
