@@ -3,8 +3,10 @@ import time
 
 import av
 import pytest
+from media import make_video, read_frames
 
 from stvsr_cli.io import encode
+from stvsr_cli.io.decode import probe
 from stvsr_cli.io.encode import EncodeSettings, choose_codec, encoder_opens
 from stvsr_cli.pipeline.sink import ThreadedSink
 
@@ -87,3 +89,36 @@ def test_by_default_nvenc_is_tried_for_real(monkeypatch):
     monkeypatch.setattr(encode, "encoder_opens", lambda codec, pix_fmt: True)
     expected = "h264_nvenc" if "h264_nvenc" in av.codecs_available else None
     assert choose_codec(EncodeSettings(), "cuda").codec == expected
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_segments_of_two_frames_and_then_longer_ones_join(tmp_path, suffix):
+    """x264 gives a 2-frame segment no reordering delay and a longer one its B-frame delay of 2: the
+    joined decode times must still rise (they stepped back at the seam: 'Invalid argument', exit 1)."""
+    src = tmp_path / "in.mkv"
+    make_video(src, frames=12, size=(64, 48))
+    info = probe(src)
+    settings = choose_codec(EncodeSettings(), "cpu", 8)
+    frames = read_frames(src)
+    segments, first = [], 0
+    for length in (2, 2, 8):
+        encoder = encode.FrameEncoder(
+            suffix.lstrip(".").replace("mkv", "matroska"), info, width=64, height=48, rate=info.frame_rate,
+            settings=settings, first_frame=first,
+        )  # fmt: skip
+        packets = [p for frame in frames[first : first + length] for p in encoder.encode(frame)] + encoder.flush()
+        segments.append(packets)
+        first += length
+    delays = [s[0].pts - s[0].dts for s in segments]
+    assert delays[0] < delays[-1]  # the case: a short segment before a long one
+    dst = tmp_path / f"out{suffix}"
+    encode.join_segments(
+        dst, info, segments, width=64, height=48, rate=info.frame_rate, settings=settings,
+        delay=encode.reorder_delay(s[0] for s in segments),
+    )  # fmt: skip
+    with av.open(str(dst)) as container:
+        packets = [p for p in container.demux(video=0) if p.size]
+    dts = [p.dts for p in packets if p.dts is not None]  # Matroska keeps only some
+    assert dts == sorted(dts) and len(set(dts)) == len(dts)
+    assert all(p.dts <= p.pts for p in packets if p.dts is not None)
+    assert len(read_frames(dst)) == 12

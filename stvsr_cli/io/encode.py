@@ -207,6 +207,11 @@ def start_pts(source: VideoInfo, rate: Fraction) -> int:
     return round((source.start_time - (source.trim_start or Fraction(0))) * rate)
 
 
+def reorder_delay(first_packets: Iterable[EncodedPacket]) -> int:
+    """The largest decode delay (pts - dts of a segment's first packet) among segments."""
+    return max((p.pts - p.dts for p in first_packets), default=0)
+
+
 def join_segments(
     dst: Path | str,
     source: VideoInfo,
@@ -217,10 +222,15 @@ def join_segments(
     rate: Fraction,
     settings: EncodeSettings,
     extradata: bytes | None = None,
+    delay: int = 0,
 ) -> list[str]:
     """Write ``dst`` from encoded video packets (one iterable per segment, in order) and the
     source's audio and subtitles: remuxed, never re-encoded. Atomic: a hidden file beside ``dst``
-    is renamed into place only when complete. Returns warnings about the side streams."""
+    is renamed into place only when complete. Returns warnings about the side streams.
+
+    Each segment's decode times are moved to the same reordering ``delay`` (frames; at least every
+    segment's own, see ``reorder_delay``): an encoder gives a segment of a few frames no delay and a
+    longer one its B-frame delay, and the decode times would otherwise step back where they meet."""
     dst = Path(dst)
     tmp = partial_path(dst)
     warnings: list[str] = []
@@ -235,9 +245,12 @@ def join_segments(
             container.start_encoding()
             time_base = 1 / Fraction(rate)
             for segment in segments:
+                shift = None
                 for encoded in segment:
+                    if shift is None:  # the segment starts with a keyframe at its first frame
+                        shift = max(0, delay - (encoded.pts - encoded.dts))
                     packet = av.Packet(encoded.data)
-                    packet.pts, packet.dts = encoded.pts, encoded.dts
+                    packet.pts, packet.dts = encoded.pts, encoded.dts - shift
                     packet.time_base = time_base
                     packet.duration = 1  # one frame; muxers need it for the last frame
                     packet.is_keyframe = encoded.keyframe

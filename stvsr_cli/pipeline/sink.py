@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from stvsr_cli.io.decode import VideoInfo
-from stvsr_cli.io.encode import EncodeSettings, FrameEncoder, join_segments
+from stvsr_cli.io.encode import EncodeSettings, FrameEncoder, join_segments, reorder_delay
 from stvsr_cli.io.workdir import WorkFolder
 
 SEGMENT_SECONDS = 60.0  # a segment also closes after this much work: a kill loses at most about a minute
@@ -141,8 +141,12 @@ class Segments:
     def join(self, dst: Path) -> list[str]:
         """Write ``dst`` from every segment and the source's side streams; warnings about those."""
         work = self.work
+        firsts = (next(work.packets(s), None) for s in work.segments)  # each segment's first packet
+        delay = reorder_delay(p for p in firsts if p is not None)
         segments = (work.packets(s) for s in work.segments)
-        return join_segments(dst, self.info, segments, settings=self.settings, extradata=work.extradata, **self.size)
+        return join_segments(
+            dst, self.info, segments, settings=self.settings, extradata=work.extradata, delay=delay, **self.size
+        )
 
     def _close(self) -> None:
         self.packets += self.encoder.flush()
