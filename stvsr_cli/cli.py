@@ -17,7 +17,16 @@ import click
 from rich.console import Console
 
 from stvsr_cli import __version__
-from stvsr_cli.cmdoptions import Box, Seconds, Size, degradation_option, job_options, model_options, upscale_options
+from stvsr_cli.cmdoptions import (
+    Box,
+    Seconds,
+    Size,
+    degradation_option,
+    job_options,
+    max_memory_option,
+    model_options,
+    upscale_options,
+)
 from stvsr_cli.display import (
     BatchDisplay,
     TrainDisplay,
@@ -256,12 +265,7 @@ def bench_command(ctx: click.Context, as_json: bool, **opts: Any) -> None:
 )
 @click.option("--crop", type=Box(), default=None, help="Output-pixel box X,Y,W,H (default: 256x256 in the centre).")
 @click.option("--profile", is_flag=True, help="Add a temporal profile strip (the crop's middle row over time).")
-@click.option(
-    "--max-memory",
-    metavar="SIZE",
-    default=None,
-    help="Memory a model may use (4G, 512M; default: 70% of what is free).",
-)
+@max_memory_option
 @click.option("-s", "--scale", type=click.IntRange(1, 16), default=4, show_default=True)
 @click.option("-x", "--fps-x", type=click.IntRange(1, 64), default=2, show_default=True)
 @click.option("--device", default="auto", show_default=True)

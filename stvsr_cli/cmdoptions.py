@@ -82,6 +82,13 @@ def option_group(*options: Callable) -> Callable:
     return apply
 
 
+max_memory_option = click.option(
+    "--max-memory",
+    metavar="SIZE",
+    default=None,
+    help="Memory the model may use (4G, 512M; default: 70% of what is free at start); tiles are sized to fit.",
+)
+
 model_options = option_group(
     click.option(
         "-m", "--model", default=None, help="Registered model (see `stvsr models`); default: the default model."
@@ -92,12 +99,7 @@ model_options = option_group(
     click.option("--overlap", type=click.IntRange(min=1), default=None, help="Frames shared by consecutive calls."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
     click.option("--half/--no-half", default=None, help="float16 inference (default: on for CUDA where supported)."),
-    click.option(
-        "--max-memory",
-        metavar="SIZE",
-        default=None,
-        help="Memory the model may use (4G, 512M; default: 70% of what is free at start); tiles are sized to fit.",
-    ),
+    max_memory_option,
     click.option(
         "--weights",
         type=click.Path(path_type=Path, dir_okay=False),

@@ -25,7 +25,7 @@ import torch
 from stvsr_cli.errors import UsageError
 from stvsr_cli.hub import cache_dir
 from stvsr_cli.pipeline.run import WindowModel
-from stvsr_cli.pipeline.tiles import OutOfMemoryFallback, is_out_of_memory
+from stvsr_cli.pipeline.tiles import MIN_TILE, OutOfMemoryFallback, is_out_of_memory
 
 if TYPE_CHECKING:
     from stvsr_cli.models.loader import Upscaler
@@ -86,7 +86,7 @@ def tile_for_budget(profile: MemoryProfile, budget: int, height: int, width: int
         return 0
     side = math.isqrt(max(0, int((budget - profile.fixed) / max(profile.per_pixel, 1e-9))))
     side -= side % multiple
-    return side if side >= 32 else None
+    return side if side >= MIN_TILE else None
 
 
 class PeakMeter:
@@ -198,9 +198,19 @@ def budgeted_runner(
     """The model runner for frames of ``height`` x ``width``: tiled at ``tile`` when given, else at
     the largest tile whose predicted peak fits ``max_memory`` (default: a share of what is free
     now), overlapping by the model's context; and a note saying what was chosen, if tiling."""
+    note = None
+    if not tile and height * width > max(PROBE_SIDES) ** 2:  # no forced size, a frame bigger than the probe
+        tile, note = _tile_for_memory(upscaler, window, fps_x, height, width, max_memory)
+    return OutOfMemoryFallback(upscaler, upscaler.scale, tile, overlap=upscaler.spec.context), note
+
+
+def _tile_for_memory(
+    upscaler: Upscaler, window: int, fps_x: int, height: int, width: int, max_memory: int | None
+) -> tuple[int, str | None]:
+    """``budgeted_runner``'s choice: the tile (0: whole frames) and its note."""
     spec, device = upscaler.spec, upscaler.device
-    if tile or height * width <= max(PROBE_SIDES) ** 2:  # a forced size, or a frame no bigger than the probe
-        return OutOfMemoryFallback(upscaler, upscaler.scale, tile, overlap=spec.context), None
+    if device.type == "cpu" and not PeakMeter.works_on_cpu():
+        return 0, None  # nothing to measure with: whole frames, and the out-of-memory fallback
     budget = max_memory if max_memory is not None else default_budget(device)
     key = "|".join(
         str(part) for part in (
@@ -209,8 +219,6 @@ def budgeted_runner(
             torch.__version__,
         )
     )  # fmt: skip
-    if device.type == "cpu" and not PeakMeter.works_on_cpu():
-        return OutOfMemoryFallback(upscaler, upscaler.scale, 0, overlap=spec.context), None
     try:
         profile = cached_profile(
             key, lambda: measure_profile(upscaler, window, fps_x), cache_dir() / "memory-profiles.json"
@@ -220,25 +228,20 @@ def budgeted_runner(
             raise
         del exc  # its traceback holds the probe's tensors
         release_freed_memory(device)  # not even the probe fits: leave it to the out-of-memory fallback
-        return OutOfMemoryFallback(upscaler, upscaler.scale, 0, overlap=spec.context), None
+        return 0, None
     in_use = resident_memory() if device.type == "cpu" else torch.cuda.memory_allocated(device)
     out_pixels = height * width * upscaler.scale**2
     outputs = (fps_x * (window - 1) + 1) * 3 * out_pixels * 4 * OUTPUT_COPIES
     outputs += PIPELINE_FIXED + PIPELINE_FRAMES * 3 * out_pixels
-    room = budget - in_use - outputs
     cautious = MemoryProfile(int(profile.fixed * HEADROOM), profile.per_pixel * HEADROOM)
-    chosen = tile_for_budget(cautious, room, height, width, upscaler.size_multiple)
+    chosen = tile_for_budget(cautious, budget - in_use - outputs, height, width, upscaler.size_multiple)
     if chosen is None:
-        need = in_use + outputs + cautious.peak(32 * 32)
         raise UsageError(
             f"--max-memory {format_size(budget)} is too small for model '{spec.name}' on {width}x{height} frames "
-            f"(at least {format_size(need)})",
+            f"(at least {format_size(in_use + outputs + cautious.peak(MIN_TILE * MIN_TILE))})",
             "raise --max-memory, or use a shorter --window or a lighter model",
         )
-    note = None
-    if chosen:
-        note = (
-            f"memory budget {format_size(budget)}: tiles of {chosen} px "
-            f"(predicted peak {format_size(in_use + outputs + cautious.peak(chosen * chosen))})"
-        )
-    return OutOfMemoryFallback(upscaler, upscaler.scale, chosen, overlap=spec.context), note
+    if not chosen:
+        return 0, None
+    peak = in_use + outputs + cautious.peak(chosen * chosen)
+    return chosen, f"memory budget {format_size(budget)}: tiles of {chosen} px (predicted peak {format_size(peak)})"
