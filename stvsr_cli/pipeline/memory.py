@@ -184,7 +184,7 @@ def _read_status(field: str) -> int | None:
     return None
 
 
-HEADROOM = 1.2  # the prediction is within about 10 % on the shipped models; keep a margin over it
+HEADROOM = 1.2  # predictions came within 10 % under (a long-running process) to 40 % over; keep a margin
 OUTPUT_COPIES = 2  # a tiled window's float output, and its 8/16-bit copy on the way to the encoder
 # Beside the model: the decoder, the frames queued for the encoder and the encoder's own look-ahead.
 PIPELINE_FIXED = 64 * 2**20
