@@ -12,7 +12,10 @@ to 480x270, x264 CRF 18), then runs, alternately, ``--runs`` times each:
   libavfilter and libx264 in one process.
 
 Each command runs in its own process; wall time, user + system CPU time and peak resident memory
-come from the kernel (``wait4``). Prints the medians and the ratio stvsr / ffmpeg.
+come from the kernel (``wait4``). Prints the medians and the ratio stvsr / ffmpeg. Then checks that
+the frames of classic's array path (what upscale runs on the CPU) are the float32 tensor model's to
+rounding (PSNR), and measures a learned model's run on the first frames: the share of its wall time
+spent outside the model (``--learned stvun --learned-frames 8``).
 """
 
 from __future__ import annotations
@@ -107,10 +110,133 @@ def run_measured(command: list[str]) -> dict:
     }
 
 
+# A learned model's run, in its own process: the wall time of ``upscale`` and the time inside the
+# model's calls (``Upscaler.__call__``: the network, and its input's conversion to float).
+LEARNED_RUN = """
+import json, sys, time
+from stvsr_cli.api import upscale
+from stvsr_cli.models.loader import Upscaler
+inside = [0.0]
+call = Upscaler.__call__
+def timed(self, *args, **kwargs):
+    began = time.perf_counter()
+    try:
+        return call(self, *args, **kwargs)
+    finally:
+        inside[0] += time.perf_counter() - began
+Upscaler.__call__ = timed
+began = time.perf_counter()
+upscale(sys.argv[1], sys.argv[2], model=sys.argv[3], device="cpu", scene_detect=False, overwrite=True)
+print(json.dumps({"wall_s": time.perf_counter() - began, "model_s": inside[0]}))
+"""
+
+
+def frames_check(clip: Path, frames: int) -> dict:
+    """The array path's frames against the float32 tensor model's, on the clip's first ``frames``
+    frames (decoded as upscale decodes them): PSNR over all channels, min and mean over frames."""
+    import numpy as np
+
+    from stvsr_cli.io.decode import VideoReader, probe
+    from stvsr_cli.models.loader import load_model
+    from stvsr_cli.models.registry import load_registry
+    from stvsr_cli.pipeline.classic_frames import ClassicFrames
+    from stvsr_cli.pipeline.run import run_windows
+    from stvsr_cli.pipeline.windows import plan_windows
+
+    info = probe(clip)
+    with VideoReader(info) as reader:
+        decoded = [f for _, f in zip(range(frames), reader.frames())]
+    spec = load_registry().get("classic")
+    plan = plan_windows(len(decoded), spec.window, spec.overlap, 2)
+    after: list = []
+    before: list = []
+    run_windows(decoded, plan, ClassicFrames(4), after.append)
+    run_windows(decoded, plan, load_model(spec, scale=4, device="cpu"), before.append)
+    psnrs = []
+    for a, b in zip(after, before, strict=True):
+        mse = float(np.mean((a.astype(np.float64) - b) ** 2))
+        psnrs.append(99.0 if mse == 0 else 10 * np.log10(255**2 / mse))
+    return {"frames": len(after), "psnr_min_db": round(min(psnrs), 2), "psnr_mean_db": round(statistics.mean(psnrs), 2)}
+
+
+def learned_share(clip: Path, model: str, frames: int, tmp: Path) -> dict:
+    """``upscale`` with a learned model on the clip's first ``frames`` frames: wall time, time in the
+    model, and the pipeline's share (the time outside the model's calls)."""
+    short = tmp / "short.mp4"
+    with av.open(str(clip)) as inp, av.open(str(short), "w") as out:
+        vin = inp.streams.video[0]
+        vout = out.add_stream_from_template(vin)
+        for packet in inp.demux(vin):
+            if packet.dts is None:
+                continue
+            if packet.pts is not None and packet.pts * packet.time_base >= frames / vin.average_rate:
+                break
+            packet.stream = vout
+            out.mux(packet)
+    done = subprocess.run(
+        [sys.executable, "-c", LEARNED_RUN, str(short), str(tmp / "learned.mp4"), model],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["pipeline_share"] = round(1 - result["model_s"] / result["wall_s"], 3)
+    return {"model": model, "frames": frames, **{k: round(v, 3) for k, v in result.items()}}
+
+
+# Stages of a classic run, by the functions that do them (cProfile's cumulative time, main thread).
+STAGES = {
+    "scan for cuts and repeated frames (thumbnails)": "find_cuts_and_repeats",
+    "waiting for decoded frames (decoder thread)": "_decoded",
+    "upscale (swscale)": "__call__ of _Scaler",
+    "blend": "blend_integer",
+    "encode (RGB to YUV and x264)": "encode of FrameEncoder",
+    "  of which RGB to YUV": "reformat",
+    "join segments, copy audio": "join_segments",
+}
+
+
+def stage_profile(clip: Path, tmp: Path) -> dict:
+    """cProfile of ``upscale(model="classic", pipelined=False)`` (encoding in the main thread):
+    seconds per stage (``STAGES``) and in all."""
+    import cProfile
+    import pstats
+
+    from stvsr_cli.api import upscale
+
+    profiler = cProfile.Profile()
+    began = time.perf_counter()
+    profiler.runcall(
+        upscale, clip, tmp / "profiled.mp4", model="classic", scene_detect=False, pipelined=False, overwrite=True
+    )
+    total = time.perf_counter() - began
+    stats = pstats.Stats(profiler).stats  # (file, line, name) -> (calls, recursive calls, tottime, cumtime, callers)
+    stages = {}
+    for stage, wanted in STAGES.items():
+        name, _, owner = wanted.partition(" of ")
+        seconds = 0.0
+        for (file, _line, function), (_, _, _, cumulative, _) in stats.items():
+            named = function == name or function.startswith(f"<method '{name}' ")  # ours, or PyAV's
+            if named and (not owner or _defines(file, owner)):
+                seconds = max(seconds, cumulative)
+        stages[stage] = round(seconds, 2)
+    stages["total"] = round(total, 2)
+    return stages
+
+
+def _defines(file: str, owner: str) -> bool:
+    """Whether source ``file`` defines class ``owner`` (cProfile names functions, not classes)."""
+    try:
+        return f"class {owner}" in Path(file).read_text()
+    except OSError:
+        return False
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--check-frames", type=int, default=24, help="frames compared with the tensor model")
+    parser.add_argument("--learned", default="stvun", help="a learned model whose pipeline share is measured")
+    parser.add_argument("--learned-frames", type=int, default=8)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         clip = Path(tmp) / "cows270.mp4"
@@ -135,6 +261,12 @@ def main() -> None:
                 s = c.streams.video[0]
                 frames = sum(1 for _ in c.decode(s))
                 print(f"{name} output: {frames} frames of {s.width}x{s.height}")
+        check = frames_check(clip, args.check_frames)
+        print(f"array path against the tensor model: {json.dumps(check)}", flush=True)
+        stages = stage_profile(clip, Path(tmp))
+        print(f"classic's stages: {json.dumps(stages)}", flush=True)
+        learned = learned_share(clip, args.learned, args.learned_frames, Path(tmp)) if args.learned_frames else None
+        print(f"learned model: {json.dumps(learned)}", flush=True)
     median = {
         name: {key: statistics.median(r[key] for r in results) for key in results[0]} for name, results in runs.items()
     }
@@ -146,6 +278,9 @@ def main() -> None:
         "runs": runs,
         "median": median,
         "ratio_stvsr_over_ffmpeg": ratio,
+        "classic_frames_vs_tensor_model": check,
+        "classic_stages_s": stages,
+        "learned_model": learned,
     }
     print(json.dumps({"median": median, "ratio": ratio}, indent=1))
     if args.json:

@@ -17,15 +17,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stvsr_cli import hub
 from stvsr_cli.errors import InputError, OutputError, UsageError
 from stvsr_cli.io.decode import VideoInfo
 from stvsr_cli.io.encode import EncodeSettings, choose_codec, is_disk_full, output_format
 from stvsr_cli.io.workdir import UNWRITABLE_ERRNOS, WorkFolder, input_identity
-from stvsr_cli.models.loader import Upscaler, load_model
 from stvsr_cli.models.registry import ModelSpec, Registry, load_registry
 from stvsr_cli.options import UpscaleOptions
+from stvsr_cli.pipeline.classic_frames import ClassicFrames
 from stvsr_cli.pipeline.memory import budgeted_runner
 from stvsr_cli.pipeline.plan import OutputGrid, output_grid, plan_run
 from stvsr_cli.pipeline.repeats import Dedup, choose_repeats
@@ -34,6 +35,9 @@ from stvsr_cli.pipeline.sink import OutputSink, Segments
 from stvsr_cli.pipeline.source import Progress, Source, find_cuts_and_repeats, find_scene_cuts, open_source
 from stvsr_cli.pipeline.tiles import OutOfMemoryFallback
 from stvsr_cli.pipeline.windows import WindowPlan
+
+if TYPE_CHECKING:
+    from stvsr_cli.models.loader import Upscaler
 
 
 @dataclass(frozen=True)
@@ -122,12 +126,23 @@ def load_upscaler(
 ) -> Upscaler:
     """The model ``options`` name (or ``spec``), checked against their factors and loaded on their
     device, its weights downloaded on first use: for ``upscale`` and ``stvsr eval`` alike."""
+    from stvsr_cli.models.loader import load_model  # PyTorch: imported only where a network runs
+
     spec = spec or load_registry().get(options.model)
     spec.check_factors(scale=options.scale, fps_x=None if options.fps else options.fps_x)
     return load_model(
         spec, scale=options.scale, device=options.device, half=options.half, weights=options.weights,
         offline=options.offline, progress=progress,
     )  # fmt: skip
+
+
+def on_arrays(spec: ModelSpec, options: UpscaleOptions) -> bool:
+    """Whether the run works on the decoded arrays, without PyTorch: classic on the CPU (the same
+    pixels as its tensor model, to rounding, at a fraction of the time and memory; see
+    ``pipeline.classic_frames``). ``--device auto`` counts as the CPU here: FFmpeg's scaler keeps up
+    with the encoder, so a GPU would gain little; ``--device cuda`` or ``--half`` run the tensor model.
+    ``--tile`` and ``--max-memory`` size nothing there: no frame is held as floats."""
+    return spec.arch == "classic" and options.device in ("auto", "cpu") and not options.half and not options.weights
 
 
 def upscale(
@@ -161,18 +176,26 @@ def upscale(
     options = replace(options, **changes) if options is not None else UpscaleOptions(**changes)
     job = check_job(input, output, options, registry)
     source = open_source(job.src, start=options.start, duration=options.duration, deinterlace=options.deinterlace)
-    upscaler = load_upscaler(options, job.spec, download_progress)
+    if on_arrays(job.spec, options):
+        upscaler, device = None, "cpu"
+        job.spec.check_factors(scale=options.scale, fps_x=None if options.fps else options.fps_x)
+    else:
+        upscaler = load_upscaler(options, job.spec, download_progress)
+        device = str(upscaler.device)
     grid = output_grid(source.info, job.spec, fps_x=options.fps_x, fps=options.fps)
     if on_info is not None:
         on_info(source.info, job, grid)
-    settings = choose_codec(options.encode, upscaler.device.type, source.info.bit_depth)
+    settings = choose_codec(options.encode, device.split(":")[0], source.info.bit_depth)
     work, note = WorkFolder.open(job.dst, _work_record(job, settings), restart=options.restart)
     if note and on_note is not None:
         on_note(note)
-    runner, tiling = budgeted_runner(
-        upscaler, window=job.window, fps_x=math.ceil(1 / grid.step),
-        height=source.info.height, width=source.info.width, max_memory=options.max_memory, tile=options.tile,
-    )  # fmt: skip
+    if upscaler is None:
+        runner, tiling = ClassicFrames(options.scale), None
+    else:
+        runner, tiling = budgeted_runner(
+            upscaler, window=job.window, fps_x=math.ceil(1 / grid.step),
+            height=source.info.height, width=source.info.width, max_memory=options.max_memory, tile=options.tile,
+        )  # fmt: skip
     if tiling and on_note is not None:
         on_note(tiling)
     try:
@@ -192,7 +215,7 @@ def upscale(
     frames, pieces = work.done_frames, len(work.segments)
     work.discard()
     warnings = ([note] if note else []) + runner.notes + _nearest_time_warning(job.spec, grid, dedup) + warnings
-    return _result(job, source, grid, str(upscaler.device), cuts, dedup, frames=frames, segments=pieces,
+    return _result(job, source, grid, device, cuts, dedup, frames=frames, segments=pieces,
                    warnings=warnings, seconds=time.perf_counter() - began)  # fmt: skip
 
 
@@ -244,7 +267,7 @@ def _nearest_time_warning(spec: ModelSpec, grid: OutputGrid, dedup: Dedup | None
 
 
 def _run(
-    source: Source, plan: WindowPlan, runner: OutOfMemoryFallback, sink: OutputSink, progress: Progress | None, *,
+    source: Source, plan: WindowPlan, runner: OutOfMemoryFallback | ClassicFrames, sink: OutputSink, progress: Progress | None, *,
     pin_memory: bool, dedup: Dedup | None = None,
 ) -> list[str]:  # fmt: skip
     """Decode (without ``dedup``'s repeated frames), run the model windows not done yet, encode;

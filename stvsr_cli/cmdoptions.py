@@ -97,7 +97,12 @@ model_options = option_group(
     click.option("-x", "--fps-x", type=click.IntRange(1, 64), default=2, show_default=True, help="Frame-rate factor."),
     click.option("--window", type=click.IntRange(min=2), default=None, help="Input frames per model call."),
     click.option("--overlap", type=click.IntRange(min=1), default=None, help="Frames shared by consecutive calls."),
-    click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        help="auto, cpu, cuda or cuda:N (classic runs on the CPU unless cuda is named).",
+    ),
     click.option("--half/--no-half", default=None, help="float16 inference (default: on for CUDA where supported)."),
     max_memory_option,
     click.option(

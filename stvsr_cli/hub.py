@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
-
 from stvsr_cli.errors import StvsrError
 
 if TYPE_CHECKING:  # hub sits below models: it is handed specs, never imports them
+    import torch
+
     from stvsr_cli.models.registry import ModelSpec
 
 Progress = Callable[[int, int | None], None]  # (bytes done, bytes in all or None)
@@ -121,6 +121,8 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         except (SafetensorError, OSError) as exc:
             raise WeightsError(f"cannot read weights file {path}: {exc}") from None
     try:
+        import torch  # only where a network is loaded: a classic run never imports it
+
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle refusing code, truncated zip, not a checkpoint at all
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -159,6 +161,8 @@ def read_architecture(path: Path) -> tuple[str, dict] | None:
 
 def unwrap_checkpoint(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
     """The state dict inside the wrappers training scripts add (``params_ema``, ``module.``...)."""
+    import torch
+
     for key in ("params_ema", "params", "state_dict", "model"):
         if isinstance(checkpoint, Mapping) and isinstance(checkpoint.get(key), Mapping):
             checkpoint = checkpoint[key]

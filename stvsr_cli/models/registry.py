@@ -128,7 +128,8 @@ class ModelSpec:
         overlap = min(self.overlap, window - 1) if overlap is None else overlap
         if window < max(2, self.min_frames):
             raise UsageError(f"--window must be at least {max(2, self.min_frames)} for model '{self.name}'")
-        param = architecture(self).window_param if self.arch in ARCHITECTURES else None
+        # No params, nothing sized: then the architecture (and PyTorch with it) need not be imported.
+        param = architecture(self).window_param if self.params and self.arch in ARCHITECTURES else None
         sized = self.params.get(param) if param else None  # a network built for windows of exactly this size
         if sized is not None and window != sized:
             raise UsageError(f"model '{self.name}' works on windows of exactly {sized} frames", "leave out --window")

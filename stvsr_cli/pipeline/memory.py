@@ -20,14 +20,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
-import torch
-
 from stvsr_cli.errors import UsageError
 from stvsr_cli.hub import cache_dir
 from stvsr_cli.pipeline.run import WindowModel
 from stvsr_cli.pipeline.tiles import MIN_TILE, OutOfMemoryFallback, is_out_of_memory
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # PyTorch is imported where a model is measured: a run on arrays never needs it
+    import torch
+
     from stvsr_cli.models.loader import Upscaler
 
 DEFAULT_SHARE = 0.7  # of the memory available at start, when no --max-memory is given
@@ -52,6 +52,8 @@ def format_size(size: int) -> str:
 def available_memory(device: torch.device) -> int:
     """Free GPU memory on CUDA; on the CPU the memory the system can still give (MemAvailable)."""
     if device.type == "cuda":
+        import torch
+
         return torch.cuda.mem_get_info(device)[0]
     try:
         with open("/proc/meminfo") as meminfo:
@@ -103,6 +105,8 @@ class PeakMeter:
     def __enter__(self) -> Self:
         release_freed_memory(self.device)
         if self.device.type == "cuda":
+            import torch
+
             torch.cuda.reset_peak_memory_stats(self.device)
             self.start = torch.cuda.memory_allocated(self.device)
         else:
@@ -113,6 +117,8 @@ class PeakMeter:
 
     def __exit__(self, *exc) -> None:
         if self.device.type == "cuda":
+            import torch
+
             self.peak = torch.cuda.max_memory_allocated(self.device) - self.start
         else:
             self.peak = _read_status("VmHWM") - self.start
@@ -120,6 +126,8 @@ class PeakMeter:
 
 def measure_profile(model: WindowModel, frames: int, fps_x: int, sides: tuple[int, int] = PROBE_SIDES) -> MemoryProfile:
     """Run ``model`` on random windows of ``frames`` frames at two sizes; fit ``fixed + per_pixel * pixels``."""
+    import torch
+
     multiple = max(1, model.size_multiple)
     peaks = []
     pixels = []
@@ -165,6 +173,8 @@ def release_freed_memory(device: torch.device) -> None:
     """Give freed memory back (the allocator's caches), so that what is measured next is new use."""
     gc.collect()
     if device.type == "cuda":
+        import torch
+
         torch.cuda.empty_cache()
     else:
         try:
@@ -208,6 +218,8 @@ def _tile_for_memory(
     upscaler: Upscaler, window: int, fps_x: int, height: int, width: int, max_memory: int | None
 ) -> tuple[int, str | None]:
     """``budgeted_runner``'s choice: the tile (0: whole frames) and its note."""
+    import torch
+
     spec, device = upscaler.spec, upscaler.device
     if device.type == "cpu" and not PeakMeter.works_on_cpu():
         return 0, None  # nothing to measure with: whole frames, and the out-of-memory fallback

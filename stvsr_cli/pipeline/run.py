@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from fractions import Fraction
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
-import torch
 
 from stvsr_cli.pipeline.windows import WindowPlan
+
+if TYPE_CHECKING:  # PyTorch is imported where tensors are made: a run on arrays never needs it
+    import torch
 
 
 class WindowModel(Protocol):
@@ -30,6 +32,8 @@ class WindowModel(Protocol):
 
 def to_tensor(frames: list[np.ndarray], device: torch.device, pin_memory: bool = True) -> torch.Tensor:
     """``N x [H, W, 3]`` uint8/uint16 -> ``[N, 3, H, W]`` float32 in [0, 1] on ``device``."""
+    import torch
+
     stack = np.stack(frames)
     peak = 255.0 if stack.dtype == np.uint8 else 65535.0
     if stack.dtype == np.uint16:
@@ -43,16 +47,41 @@ def to_tensor(frames: list[np.ndarray], device: torch.device, pin_memory: bool =
 
 def to_arrays(frames: torch.Tensor, dtype: np.dtype) -> np.ndarray:
     """``[M, 3, H, W]`` in [0, 1] -> ``[M, H, W, 3]`` of ``dtype``, rounded to nearest."""
+    import torch
+
     peak = 255.0 if dtype == np.uint8 else 65535.0
     scaled = frames.float().mul(peak).round_().clamp_(0, peak)
     scaled = scaled.to(torch.uint8) if dtype == np.uint8 else scaled.to(torch.int32)
     return scaled.permute(0, 2, 3, 1).contiguous().cpu().numpy().astype(dtype, copy=False)
 
 
+@runtime_checkable
+class FrameModel(Protocol):
+    """A model that works on the decoded arrays themselves (no tensors, no float frames):
+    ``frames_at(frames, times)`` gives the output arrays at ``times`` (positions 0..N-1)."""
+
+    def frames_at(self, frames: list[np.ndarray], times: list[Fraction]) -> list[np.ndarray]: ...
+
+
+def window_outputs(
+    model: WindowModel | FrameModel, frames: list[np.ndarray], fps_x: int, needed: list[int], pin_memory: bool = True
+) -> list[np.ndarray]:
+    """One model call: ``frames`` in, the output frames at ``needed`` (in units of 1/``fps_x``
+    from the first frame) out, as arrays of the input's dtype."""
+    if isinstance(model, FrameModel):
+        return model.frames_at(frames, [Fraction(i, fps_x) for i in needed])
+    inputs = to_tensor(frames, model.device, pin_memory)  # uint8 until it is on the device
+    if model.arbitrary_times:  # only the frames needed, at their exact times
+        result = model(inputs, fps_x, times=[Fraction(i, fps_x) for i in needed])
+    else:
+        result = model(inputs, fps_x)[needed]
+    return list(to_arrays(result, frames[0].dtype))
+
+
 def run_windows(
     frames: Iterable[np.ndarray],
     plan: WindowPlan,
-    model: WindowModel,
+    model: WindowModel | FrameModel,
     emit: Callable[[np.ndarray], None],
     progress: Callable[[int], None] | None = None,
     *,
@@ -92,12 +121,7 @@ def run_windows(
             next_index += 1
         batch = [held[i] for i in window.frames]
         needed = sorted({step.index for step in steps})
-        inputs = to_tensor(batch, model.device, pin_memory)
-        if model.arbitrary_times:  # only the frames needed, at their exact times
-            result = model(inputs, plan.fps_x, times=[Fraction(i, plan.fps_x) for i in needed])
-        else:
-            result = model(inputs, plan.fps_x)[needed]
-        arrays = dict(zip(needed, to_arrays(result, batch[0].dtype)))
+        arrays = dict(zip(needed, window_outputs(model, batch, plan.fps_x, needed, pin_memory)))
         for step in steps:
             emit(arrays[step.index])
             emitted += 1

@@ -9,11 +9,13 @@ follow the model's own size rule (``size_multiple``), so that its padding adds n
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING
 
 from stvsr_cli.errors import DeviceError
 from stvsr_cli.pipeline.run import WindowModel
+
+if TYPE_CHECKING:
+    import torch
 
 TILE_OVERLAP = 16  # LR pixels shared by neighbouring tiles
 MIN_TILE = 2 * TILE_OVERLAP
@@ -57,6 +59,8 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int = TILE_OVERLAP, 
 def ramp(start: int, stop: int, length: int, width: int, device: torch.device) -> torch.Tensor:
     """Blend weights along one axis of a tile spanning ``start:stop`` of ``length`` (all in output
     pixels): rising over ``width`` pixels at each edge shared with a neighbour, 1 elsewhere."""
+    import torch
+
     n = stop - start
     weights = torch.ones(n, device=device)
     rise = (torch.arange(min(width, n), device=device, dtype=torch.float32) + 0.5) / width
@@ -105,6 +109,8 @@ class TiledModel:
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """A device (or host) allocation failure that smaller tiles can avoid."""
+    import torch
+
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
     text = str(exc).lower()
@@ -159,6 +165,8 @@ class OutOfMemoryFallback:
 
 def _free_memory(device: torch.device) -> None:
     import gc
+
+    import torch
 
     gc.collect()
     if device.type == "cuda":

@@ -1,0 +1,130 @@
+"""classic on arrays (FFmpeg's scaler, integer blends): the reference's pixels to rounding, each
+input frame upscaled once, and what upscale runs for classic on the CPU."""
+
+import math
+import subprocess
+import sys
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from media import make_video, pattern, read_frames
+
+from stvsr_cli.api import upscale
+from stvsr_cli.io.encode import EncodeSettings
+from stvsr_cli.models.classic import Classic
+from stvsr_cli.models.loader import load_model
+from stvsr_cli.models.registry import load_registry
+from stvsr_cli.pipeline import classic_frames
+from stvsr_cli.pipeline.classic_frames import ClassicFrames, blend_integer
+from stvsr_cli.pipeline.run import run_windows, to_arrays, to_tensor
+from stvsr_cli.pipeline.windows import plan_windows
+
+
+def textured(index: int, height: int, width: int, dtype=np.uint8) -> np.ndarray:
+    """The moving pattern plus fixed noise: edges and texture where bicubic overshoots and clamps."""
+    noise = np.random.default_rng(index).integers(-40, 41, (height, width, 3))
+    frame = np.clip(pattern(index, height, width).astype(np.int64) + noise, 0, 255)
+    return (frame * 257).astype(np.uint16) if dtype == np.uint16 else frame.astype(np.uint8)
+
+
+def reference(frames: list[np.ndarray], times: list[Fraction], scale: int) -> list[np.ndarray]:
+    """The float32 tensor model's frames at ``times``, rounded as the pipeline rounds them."""
+    out = Classic(scale=scale)(to_tensor(frames, torch.device("cpu")).unsqueeze(0), times=[float(t) for t in times])
+    return list(to_arrays(out[0], frames[0].dtype))
+
+
+def level_psnr(a: np.ndarray, b: np.ndarray) -> float:
+    peak = 255.0 if a.dtype == np.uint8 else 65535.0
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("scale", [2, 4])
+def test_the_frames_are_the_tensor_models_to_rounding(dtype, scale):
+    frames = [textured(i, 27, 37, dtype) for i in range(4)]  # odd sizes, and 2 % of the pixels at an edge
+    times = [Fraction(0), Fraction(1, 2), Fraction(1), Fraction(4, 3), Fraction(5, 2), Fraction(3)]
+    made = ClassicFrames(scale).frames_at(frames, times)
+    for t, got, want in zip(times, made, reference(frames, times, scale), strict=True):
+        assert got.shape == want.shape == (27 * scale, 37 * scale, 3) and got.dtype == dtype
+        # Rounding: a frame at an input's time is 1 level off in a few percent of its pixels; a blend of
+        # two rounded frames is rounded again, 1 level off in about a quarter of them.
+        assert level_psnr(got, want) > (60 if t == int(t) else 53)
+        assert np.abs(got.astype(np.int64) - want).max() <= 2 * (257 if dtype == np.uint16 else 1)
+
+
+def test_an_input_time_is_the_upscaled_frame_itself_and_the_edges_repeat():
+    """Output at an input's time is that frame upscaled, nothing blended in; a flat picture stays flat
+    to its edges (the scaler repeats border pixels, as PyTorch's bicubic does)."""
+    frames = [np.full((8, 10, 3), 37, np.uint8), np.full((8, 10, 3), 201, np.uint8)]
+    first, middle, last = ClassicFrames(4).frames_at(frames, [Fraction(0), Fraction(1, 2), Fraction(1)])
+    assert (first == 37).all() and (last == 201).all()
+    assert (middle == 119).all()  # (37 + 201) / 2
+
+
+def test_the_integer_blend_is_the_float_blend_to_half_a_level():
+    rng = np.random.default_rng(0)
+    left, right = rng.integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    for weight in (1, 64, 85, 128, 200, 255):
+        exact = (1 - weight / 256) * left + weight / 256 * right
+        got = blend_integer(left, right, weight)
+        assert np.abs(got - exact).max() <= 0.5 + 1e-9
+    assert np.array_equal(blend_integer(left, right, 128), ((left.astype(int) + right + 1) // 2).astype(np.uint8))
+
+
+def count_scaler_calls(monkeypatch) -> list[int]:
+    calls = []
+    original = classic_frames._Scaler.__call__
+
+    def counted(self, frame):
+        calls.append(id(frame))
+        return original(self, frame)
+
+    monkeypatch.setattr(classic_frames._Scaler, "__call__", counted)
+    return calls
+
+
+def test_each_input_frame_is_upscaled_once_across_windows(monkeypatch):
+    calls = count_scaler_calls(monkeypatch)
+    frames = [textured(i, 16, 20) for i in range(15)]
+    plan = plan_windows(len(frames), window=8, overlap=1, fps_x=2)
+    made: list[np.ndarray] = []
+    run_windows(frames, plan, ClassicFrames(2), made.append)
+    assert len(made) == 30 and len(calls) == 15 and len(set(calls)) == 15
+    tensor_model = load_model(load_registry().get("classic"), scale=2, device="cpu")
+    expected: list[np.ndarray] = []
+    run_windows(frames, plan, tensor_model, expected.append)
+    assert min(level_psnr(a, b) for a, b in zip(made, expected, strict=True)) > 53
+
+
+def test_upscale_with_classic_on_the_cpu_makes_the_reference_frames(tmp_path, monkeypatch):
+    """End to end through a lossless RGB encode: upscale takes the array path, and its output is the
+    tensor model's frames to rounding."""
+    calls = count_scaler_calls(monkeypatch)
+    src, dst = tmp_path / "in.mkv", tmp_path / "out.mkv"
+    make_video(src, frames=5, size=(40, 24), codec="ffv1", pix_fmt="bgr0")  # decoded exactly
+    lossless = EncodeSettings(codec="ffv1", pix_fmt="bgr0")
+    result = upscale(src, dst, model="classic", device="cpu", encode=lossless, scene_detect=False)
+    assert result.frames_out == 10 and len(calls) == 5
+    inputs = read_frames(src)
+    times = [Fraction(j, 2) for j in range(9)] + [Fraction(4)]  # the last output holds the last frame
+    made = read_frames(dst)
+    assert len(made) == 10
+    for got, want in zip(made, reference(inputs, times, 4), strict=True):
+        assert level_psnr(got, want) > 53
+
+
+def test_a_classic_run_does_not_import_pytorch(tmp_path):
+    """PyTorch costs seconds and hundreds of MB to import; upscale with classic on the CPU needs none."""
+    src, dst = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    make_video(src, frames=4, size=(32, 24))
+    script = (
+        "import sys\n"
+        "from stvsr_cli.api import upscale\n"
+        f"result = upscale({str(src)!r}, {str(dst)!r}, model='classic', scene_detect=False)\n"
+        "print(result.device, result.frames_out, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["cpu", "8", "False"]
