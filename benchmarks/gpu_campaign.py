@@ -90,11 +90,18 @@ BENCH = [
     ("classic", (480, 270), {"codec": "libx264"}),
     ("zsm", (960, 540), {}),
     ("stvun", (960, 540), {}),
+    # Issue 24's speed-ups, each alone against the row of the same model and size above.
+    ("zsm", (480, 270), {"batch_windows": 4}),
+    ("zsm", (480, 270), {"channels_last": False}),
+    ("stvun-gpu", (480, 270), {"batch_windows": 4}),
+    ("zsm", (480, 270), {"compile": True}),
+    ("zsm", (480, 270), {"cuda_graphs": True}),
 ]
 BENCH_DRY = [
     ("classic", (64, 48), {}),
     ("classic", (64, 48), {"plain": True}),
     ("stvun", (32, 24), {"codec": "libx264"}),
+    ("stvun", (32, 24), {"batch_windows": 2}),
 ]
 
 
@@ -301,12 +308,17 @@ def stage_bench(campaign: Campaign, seconds: float) -> dict:
 def worker_bench(spec_text: str, rows_path: str) -> None:
     """One process for the whole matrix (torch and CUDA start once); each row appended when done."""
     from stvsr_cli.bench import bench
+    from stvsr_cli.models.speed import Speed
 
     spec = json.loads(spec_text)
+    speed_keys = {"channels_last", "compile", "cuda_graphs", "batch_windows"}
     for model, size, options in spec["rows"]:
         began = time.monotonic()
+        speed = Speed(**{k: v for k, v in options.items() if k in speed_keys})
+        rest = {k: v for k, v in options.items() if k not in speed_keys}
         try:
-            row = bench(model, size=tuple(size), frames=spec["frames"], device=spec["device"], **options).to_json()
+            row = bench(model, size=tuple(size), frames=spec["frames"], device=spec["device"], speed=speed, **rest)
+            row = row.to_json()
         except Exception as exc:  # one row failing must not lose the others
             row = {"model": model, "width": size[0], "height": size[1], "error": f"{type(exc).__name__}: {exc}"}
         row.update(options=options, wall_s=round(time.monotonic() - began, 1))

@@ -33,6 +33,7 @@ from stvsr_cli.pipeline.repeats import Dedup, choose_repeats
 from stvsr_cli.pipeline.run import run_windows
 from stvsr_cli.pipeline.sink import OutputSink, Segments
 from stvsr_cli.pipeline.source import Progress, Source, find_cuts_and_repeats, find_scene_cuts, open_source
+from stvsr_cli.pipeline.stages import StageClock
 from stvsr_cli.pipeline.tiles import OutOfMemoryFallback
 from stvsr_cli.pipeline.windows import WindowPlan
 
@@ -132,7 +133,7 @@ def load_upscaler(
     spec.check_factors(scale=options.scale, fps_x=None if options.fps else options.fps_x)
     return load_model(
         spec, scale=options.scale, device=options.device, half=options.half, weights=options.weights,
-        offline=options.offline, progress=progress,
+        offline=options.offline, progress=progress, speed=options.speed,
     )  # fmt: skip
 
 
@@ -157,6 +158,7 @@ def upscale(
     download_progress: hub.Progress | None = None,
     on_note: Callable[[str], None] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    stage_clock: StageClock | None = None,
     **changes,
 ) -> UpscaleResult:
     """Upscale ``input`` into ``output`` as ``options`` (an ``UpscaleOptions``, with ``changes``
@@ -171,6 +173,7 @@ def upscale(
     finished segment, with the frames an uninterrupted run gives (``on_note`` says so, or why it
     starts afresh). A segment closes after ``segment_frames`` frames or a minute of work by
     ``clock``. ``on_info`` hears what the input is and what the output will be, before the work.
+    ``stage_clock`` sums the seconds of each stage (decode to encode; ``stvsr bench``).
     """
     began = time.perf_counter()
     options = replace(options, **changes) if options is not None else UpscaleOptions(**changes)
@@ -178,6 +181,7 @@ def upscale(
     source = open_source(job.src, start=options.start, duration=options.duration, deinterlace=options.deinterlace)
     if on_arrays(job.spec, options):
         upscaler, device = None, "cpu"
+        options.speed.check_device("cpu")
         job.spec.check_factors(scale=options.scale, fps_x=None if options.fps else options.fps_x)
     else:
         upscaler = load_upscaler(options, job.spec, download_progress)
@@ -195,15 +199,19 @@ def upscale(
         runner, tiling = budgeted_runner(
             upscaler, window=job.window, fps_x=math.ceil(1 / grid.step),
             height=source.info.height, width=source.info.width, max_memory=options.max_memory, tile=options.tile,
+            batch_windows=options.speed.batch_windows,
         )  # fmt: skip
     if tiling and on_note is not None:
         on_note(tiling)
     try:
         cuts, dedup = _scan(work, source, options, scan_progress)
         plan = plan_run(source.info, grid, job.spec, window=job.window, overlap=job.overlap, cuts=cuts, dedup=dedup)
-        segments = _segments(job, source.info, grid, settings, work, clock)
+        segments = _segments(job, source.info, grid, settings, work, clock, stage_clock)
         sink = OutputSink(segments, threaded=options.pipelined)
-        warnings = _run(source, plan, runner, sink, progress, pin_memory=options.pipelined, dedup=dedup)
+        warnings = _run(
+            source, plan, runner, sink, progress, pin_memory=options.pipelined, dedup=dedup,
+            batch_windows=options.speed.batch_windows, clock=stage_clock,
+        )  # fmt: skip
         warnings += segments.join(job.dst)
     except BaseException as exc:
         if not work.segments:
@@ -226,13 +234,19 @@ def _work_record(job: Job, settings: EncodeSettings) -> dict:
 
 
 def _segments(
-    job: Job, info: VideoInfo, grid: OutputGrid, settings: EncodeSettings, work: WorkFolder, clock: Callable[[], float]
+    job: Job,
+    info: VideoInfo,
+    grid: OutputGrid,
+    settings: EncodeSettings,
+    work: WorkFolder,
+    clock: Callable[[], float],
+    stage_clock: StageClock | None = None,
 ) -> Segments:
     scale = job.options.scale
     size = {"width": info.width * scale, "height": info.height * scale, "rate": grid.rate}
     return Segments(
         work, fmt=output_format(job.dst), info=info, settings=settings, size=size,
-        max_frames=job.options.segment_frames, clock=clock,
+        max_frames=job.options.segment_frames, clock=clock, stage_clock=stage_clock,
     )  # fmt: skip
 
 
@@ -267,8 +281,9 @@ def _nearest_time_warning(spec: ModelSpec, grid: OutputGrid, dedup: Dedup | None
 
 
 def _run(
-    source: Source, plan: WindowPlan, runner: OutOfMemoryFallback | ClassicFrames, sink: OutputSink, progress: Progress | None, *,
-    pin_memory: bool, dedup: Dedup | None = None,
+    source: Source, plan: WindowPlan, runner: OutOfMemoryFallback | ClassicFrames, sink: OutputSink,
+    progress: Progress | None, *, pin_memory: bool, dedup: Dedup | None = None, batch_windows: int = 1,
+    clock: StageClock | None = None,
 ) -> list[str]:  # fmt: skip
     """Decode (without ``dedup``'s repeated frames), run the model windows not done yet, encode;
     returns the reader's warnings."""
@@ -276,12 +291,12 @@ def _run(
     first_frame = source.resume_frame(plan, done)  # the plan's frames: the unique ones with dedup
     start = dedup.original(first_frame) if dedup is not None else first_frame
     report = (lambda count: progress(count, plan.n_outputs)) if progress is not None else None
-    with source.reader(start) as reader:
+    with source.reader(start, clock) as reader:
         frames = dedup.unique_frames(reader.frames(), start) if dedup is not None else reader.frames()
         try:
             run_windows(
                 frames, plan, runner, sink.frame, report, skip_windows=done, first_frame=first_frame,
-                on_window_done=sink.window_done, pin_memory=pin_memory,
+                on_window_done=sink.window_done, pin_memory=pin_memory, batch_windows=batch_windows, clock=clock,
             )  # fmt: skip
             sink.close()
         except BaseException as exc:

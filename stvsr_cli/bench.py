@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from pathlib import Path
+from time import perf_counter  # the matrix-product rate, on the real clock whatever times the rest
 
 import av
 import numpy as np
@@ -28,6 +29,8 @@ from stvsr_cli.errors import UsageError
 from stvsr_cli.io.encode import EncodeSettings, choose_codec
 from stvsr_cli.models.loader import load_model
 from stvsr_cli.models.registry import ModelSpec, Registry, load_registry
+from stvsr_cli.models.speed import Speed
+from stvsr_cli.pipeline.stages import StageClock
 
 
 @dataclass(frozen=True)
@@ -50,10 +53,22 @@ class BenchResult:
     model_useful_mpix_s: float
     flops_per_call: float | None  # torch FLOP counter over one call (deformable sampling is not counted)
     tflop_s: float | None  # flops_per_call / seconds per call
+    flops_per_useful_frame: float | None  # a call's FLOPs over the frames of it that reach the file
+    peak_tflop_s: float  # this device's dense matrix-product rate, measured here (bf16 on CUDA, fp32 on the CPU)
+    limit_useful_fps: float | None  # the arithmetic limit: peak rate / FLOPs per useful frame
+    percent_of_limit: float | None  # model_useful_fps as a share of that limit
+    channels_last: bool
+    compile_mode: str | None  # torch.compile's mode, None when not compiled
+    batch_windows: int  # windows per model call
+    compile_seconds: float  # the warm-up call, which compiles when compiling
     codec: str  # the encoder of the end-to-end run
     e2e_frames: int
     e2e_seconds: float
     e2e_fps: float
+    # Seconds per stage of the end-to-end run, summed over its threads (decode and to RGB in the
+    # decoder's, to YUV and encode in the encoder's: they overlap the model's); on CUDA each
+    # upload, model and download is synchronised to be counted where it belongs.
+    stage_seconds: dict[str, float]
     peak_memory_gib: float
     memory: str  # what the peak measures
     random_weights: bool  # the model has weights, replaced by random ones here
@@ -97,14 +112,19 @@ def bench(
     codec: str | None = None,
     plain: bool = False,
     registry: Registry | None = None,
+    speed: Speed | None = None,
 ) -> BenchResult:
     """Time ``model`` (random weights) alone on a window of ``size`` frames and end to end on a
     synthetic clip of ``frames`` frames. ``codec`` forces the encoder (default: what ``upscale``
     chooses, NVENC on CUDA where it opens); ``plain`` runs the baseline (float32, no pinned memory,
-    no encoder thread)."""
+    no encoder thread). ``speed`` switches the speed-ups (``models.speed``) for both measurements;
+    with ``batch_windows`` the model-only call runs that many windows at once."""
+    speed = speed or Speed()
     if plain:
         if half:
             raise UsageError("--plain is the float32 baseline", "drop --half")
+        if speed != Speed(channels_last=speed.channels_last):
+            raise UsageError("--plain is the baseline: one window a call, not compiled", "drop the speed options")
         half = False
     registry = registry or load_registry()
     registered = registry.get(model)
@@ -113,27 +133,36 @@ def bench(
     fps_x = 2 if spec.fps_x is None else spec.fps_x[0]
     width, height = size
     torch.manual_seed(0)
-    upscaler = load_model(spec, scale=scale, device=device, half=half)
+    upscaler = load_model(spec, scale=scale, device=device, half=half, speed=speed)
     dev = upscaler.device
+    peak_rate = matmul_tflop_s(dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
-    window = torch.rand(spec.window, 3, height, width, device=dev)
+    windows = torch.rand(speed.batch_windows, spec.window, 3, height, width, device=dev)
 
     def call() -> None:
-        upscaler(window, fps_x)
+        if speed.batch_windows > 1:
+            upscaler.batch(windows, fps_x)
+        else:
+            upscaler(windows[0], fps_x)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 
-    call()  # warm-up: cuDNN autotuning, allocator, lazy initialisation
-    flops = _count_flops(call)
+    began = time.perf_counter()
+    call()  # warm-up: cuDNN autotuning, allocator, lazy initialisation, compiling
+    compile_seconds = time.perf_counter() - began
+    flops = None if speed.compile_mode else _count_flops(call)  # the counter cannot see into compiled code
     began = time.perf_counter()
     for _ in range(calls):
         call()
     per_call = (time.perf_counter() - began) / calls
-    outputs = fps_x * (spec.window - 1) + 1
-    useful = fps_x * (spec.window - spec.overlap)  # in a long run, the next window makes the rest
+    outputs = speed.batch_windows * (fps_x * (spec.window - 1) + 1)
+    useful = speed.batch_windows * fps_x * (spec.window - spec.overlap)  # in a long run, the next window makes the rest
+    per_useful = flops / useful if flops else None
+    limit = peak_rate * 1e12 / per_useful if per_useful else None
     settings = choose_codec(EncodeSettings(codec=codec), dev.type)
 
+    stages = StageClock(sync=(lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else None)
     with tempfile.TemporaryDirectory(prefix="stvsr-bench-") as tmp:
         clip = Path(tmp) / "clip.mp4"
         synthetic_clip(clip, frames, width, height)
@@ -148,6 +177,8 @@ def bench(
             encode=settings,
             pipelined=not plain,
             registry=Registry(models={spec.name: spec}, default=spec.name),
+            speed=speed,
+            stage_clock=stages,
         )
     peak, memory = _peak_memory(dev)
     return BenchResult(
@@ -169,14 +200,43 @@ def bench(
         model_useful_mpix_s=useful * width * height * scale * scale / per_call / 1e6,
         flops_per_call=flops,
         tflop_s=flops / per_call / 1e12 if flops else None,
+        flops_per_useful_frame=per_useful,
+        peak_tflop_s=peak_rate,
+        limit_useful_fps=limit,
+        percent_of_limit=100 * (useful / per_call) / limit if limit else None,
+        channels_last=speed.uses_channels_last(dev.type),
+        compile_mode=speed.compile_mode,
+        batch_windows=speed.batch_windows,
+        compile_seconds=compile_seconds,
         codec=settings.codec or "libx264",
         e2e_frames=result.frames_out,
         e2e_seconds=result.seconds,
         e2e_fps=result.fps,
+        stage_seconds=stages.table(),
         peak_memory_gib=peak,
         memory=memory,
         random_weights=registered.weights is not None,
     )
+
+
+def matmul_tflop_s(device: torch.device, seconds: float = 0.5) -> float:
+    """The device's dense matrix-product rate, measured: bf16 on CUDA (what fp16/bf16 networks can
+    reach at best), fp32 on the CPU."""
+    n, dtype = (8192, torch.bfloat16) if device.type == "cuda" else (1024, torch.float32)
+    a = torch.rand(n, n, device=device, dtype=dtype)
+    b = torch.rand(n, n, device=device, dtype=dtype)
+    a @ b  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    count, began = 0, perf_counter()
+    while perf_counter() - began < seconds:
+        a @ b
+        count += 1
+        if device.type == "cuda" and count % 8 == 0:
+            torch.cuda.synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return 2 * n**3 * count / (perf_counter() - began) / 1e12
 
 
 def device_name(device: torch.device) -> str:

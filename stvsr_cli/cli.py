@@ -25,6 +25,8 @@ from stvsr_cli.cmdoptions import (
     job_options,
     max_memory_option,
     model_options,
+    speed_from,
+    speed_options,
     upscale_options,
 )
 from stvsr_cli.display import (
@@ -80,6 +82,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 @click.argument("input", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path(path_type=Path))
 @model_options
+@speed_options
 @job_options
 @click.option(
     "--restart", is_flag=True, help="Discard the segments an interrupted run of this output left, and start over."
@@ -124,6 +127,7 @@ def _check_rate_options(ctx: click.Context, opts: dict[str, Any]) -> None:
 @click.argument("in_dir", type=click.Path(path_type=Path))
 @click.argument("out_dir", type=click.Path(path_type=Path))
 @model_options
+@speed_options
 @job_options
 @click.option(
     "--pattern",
@@ -245,6 +249,7 @@ def eval_command(
 @click.option("--half/--no-half", default=None, help="float16 autocast (default: on for CUDA where supported).")
 @click.option("--codec", default=None, help="End-to-end encoder (default: NVENC on CUDA where it opens, else x264).")
 @click.option("--plain", is_flag=True, help="The baseline: float32, no pinned memory, no encoder thread.")
+@speed_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
 def bench_command(ctx: click.Context, as_json: bool, **opts: Any) -> None:
@@ -252,7 +257,7 @@ def bench_command(ctx: click.Context, as_json: bool, **opts: Any) -> None:
     from stvsr_cli.bench import bench
 
     keys = ("size", "frames", "device", "half", "codec", "plain")
-    r = _guarded(lambda: bench(opts["model"], **{k: opts[k] for k in keys}), debug=_debug(ctx))
+    r = _guarded(lambda: bench(opts["model"], speed=speed_from(opts), **{k: opts[k] for k in keys}), debug=_debug(ctx))
     click.echo(json.dumps(r.to_json()) if as_json else bench_text(r))
 
 

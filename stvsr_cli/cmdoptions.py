@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from stvsr_cli.io.encode import EncodeSettings
+from stvsr_cli.models.speed import MAX_BATCH_WINDOWS, Speed
 from stvsr_cli.options import DEDUP_MODES, DEFAULT_SEGMENT_FRAMES, DEINTERLACE_MODES, UpscaleOptions
 from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD
 
@@ -114,6 +115,21 @@ model_options = option_group(
     click.option("--offline", is_flag=True, default=None, help="Never download (also: HF_HUB_OFFLINE=1)."),
 )
 
+# How the network runs, never what it computes: each speed-up on its own flag, to measure it alone.
+speed_options = option_group(
+    click.option("--channels-last/--no-channels-last", default=None, help="NHWC convolutions (default: on for CUDA)."),
+    click.option("--compile", is_flag=True, help="torch.compile the network (the first call of a shape compiles)."),
+    click.option("--cuda-graphs", is_flag=True, help="Compile and replay the network as CUDA graphs (CUDA only)."),
+    click.option(
+        "--batch-windows",
+        type=click.IntRange(1, MAX_BATCH_WINDOWS),
+        default=1,
+        show_default=True,
+        help="Windows per model call, for small frames on a GPU.",
+    ),
+)
+SPEED_KEYS = ("channels_last", "compile", "cuda_graphs", "batch_windows")
+
 
 # What a run does besides the model: frame rate, tiles, encoder, piece, scene cuts, deinterlacing, repeats.
 job_options = option_group(
@@ -183,9 +199,15 @@ degradation_option = click.option(
 )
 
 
+def speed_from(opts: dict[str, Any]) -> Speed:
+    """The ``Speed`` made by the speed options in ``opts`` (taken out of it)."""
+    return Speed(**{k: opts.pop(k) for k in SPEED_KEYS if k in opts})
+
+
 def upscale_options(opts: dict[str, Any]) -> UpscaleOptions:
     """The ``UpscaleOptions`` made by the option values in ``opts`` (taken out of it; the rest stay)."""
     encode = {k: opts.pop(k) for k in ("codec", "crf", "preset", "pix_fmt") if k in opts}
     values = {f.name: opts.pop(f.name) for f in fields(UpscaleOptions) if f.name in opts}
     values["offline"] = values.get("offline") or None  # not given: HF_HUB_OFFLINE decides
+    values["speed"] = speed_from(opts)
     return UpscaleOptions(encode=EncodeSettings(**encode), **values)

@@ -197,12 +197,34 @@ def bench_text(r) -> str:
     return (
         f"{r.model} {r.width}x{r.height} -> {r.out_width}x{r.out_height} on {r.device} ({r.device_name}), {r.precision}"
         f"{', plain baseline' if r.plain else ''}{', random weights' if r.random_weights else ''}\n"
+        f"  speed-ups: {_speedups(r)}\n"
         f"  model only: {r.model_useful_fps:.2f} useful output frames/s, {r.model_useful_mpix_s:.1f} Mpixel/s "
         f"({r.model_fps:.2f} frames/s counting the overlap; "
-        f"{r.model_seconds_per_call:.3f} s per {r.window}-frame window)\n"
+        f"{r.model_seconds_per_call:.3f} s per call of {r.batch_windows} x {r.window}-frame window)\n"
+        f"  arithmetic limit: {_limit(r)}\n"
         f"  end to end: {r.e2e_fps:.2f} output frames/s ({r.e2e_frames} frames in {r.e2e_seconds:.1f} s, "
         f"decode + model + {r.codec})\n"
+        f"  seconds per stage (summed over threads): "
+        f"{', '.join(f'{stage} {seconds:.2f}' for stage, seconds in r.stage_seconds.items())}\n"
         f"  peak memory: {r.peak_memory_gib:.2f} GiB ({r.memory})"
+    )
+
+
+def _speedups(r) -> str:
+    on = [name for name, used in (("channels_last", r.channels_last), (f"compile ({r.compile_mode})", r.compile_mode))
+          if used]  # fmt: skip
+    if r.batch_windows > 1:
+        on.append(f"{r.batch_windows} windows a call")
+    return ", ".join(on) or "none"
+
+
+def _limit(r) -> str:
+    if r.limit_useful_fps is None:
+        why = "the FLOP counter cannot see into compiled code" if r.compile_mode else "no products or convolutions"
+        return f"not counted ({why}); matrix products here: {r.peak_tflop_s:.1f} TFLOP/s"
+    return (
+        f"{r.flops_per_useful_frame / 1e9:.1f} GFLOP per useful frame at {r.peak_tflop_s:.1f} TFLOP/s (matrix "
+        f"products here) = {r.limit_useful_fps:.1f} frames/s; the model reaches {r.percent_of_limit:.1f} %"
     )
 
 

@@ -13,6 +13,7 @@ from stvsr_cli.errors import UsageError
 from stvsr_cli.io.encode import EncodeSettings
 from stvsr_cli.io.timing import nominal_rate
 from stvsr_cli.io.workdir import input_identity
+from stvsr_cli.models.speed import Speed
 from stvsr_cli.pipeline.memory import parse_size
 from stvsr_cli.pipeline.repeats import DEDUP_MODES
 from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD
@@ -22,7 +23,7 @@ DEINTERLACE_MODES = ("auto", "on", "off")
 DEFAULT_SEGMENT_FRAMES = 480  # output frames per resumable segment (closed at the next window boundary)
 
 # Options that change how a run goes but not a byte of its output: a resumed run may change them.
-_RUN_ONLY = ("offline", "overwrite", "restart", "pipelined")
+_RUN_ONLY = ("offline", "overwrite", "restart", "pipelined", "speed")
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ class UpscaleOptions:
     overwrite: bool = False
     restart: bool = False  # discard what an interrupted run of the same output left
     pipelined: bool = True
+    speed: Speed = field(default_factory=Speed)  # how the network runs (layout, compiling, batches), not what
 
     def __post_init__(self) -> None:
         if self.fps is not None:

@@ -12,6 +12,7 @@ import queue
 import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -317,7 +318,7 @@ class VideoReader:
 
     def __init__(
         self, info: VideoInfo, *, deinterlace: bool = False, thumbnails: bool = False, queue_size: int = 8,
-        first_frame: int = 0,
+        first_frame: int = 0, clock: Callable | None = None,
     ) -> None:  # fmt: skip
         if first_frame and not can_seek_exactly(info, deinterlace):
             raise ValueError("seeking to a frame needs constant-rate, well-timed, progressive input")
@@ -325,6 +326,7 @@ class VideoReader:
         self.deinterlace = deinterlace
         self.thumbnails = thumbnails
         self.first_frame = first_frame
+        self._timed = clock if clock is not None else _untimed  # a StageClock: "decode", "to RGB"
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -405,7 +407,12 @@ class VideoReader:
                 seek(container, stream, start)
                 previous: Fraction | None = None
                 decoded = container.decode(stream)
-                for frame in deinterlaced(decoded) if self.deinterlace else decoded:
+                frames = iter(deinterlaced(decoded) if self.deinterlace else decoded)
+                while True:
+                    with self._timed("decode"):
+                        frame = next(frames, None)
+                    if frame is None:
+                        break
                     tb = Fraction(frame.time_base) if frame.time_base else info.time_base
                     time = None if info.index_timing else _time(frame.pts, tb)
                     if time is None:
@@ -415,7 +422,9 @@ class VideoReader:
                         continue  # pre-roll from the seek
                     if info.trim_end is not None and time >= info.trim_end:
                         break
-                    if not self._put((time, convert(frame))):
+                    with self._timed("to RGB"):
+                        array = convert(frame)
+                    if not self._put((time, array)):
                         return
         except InputError as exc:
             self._put(exc)
@@ -428,6 +437,11 @@ class VideoReader:
             self._put(exc)
             return
         self._put(_END)
+
+
+@contextmanager
+def _untimed(stage: str) -> Iterator[None]:
+    yield
 
 
 # bwdif (w3fdif and yadif's successor): one frame out per frame in, so the frame rate is kept;

@@ -13,7 +13,8 @@ import errno
 import io
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import islice
@@ -134,9 +135,10 @@ class FrameEncoder:
 
     def __init__(
         self, fmt: str, source: VideoInfo, *, width: int, height: int, rate: Fraction, settings: EncodeSettings,
-        first_frame: int = 0, templates: dict | None = None,
+        first_frame: int = 0, templates: dict | None = None, clock: Callable | None = None,
     ) -> None:  # fmt: skip
         self.source = source
+        self._timed = clock if clock is not None else _untimed  # a StageClock: "to YUV", "encode"
         self._container = av.open(io.BytesIO(), "w", format=fmt)
         try:
             self._stream, self._colour = open_video_stream(self._container, source, width, height, rate, settings)
@@ -171,19 +173,22 @@ class FrameEncoder:
             source = template
         else:
             source = av.VideoFrame.from_ndarray(rgb, format=fmt)
-        frame = source.reformat(format=self._stream.pix_fmt, **self._colour.reformat_args(decoding=False))
+        with self._timed("to YUV"):
+            frame = source.reformat(format=self._stream.pix_fmt, **self._colour.reformat_args(decoding=False))
         if frame is source:  # an RGB output format: no conversion, so no fresh frame; never hand out the template
             frame = av.VideoFrame.from_ndarray(rgb, format=fmt)
         frame.pts = self._pts
         frame.time_base = self._time_base
         frame.duration = 1  # one output frame, not the decoded frame's duration in its own time base
         self._pts += 1
-        return self._packets(self._stream.encode(frame))
+        with self._timed("encode"):
+            return self._packets(self._stream.encode(frame))
 
     def flush(self) -> list[EncodedPacket]:
         """Drain the encoder (else the last frames are lost); the encoder is closed after."""
         try:
-            return self._packets(self._stream.encode())
+            with self._timed("encode"):
+                return self._packets(self._stream.encode())
         finally:
             self.close()
 
@@ -199,6 +204,11 @@ class FrameEncoder:
             self._container.close()
         except Exception:
             pass
+
+
+@contextmanager
+def _untimed(stage: str) -> Iterator[None]:
+    yield
 
 
 def start_pts(source: VideoInfo, rate: Fraction) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -12,6 +12,7 @@ from stvsr_cli.errors import DeviceError, StvsrError, UnsupportedOptionError
 from stvsr_cli.models.base import VideoSRNet
 from stvsr_cli.models.ops.dcn import pick_deform_conv, use_deform_conv
 from stvsr_cli.models.registry import ModelSpec
+from stvsr_cli.models.speed import Speed
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -45,6 +46,7 @@ class Upscaler:
     scale: int
     device: torch.device
     half: bool
+    speed: Speed = field(default_factory=Speed)
 
     @property
     def arbitrary_times(self) -> bool:
@@ -55,14 +57,22 @@ class Upscaler:
         """The network pads its input to this multiple (tiles cut at it waste nothing)."""
         return self.module.size_multiple
 
-    @torch.inference_mode()
     def __call__(self, frames: torch.Tensor, fps_x: int, times: list | None = None) -> torch.Tensor:
         """``[N, 3, H, W]`` in [0, 1] on ``device`` -> ``[fps_x*(N-1)+1, 3, sH, sW]`` clamped to [0, 1];
         or, with ``times`` (positions from 0 to N-1, for models with arbitrary times), one frame per time."""
-        batch = frames.float().unsqueeze(0)
+        return self.batch(frames.unsqueeze(0), fps_x, times)[0]
+
+    @torch.inference_mode()
+    def batch(self, windows: torch.Tensor, fps_x: int, times: list | None = None) -> torch.Tensor:
+        """Several windows of one shape in one call: ``[B, N, 3, H, W]`` -> ``[B, M, 3, sH, sW]``."""
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
-            out = self.module.run(batch, fps_x, times=None if times is None else [float(t) for t in times])
-        return grey_if_grey(frames, out[0].float().clamp_(0, 1))
+            out = self.module.run(windows.float(), fps_x, times=None if times is None else [float(t) for t in times])
+        out = out.float().clamp_(0, 1)
+        for inputs, outputs in zip(windows, out):
+            grey = grey_if_grey(inputs, outputs)
+            if grey is not outputs:
+                outputs.copy_(grey)
+        return out
 
 
 # Grey input: every pixel's channels within this of their mean (8-bit YUV with neutral chroma decodes
@@ -90,15 +100,19 @@ def load_model(
     weights: Path | str | None = None,
     offline: bool | None = None,
     progress: hub.Progress | None = None,
+    speed: Speed | None = None,
 ) -> Upscaler:
     """Build ``spec``'s network for ``scale``, load its weights strictly, move it to the device.
 
     The weights are the registry's (downloaded, verified and cached on first use; ``offline``
     forbids the download) unless ``weights`` names a local file (safetensors or a PyTorch state
     dict) to use instead. ``half=None`` means float16 autocast on CUDA where the model allows it.
+    ``speed`` says how it runs (layout, compiling; see ``models.speed``).
     """
     spec.check_factors(scale=scale)
+    speed = speed or Speed()
     dev = device if isinstance(device, torch.device) else resolve_device(device)
+    speed.check_device(dev.type)
     if half is None:
         half = dev.type == "cuda" and spec.half
     if half and dev.type != "cuda":
@@ -121,10 +135,13 @@ def load_model(
     if path is not None:
         hub.load_strict(module, hub.read_state_dict(path), spec, path)
     module = module.eval().requires_grad_(False).to(dev)
-    if dev.type == "cuda":
+    if speed.uses_channels_last(dev.type):
         module = module.to(memory_format=torch.channels_last)  # cuDNN's fast layout for convolutions
     use_deform_conv(module, pick_deform_conv(dev))  # chosen once per model, not per call
-    return Upscaler(spec=spec, module=module, scale=scale, device=dev, half=half)
+    if speed.compile_mode is not None:
+        # In place: ``run`` pads and calls the module, whose forward is then the compiled one.
+        module.compile(mode=speed.compile_mode, dynamic=False)
+    return Upscaler(spec=spec, module=module, scale=scale, device=dev, half=half, speed=speed)
 
 
 def _spec_for_file(spec: ModelSpec, path: Path) -> ModelSpec:

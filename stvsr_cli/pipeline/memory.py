@@ -14,7 +14,10 @@ import gc
 import json
 import math
 import os
+import pickle
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -125,7 +128,48 @@ class PeakMeter:
 
 
 def measure_profile(model: WindowModel, frames: int, fps_x: int, sides: tuple[int, int] = PROBE_SIDES) -> MemoryProfile:
-    """Run ``model`` on random windows of ``frames`` frames at two sizes; fit ``fixed + per_pixel * pixels``."""
+    """Run ``model`` on random windows of ``frames`` frames at two sizes; fit ``fixed + per_pixel * pixels``.
+
+    On the CPU the probes run in a fresh process: a process's resident size grows only where the
+    allocator has nothing left from earlier work, so in a long-lived process (a batch, a test
+    session) the same call measured 10-20 % lower from one time to the next; a fresh process
+    measures what the call needs. Where the model cannot be sent there, it is measured here."""
+    if model.device.type == "cpu" and PeakMeter.works_on_cpu():
+        measured = _probe_in_fresh_process(model, frames, fps_x, sides)
+        if measured is not None:
+            return _fit(*measured)
+    return _fit(*_probe(model, frames, fps_x, sides))
+
+
+def _probe_in_fresh_process(
+    model: WindowModel, frames: int, fps_x: int, sides: tuple[int, int]
+) -> tuple[list[int], list[int]] | None:
+    """``_probe`` in a new Python process (the model sent pickled on its standard input); None where
+    the model cannot be sent (a compiled network) or the process fails."""
+    try:
+        payload = pickle.dumps((model, frames, fps_x, sides))
+    except Exception:
+        return None
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    done = subprocess.run(
+        [sys.executable, "-c", "from stvsr_cli.pipeline.memory import _probe_stdin; _probe_stdin()"],
+        input=payload, capture_output=True, env=env, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        return None
+    result = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    return result["peaks"], result["pixels"]
+
+
+def _probe_stdin() -> None:
+    """The fresh process's side: a pickled ``(model, frames, fps_x, sides)`` in, peaks out as JSON."""
+    model, frames, fps_x, sides = pickle.loads(sys.stdin.buffer.read())  # sent by our own parent
+    peaks, pixels = _probe(model, frames, fps_x, sides)
+    print(json.dumps({"peaks": peaks, "pixels": pixels}))
+
+
+def _probe(model: WindowModel, frames: int, fps_x: int, sides: tuple[int, int]) -> tuple[list[int], list[int]]:
+    """The peaks of calls at ``sides`` (largest first), and their pixel counts."""
     import torch
 
     multiple = max(1, model.size_multiple)
@@ -140,6 +184,10 @@ def measure_profile(model: WindowModel, frames: int, fps_x: int, sides: tuple[in
             model(window, fps_x)
         peaks.append(meter.peak)
         pixels.append(side * side)
+    return peaks, pixels
+
+
+def _fit(peaks: list[int], pixels: list[int]) -> MemoryProfile:
     per_pixel = max(0.0, (peaks[0] - peaks[1]) / (pixels[0] - pixels[1]))
     return MemoryProfile(fixed=max(0, int(peaks[0] - per_pixel * pixels[0])), per_pixel=per_pixel)
 
@@ -194,7 +242,7 @@ def _read_status(field: str) -> int | None:
     return None
 
 
-HEADROOM = 1.2  # predictions came within 10 % under (a long-running process) to 40 % over; keep a margin
+HEADROOM = 1.2  # fresh-process probes predicted 1.1-1.3x a 96x160 call's real peak; keep a margin over that
 OUTPUT_COPIES = 2  # a tiled window's float output, and its 8/16-bit copy on the way to the encoder
 # Beside the model: the decoder, the frames queued for the encoder and the encoder's own look-ahead.
 PIPELINE_FIXED = 64 * 2**20
@@ -203,26 +251,31 @@ PIPELINE_FRAMES = 32  # output frames of 3 bytes a pixel
 
 def budgeted_runner(
     upscaler: Upscaler, *, window: int, fps_x: int, height: int, width: int,
-    max_memory: int | None = None, tile: int = 0,
+    max_memory: int | None = None, tile: int = 0, batch_windows: int = 1,
 ) -> tuple[OutOfMemoryFallback, str | None]:  # fmt: skip
     """The model runner for frames of ``height`` x ``width``: tiled at ``tile`` when given, else at
     the largest tile whose predicted peak fits ``max_memory`` (default: a share of what is free
-    now), overlapping by the model's context; and a note saying what was chosen, if tiling."""
-    note = None
+    now), overlapping by the model's context; and a note saying what was chosen, if tiling.
+    ``batch_windows`` windows a call where whole frames fit that many times over (tiles: one)."""
+    note, batches_fit = None, True
     if not tile and height * width > max(PROBE_SIDES) ** 2:  # no forced size, a frame bigger than the probe
-        tile, note = _tile_for_memory(upscaler, window, fps_x, height, width, max_memory)
-    return OutOfMemoryFallback(upscaler, upscaler.scale, tile, overlap=upscaler.spec.context), note
+        tile, note, batches_fit = _tile_for_memory(upscaler, window, fps_x, height, width, max_memory, batch_windows)
+    runner = OutOfMemoryFallback(upscaler, upscaler.scale, tile, overlap=upscaler.spec.context)
+    if batch_windows > 1 and not batches_fit and not tile:
+        runner.unbatch(f"{batch_windows} windows a call do not fit the memory budget: one window a call")
+    return runner, note
 
 
 def _tile_for_memory(
-    upscaler: Upscaler, window: int, fps_x: int, height: int, width: int, max_memory: int | None
-) -> tuple[int, str | None]:
-    """``budgeted_runner``'s choice: the tile (0: whole frames) and its note."""
+    upscaler: Upscaler, window: int, fps_x: int, height: int, width: int, max_memory: int | None, batch_windows: int
+) -> tuple[int, str | None, bool]:
+    """``budgeted_runner``'s choice: the tile (0: whole frames), its note, and whether
+    ``batch_windows`` whole windows fit in one call."""
     import torch
 
     spec, device = upscaler.spec, upscaler.device
     if device.type == "cpu" and not PeakMeter.works_on_cpu():
-        return 0, None  # nothing to measure with: whole frames, and the out-of-memory fallback
+        return 0, None, True  # nothing to measure with: whole frames, and the out-of-memory fallback
     budget = max_memory if max_memory is not None else default_budget(device)
     key = "|".join(
         str(part) for part in (
@@ -240,12 +293,16 @@ def _tile_for_memory(
             raise
         del exc  # its traceback holds the probe's tensors
         release_freed_memory(device)  # not even the probe fits: leave it to the out-of-memory fallback
-        return 0, None
+        return 0, None, False
     in_use = resident_memory() if device.type == "cpu" else torch.cuda.memory_allocated(device)
     out_pixels = height * width * upscaler.scale**2
     outputs = (fps_x * (window - 1) + 1) * 3 * out_pixels * 4 * OUTPUT_COPIES
     outputs += PIPELINE_FIXED + PIPELINE_FRAMES * 3 * out_pixels
     cautious = MemoryProfile(int(profile.fixed * HEADROOM), profile.per_pixel * HEADROOM)
+    if batch_windows > 1:  # activations and outputs grow with the batch; the weights do not
+        batched = MemoryProfile(cautious.fixed, cautious.per_pixel * batch_windows)
+        if tile_for_budget(batched, budget - in_use - outputs * batch_windows, height, width) == 0:
+            return 0, None, True
     chosen = tile_for_budget(cautious, budget - in_use - outputs, height, width, upscaler.size_multiple)
     if chosen is None:
         raise UsageError(
@@ -254,6 +311,7 @@ def _tile_for_memory(
             "raise --max-memory, or use a shorter --window or a lighter model",
         )
     if not chosen:
-        return 0, None
+        return 0, None, batch_windows == 1
     peak = in_use + outputs + cautious.peak(chosen * chosen)
-    return chosen, f"memory budget {format_size(budget)}: tiles of {chosen} px (predicted peak {format_size(peak)})"
+    note = f"memory budget {format_size(budget)}: tiles of {chosen} px (predicted peak {format_size(peak)})"
+    return chosen, note, False

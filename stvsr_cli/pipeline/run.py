@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from stvsr_cli.pipeline.windows import WindowPlan
+from stvsr_cli.pipeline.stages import StageClock, clock_or_nothing
+from stvsr_cli.pipeline.windows import Step, Window, WindowPlan
 
 if TYPE_CHECKING:  # PyTorch is imported where tensors are made: a run on arrays never needs it
     import torch
@@ -56,6 +57,13 @@ def to_arrays(frames: torch.Tensor, dtype: np.dtype) -> np.ndarray:
 
 
 @runtime_checkable
+class BatchModel(Protocol):
+    """A window model that also takes several windows of one shape at once: ``[B, N, 3, H, W]``."""
+
+    def batch(self, windows: torch.Tensor, fps_x: int, times: list | None = None) -> torch.Tensor: ...
+
+
+@runtime_checkable
 class FrameModel(Protocol):
     """A model that works on the decoded arrays themselves (no tensors, no float frames):
     ``frames_at(frames, times)`` gives the output arrays at ``times`` (positions 0..N-1)."""
@@ -64,18 +72,45 @@ class FrameModel(Protocol):
 
 
 def window_outputs(
-    model: WindowModel | FrameModel, frames: list[np.ndarray], fps_x: int, needed: list[int], pin_memory: bool = True
-) -> list[np.ndarray]:
-    """One model call: ``frames`` in, the output frames at ``needed`` (in units of 1/``fps_x``
-    from the first frame) out, as arrays of the input's dtype."""
+    model: WindowModel | FrameModel,
+    windows: list[list[np.ndarray]],
+    fps_x: int,
+    needed: list[int],
+    pin_memory: bool = True,
+    clock: StageClock | None = None,
+) -> list[list[np.ndarray]]:
+    """Model calls on ``windows`` (each a list of frames; all of one shape): for each, the output
+    frames at ``needed`` (in units of 1/``fps_x`` from its first frame), as arrays of the input's
+    dtype. Several windows go through one call where the model takes batches (``batch``).
+    ``clock`` times the stages "upload", "model" and "download"."""
+    timed = clock_or_nothing(clock)
+    times = [Fraction(i, fps_x) for i in needed]
     if isinstance(model, FrameModel):
-        return model.frames_at(frames, [Fraction(i, fps_x) for i in needed])
-    inputs = to_tensor(frames, model.device, pin_memory)  # uint8 until it is on the device
-    if model.arbitrary_times:  # only the frames needed, at their exact times
-        result = model(inputs, fps_x, times=[Fraction(i, fps_x) for i in needed])
-    else:
-        result = model(inputs, fps_x)[needed]
-    return list(to_arrays(result, frames[0].dtype))
+        with timed("model"):
+            return [model.frames_at(frames, times) for frames in windows]
+    if len(windows) == 1 or not isinstance(model, BatchModel):
+        return [_one_call(model, frames, fps_x, needed, times, pin_memory, timed) for frames in windows]
+    with timed("upload"):
+        flat = to_tensor([frame for frames in windows for frame in frames], model.device, pin_memory)
+    inputs = flat.view(len(windows), len(windows[0]), *flat.shape[1:])
+    with timed("model"):
+        result = model.batch(inputs, fps_x, times) if model.arbitrary_times else model.batch(inputs, fps_x)[:, needed]
+    with timed("download"):
+        arrays = to_arrays(result.flatten(0, 1), windows[0][0].dtype)
+    return [list(arrays[i * len(needed) : (i + 1) * len(needed)]) for i in range(len(windows))]
+
+
+def _one_call(
+    model: WindowModel, frames: list[np.ndarray], fps_x: int, needed: list[int], times: list[Fraction],
+    pin_memory: bool, timed: Callable,
+) -> list[np.ndarray]:  # fmt: skip
+    with timed("upload"):
+        inputs = to_tensor(frames, model.device, pin_memory)  # uint8 until it is on the device
+    with timed("model"):
+        # Models with arbitrary times make only the frames needed, at their exact times.
+        result = model(inputs, fps_x, times=times) if model.arbitrary_times else model(inputs, fps_x)[needed]
+    with timed("download"):
+        return list(to_arrays(result, frames[0].dtype))
 
 
 def run_windows(
@@ -89,6 +124,8 @@ def run_windows(
     first_frame: int = 0,
     on_window_done: Callable[[int, int], None] | None = None,
     pin_memory: bool = True,
+    batch_windows: int = 1,
+    clock: StageClock | None = None,
 ) -> int:
     """Feed ``plan``'s windows through ``model`` and ``emit`` every output frame once, in order.
 
@@ -98,18 +135,46 @@ def run_windows(
     ``first_frame`` (``plan.first_frame_after(skip_windows)`` at most). ``on_window_done(windows, frames)``
     follows each window run, with the numbers of windows and output frames done so far. Returns the
     number of frames emitted. ``pin_memory=False`` copies frames to a GPU from pageable memory (the
-    plain baseline of benchmarks). Memory stays flat: the plan is streamed, and only the frames of the
-    current window are held.
+    plain baseline of benchmarks). ``batch_windows`` consecutive windows of the same length that
+    need the same outputs go through one model call where the model takes batches. ``clock``
+    times the model call's stages. Memory stays flat: the plan is streamed, and only the frames of
+    the current windows are held.
     """
     source = iter(frames)
     held: dict[int, np.ndarray] = {}
     next_index = first_frame
     done = emitted = 0
+    pending: list[tuple[int, Window, list[Step], list[int]]] = []  # windows read, waiting for their call
+
+    def run_pending() -> None:
+        nonlocal done, emitted
+        needed = pending[0][3]
+        windows = [[held[i] for i in window.frames] for _, window, _, _ in pending]
+        for (number, _, steps, _), outputs in zip(
+            pending, window_outputs(model, windows, plan.fps_x, needed, pin_memory, clock)
+        ):
+            arrays = dict(zip(needed, outputs))
+            for step in steps:
+                emit(arrays[step.index])
+                emitted += 1
+                done += 1
+                if progress is not None:
+                    progress(done)
+            if on_window_done is not None:
+                on_window_done(number + 1, done)
+        pending.clear()
+
     for number, (window, steps) in enumerate(plan.calls()):
         if number < skip_windows:
             done += len(steps)
             continue
-        for i in [i for i in held if i < window.start]:
+        needed = sorted({step.index for step in steps})
+        if pending and (
+            len(pending) >= batch_windows or len(window.frames) != len(pending[0][1].frames) or needed != pending[0][3]
+        ):
+            run_pending()
+        first_held = pending[0][1].start if pending else window.start
+        for i in [i for i in held if i < first_held]:
             del held[i]
         while next_index <= window.last:
             try:
@@ -119,15 +184,7 @@ def run_windows(
             if next_index >= window.start:
                 held[next_index] = frame
             next_index += 1
-        batch = [held[i] for i in window.frames]
-        needed = sorted({step.index for step in steps})
-        arrays = dict(zip(needed, window_outputs(model, batch, plan.fps_x, needed, pin_memory)))
-        for step in steps:
-            emit(arrays[step.index])
-            emitted += 1
-            done += 1
-            if progress is not None:
-                progress(done)
-        if on_window_done is not None:
-            on_window_done(number + 1, done)
+        pending.append((number, window, steps, needed))
+    if pending:
+        run_pending()
     return emitted

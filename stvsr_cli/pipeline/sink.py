@@ -21,6 +21,7 @@ import numpy as np
 from stvsr_cli.io.decode import VideoInfo
 from stvsr_cli.io.encode import EncodeSettings, FrameEncoder, join_segments, reorder_delay
 from stvsr_cli.io.workdir import WorkFolder
+from stvsr_cli.pipeline.stages import StageClock
 
 SEGMENT_SECONDS = 60.0  # a segment also closes after this much work: a kill loses at most about a minute
 _DONE = object()
@@ -110,8 +111,10 @@ class Segments:
     def __init__(
         self, work: WorkFolder, *, fmt: str, info: VideoInfo, settings: EncodeSettings, size: dict[str, Any],
         max_frames: int, max_seconds: float = SEGMENT_SECONDS, clock: Callable[[], float] = time.monotonic,
+        stage_clock: StageClock | None = None,
     ) -> None:  # fmt: skip
         self.work, self.fmt, self.info, self.settings, self.size = work, fmt, info, settings, size
+        self.stage_clock = stage_clock
         self.max_frames, self.max_seconds, self.clock = max_frames, max_seconds, clock
         self.encoder: FrameEncoder | None = None
         self.packets: list = []
@@ -124,7 +127,7 @@ class Segments:
         if self.encoder is None:
             self.encoder = FrameEncoder(
                 self.fmt, self.info, settings=self.settings, first_frame=self.work.done_frames,
-                templates=self.templates, **self.size,
+                templates=self.templates, clock=self.stage_clock, **self.size,
             )  # fmt: skip
         self.packets += self.encoder.encode(rgb)
         self.frames += 1

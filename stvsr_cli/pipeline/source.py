@@ -14,6 +14,7 @@ import numpy as np
 from stvsr_cli.io.decode import VideoInfo, VideoReader, can_seek_exactly, probe
 from stvsr_cli.pipeline.repeats import Dedup, scan_repeats
 from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD, find_cuts, frame_differences
+from stvsr_cli.pipeline.stages import StageClock
 from stvsr_cli.pipeline.windows import WindowPlan
 
 Progress = Callable[[int, int], None]  # (frames done, frames in all)
@@ -31,8 +32,8 @@ class Source:
             return plan.first_frame_after(done_windows)
         return 0
 
-    def reader(self, first_frame: int = 0) -> VideoReader:
-        return VideoReader(self.info, deinterlace=self.deinterlace, first_frame=first_frame)
+    def reader(self, first_frame: int = 0, clock: StageClock | None = None) -> VideoReader:
+        return VideoReader(self.info, deinterlace=self.deinterlace, first_frame=first_frame, clock=clock)
 
 
 def open_source(

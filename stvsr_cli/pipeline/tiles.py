@@ -133,6 +133,7 @@ class OutOfMemoryFallback:
         self.arbitrary_times = model.arbitrary_times
         self.size_multiple = model.size_multiple
         self._current: WindowModel = TiledModel(model, tile, scale, overlap) if tile else model
+        self._unbatched = False  # a batch of windows ran out of memory: no more batches
 
     def __call__(self, frames: torch.Tensor, fps_x: int, times: list | None = None) -> torch.Tensor:
         extra = {} if times is None else {"times": times}
@@ -156,6 +157,28 @@ class OutOfMemoryFallback:
                 )
                 self.tile = smaller
                 self._current = TiledModel(self.model, smaller, self.scale, self.overlap)
+
+    def batch(self, windows: torch.Tensor, fps_x: int, times: list | None = None) -> torch.Tensor:
+        """Several windows in one call (``[B, N, 3, H, W]``) where the model takes batches and runs
+        untiled; otherwise, or once a batch has run out of memory, one window at a time."""
+        extra = {} if times is None else {"times": times}
+        if self.tile == 0 and not self._unbatched and hasattr(self.model, "batch"):
+            try:
+                return self.model.batch(windows, fps_x, **extra)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                del exc
+                _free_memory(self.device)
+                self.unbatch(f"out of memory on {self.device} with {len(windows)} windows a call: one at a time")
+        import torch
+
+        return torch.stack([self(window, fps_x, **extra) for window in windows])
+
+    def unbatch(self, note: str) -> None:
+        """One window a call from now on, and why."""
+        self._unbatched = True
+        self.notes.append(note)
 
     def _smaller(self, frame_size: int) -> int | None:
         current = self.tile or frame_size

@@ -1,0 +1,46 @@
+"""How a network runs, never what it computes: the speed-ups ``stvsr upscale`` and ``stvsr bench``
+switch on and off one by one, so that each is measured against the plain run.
+
+No PyTorch here: options are checked where they are parsed; ``models.loader`` applies them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from stvsr_cli.errors import UnsupportedOptionError, UsageError
+
+MAX_BATCH_WINDOWS = 64
+
+
+@dataclass(frozen=True)
+class Speed:
+    """``channels_last``: convolutions in NHWC (None: on CUDA, cuDNN's fast layout; off on the CPU).
+    ``compile``: ``torch.compile`` the network (inductor; compiled once per window shape, the first
+    call of each shape pays for it). ``cuda_graphs``: compile and replay the window's kernels as
+    CUDA graphs (``mode="reduce-overhead"``; CUDA only). ``batch_windows``: up to this many windows
+    of the same shape in one model call, for small frames that leave a GPU idle."""
+
+    channels_last: bool | None = None
+    compile: bool = False
+    cuda_graphs: bool = False
+    batch_windows: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.batch_windows <= MAX_BATCH_WINDOWS:
+            raise UsageError(f"--batch-windows must be between 1 and {MAX_BATCH_WINDOWS}")
+
+    def check_device(self, device_type: str) -> None:
+        """Refuse, in one line, what ``device_type`` cannot do."""
+        if self.cuda_graphs and device_type != "cuda":
+            raise UnsupportedOptionError("--cuda-graphs needs a CUDA device", "drop --cuda-graphs, or use --compile")
+
+    def uses_channels_last(self, device_type: str) -> bool:
+        return self.channels_last if self.channels_last is not None else device_type == "cuda"
+
+    @property
+    def compile_mode(self) -> str | None:
+        """``torch.compile``'s mode, or None for no compiling."""
+        if self.cuda_graphs:
+            return "reduce-overhead"
+        return "default" if self.compile else None
