@@ -24,12 +24,14 @@ import av
 import numpy as np
 import torch
 
-from stvsr_cli.api import upscale
+from stvsr_cli.api import on_arrays, upscale
 from stvsr_cli.errors import UsageError
 from stvsr_cli.io.encode import EncodeSettings, choose_codec
 from stvsr_cli.models.loader import load_model
 from stvsr_cli.models.registry import ModelSpec, Registry, load_registry
 from stvsr_cli.models.speed import Speed
+from stvsr_cli.options import UpscaleOptions
+from stvsr_cli.pipeline.classic_frames import ClassicFrames
 from stvsr_cli.pipeline.stages import StageClock
 
 
@@ -139,9 +141,15 @@ def bench(
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     windows = torch.rand(speed.batch_windows, spec.window, 3, height, width, device=dev)
+    # What upscale runs: classic on the CPU works on uint8 arrays (FFmpeg's scaler), not tensors.
+    arrays = on_arrays(spec, UpscaleOptions(model=spec.name, device=str(dev), half=upscaler.half))
+    lr_arrays = list((windows[0].permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy())
+    times = [Fraction(i, fps_x) for i in range(fps_x * (spec.window - 1) + 1)]
 
     def call() -> None:
-        if speed.batch_windows > 1:
+        if arrays:  # fresh arrays each call: the runner keeps the last window's upscaled frames
+            ClassicFrames(scale).frames_at([frame.copy() for frame in lr_arrays], times)
+        elif speed.batch_windows > 1:
             upscaler.batch(windows, fps_x)
         else:
             upscaler(windows[0], fps_x)

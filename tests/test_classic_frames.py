@@ -128,3 +128,13 @@ def test_a_classic_run_does_not_import_pytorch(tmp_path):
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["cpu", "8", "False"]
+
+
+def test_bench_times_what_upscale_runs_for_classic_on_the_cpu(monkeypatch):
+    from stvsr_cli.bench import bench
+
+    calls = count_scaler_calls(monkeypatch)
+    window = load_registry().get("classic").window
+    r = bench("classic", size=(32, 24), frames=4, device="cpu", calls=1)
+    assert len(calls) == 3 * window + 4  # warm-up, FLOP count and one timed call; then the 4-frame clip
+    assert r.model_useful_fps > 0 and r.flops_per_call == 0  # no products or convolutions to count
