@@ -182,7 +182,6 @@ def upscale(
     if on_arrays(job.spec, options):
         upscaler, device = None, "cpu"
         options.speed.check_device("cpu")
-        job.spec.check_factors(scale=options.scale, fps_x=None if options.fps else options.fps_x)
     else:
         upscaler = load_upscaler(options, job.spec, download_progress)
         device = str(upscaler.device)

@@ -125,7 +125,7 @@ def bench(
     if plain:
         if half:
             raise UsageError("--plain is the float32 baseline", "drop --half")
-        if speed != Speed(channels_last=speed.channels_last):
+        if speed.compile_mode or speed.batch_windows > 1:
             raise UsageError("--plain is the baseline: one window a call, not compiled", "drop the speed options")
         half = False
     registry = registry or load_registry()
@@ -144,7 +144,8 @@ def bench(
     # What upscale runs: classic on the CPU works on uint8 arrays (FFmpeg's scaler), not tensors.
     arrays = on_arrays(spec, UpscaleOptions(model=spec.name, device=str(dev), half=upscaler.half))
     lr_arrays = list((windows[0].permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy())
-    times = [Fraction(i, fps_x) for i in range(fps_x * (spec.window - 1) + 1)]
+    per_window = fps_x * (spec.window - 1) + 1  # output frames of one call on one window
+    times = [Fraction(i, fps_x) for i in range(per_window)]
 
     def call() -> None:
         if arrays:  # fresh arrays each call: the runner keeps the last window's upscaled frames
@@ -164,7 +165,7 @@ def bench(
     for _ in range(calls):
         call()
     per_call = (time.perf_counter() - began) / calls
-    outputs = speed.batch_windows * (fps_x * (spec.window - 1) + 1)
+    outputs = speed.batch_windows * per_window
     useful = speed.batch_windows * fps_x * (spec.window - spec.overlap)  # in a long run, the next window makes the rest
     per_useful = flops / useful if flops else None
     limit = peak_rate * 1e12 / per_useful if per_useful else None

@@ -23,7 +23,6 @@ from rich.table import Table
 from rich.text import Text
 
 from stvsr_cli.io.timing import rate_text
-from stvsr_cli.models.registry import short_licence
 
 
 def stderr_console() -> Console:
@@ -248,7 +247,7 @@ def models_table(rows: list[dict[str, Any]]) -> Table:
             _factors(row["scale"]),
             _factors(row["fps_x"]) + (", --fps" if row["times"] == "any" else ""),
             "built in" if row["weights"] == "none needed" else ("local" if row["available"] else "to download"),
-            _clip(row.get("license_short") or short_licence(row["license"]), LICENCE_WIDTH),
+            _clip(row["license_short"], LICENCE_WIDTH),
         )
     return table
 

@@ -12,7 +12,7 @@ import queue
 import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -326,7 +326,7 @@ class VideoReader:
         self.deinterlace = deinterlace
         self.thumbnails = thumbnails
         self.first_frame = first_frame
-        self._timed = clock if clock is not None else _untimed  # a StageClock: "decode", "to RGB"
+        self._timed = clock or nullcontext  # a StageClock: "decode", "to RGB"
         self._queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -437,11 +437,6 @@ class VideoReader:
             self._put(exc)
             return
         self._put(_END)
-
-
-@contextmanager
-def _untimed(stage: str) -> Iterator[None]:
-    yield
 
 
 # bwdif (w3fdif and yadif's successor): one frame out per frame in, so the frame rate is kept;

@@ -14,7 +14,7 @@ import io
 import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import islice
@@ -138,7 +138,7 @@ class FrameEncoder:
         first_frame: int = 0, templates: dict | None = None, clock: Callable | None = None,
     ) -> None:  # fmt: skip
         self.source = source
-        self._timed = clock if clock is not None else _untimed  # a StageClock: "to YUV", "encode"
+        self._timed = clock or nullcontext  # a StageClock: "to YUV", "encode"
         self._container = av.open(io.BytesIO(), "w", format=fmt)
         try:
             self._stream, self._colour = open_video_stream(self._container, source, width, height, rate, settings)
@@ -204,11 +204,6 @@ class FrameEncoder:
             self._container.close()
         except Exception:
             pass
-
-
-@contextmanager
-def _untimed(stage: str) -> Iterator[None]:
-    yield
 
 
 def start_pts(source: VideoInfo, rate: Fraction) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -46,7 +46,6 @@ class Upscaler:
     scale: int
     device: torch.device
     half: bool
-    speed: Speed = field(default_factory=Speed)
 
     @property
     def arbitrary_times(self) -> bool:
@@ -141,7 +140,7 @@ def load_model(
     if speed.compile_mode is not None:
         # In place: ``run`` pads and calls the module, whose forward is then the compiled one.
         module.compile(mode=speed.compile_mode, dynamic=False)
-    return Upscaler(spec=spec, module=module, scale=scale, device=dev, half=half, speed=speed)
+    return Upscaler(spec=spec, module=module, scale=scale, device=dev, half=half)
 
 
 def _spec_for_file(spec: ModelSpec, path: Path) -> ModelSpec:

@@ -9,8 +9,6 @@ window; they are cached, so later runs start at once. ``tile_for_budget`` is the
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import json
 import math
 import os
@@ -26,7 +24,7 @@ from typing import TYPE_CHECKING, Self
 from stvsr_cli.errors import UsageError
 from stvsr_cli.hub import cache_dir
 from stvsr_cli.pipeline.run import WindowModel
-from stvsr_cli.pipeline.tiles import MIN_TILE, OutOfMemoryFallback, is_out_of_memory
+from stvsr_cli.pipeline.tiles import MIN_TILE, OutOfMemoryFallback, is_out_of_memory, release_freed_memory
 
 if TYPE_CHECKING:  # PyTorch is imported where a model is measured: a run on arrays never needs it
     import torch
@@ -215,20 +213,6 @@ def cached_profile(key: str, measure: Callable[[], MemoryProfile], cache: Path) 
 def resident_memory() -> int:
     """Memory the process holds now (0 where that cannot be read)."""
     return _read_status("VmRSS") or 0
-
-
-def release_freed_memory(device: torch.device) -> None:
-    """Give freed memory back (the allocator's caches), so that what is measured next is new use."""
-    gc.collect()
-    if device.type == "cuda":
-        import torch
-
-        torch.cuda.empty_cache()
-    else:
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
 
 
 def _read_status(field: str) -> int | None:

@@ -7,7 +7,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 # In the order a frame meets them.
 STAGES = ("decode", "to RGB", "upload", "model", "download", "to YUV", "encode")
@@ -41,11 +41,6 @@ class StageClock:
         return {stage: round(self.seconds[stage], 4) for stage in STAGES if stage in self.seconds}
 
 
-@contextmanager
-def _untimed(stage: str) -> Iterator[None]:
-    yield
-
-
 def clock_or_nothing(clock: StageClock | None) -> Callable:
-    """``clock``, or a stand-in that times nothing."""
-    return clock if clock is not None else _untimed
+    """``clock``, or a stand-in that times nothing (``nullcontext(stage)``)."""
+    return clock or nullcontext

@@ -8,6 +8,8 @@ follow the model's own size rule (``size_multiple``), so that its padding adds n
 
 from __future__ import annotations
 
+import ctypes
+import gc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -150,7 +152,7 @@ class OutOfMemoryFallback:
                         "try a smaller --window or another --device",
                     ) from exc
                 del exc  # its traceback holds the failed call's tensors
-                _free_memory(self.device)
+                release_freed_memory(self.device)
                 self.notes.append(
                     f"out of memory on {self.device}: tiling at {smaller} px"
                     + (f" (was {self.tile} px)" if self.tile else "")
@@ -169,7 +171,7 @@ class OutOfMemoryFallback:
                 if not is_out_of_memory(exc):
                     raise
                 del exc
-                _free_memory(self.device)
+                release_freed_memory(self.device)
                 self.unbatch(f"out of memory on {self.device} with {len(windows)} windows a call: one at a time")
         import torch
 
@@ -186,11 +188,16 @@ class OutOfMemoryFallback:
         return smaller if smaller < current and current > MIN_TILE else None
 
 
-def _free_memory(device: torch.device) -> None:
-    import gc
-
-    import torch
-
+def release_freed_memory(device: torch.device) -> None:
+    """Give freed memory back (the allocator's caches): after a call ran out of memory, and before a
+    peak is measured (``memory.PeakMeter``), so that what is measured next is new use."""
     gc.collect()
     if device.type == "cuda":
+        import torch
+
         torch.cuda.empty_cache()
+    else:
+        try:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
