@@ -17,9 +17,12 @@ one ends (a stage that overruns is killed and the next one starts; nothing earli
 2. ``pytest``: ``pytest -m cuda`` (tests/test_cuda.py: what is skipped where there is no GPU);
 3. ``bench``: ``stvsr bench`` rows (``stvsr_cli.bench.bench``, one per line as it finishes), with
    the plain baseline in the same run so that each speed-up is a ratio measured side by side;
-4. ``probe``: a few training steps of each candidate network: steps/s and memory, so the main run
-   can size its schedule to the minutes left;
-5. ``train``: ``stvsr train`` of the chosen candidate, its step count set from the probe so the
+4. ``dcn``: the deformable convolution's kernels side by side, and a profile of one zsm forward;
+5. ``frames``: per model, peak memory at two sizes and the largest frame it runs untiled under
+   80 and 24 GiB;
+6. ``probe`` (not by default: measured on 2026-11-30, ``KNOWN_RATE``): a few training steps of
+   each candidate network: steps/s and memory, so the main run can size its schedule;
+7. ``train``: ``stvsr train`` of the chosen candidate, its step count set from the probe so the
    learning-rate schedule ends inside the time left; checkpoints copied to DIR as they are written,
    then the export (weights, card, registry entry, an evaluation on the carried eval clips).
 
@@ -35,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -70,39 +74,47 @@ DRY_PARAMS = {
     "zsm": {"nf": 8, "groups": 1, "front_rbs": 1, "back_rbs": 1},
 }
 
-# The speed matrix: (model, LR size, options). The plain baseline sits beside what it is compared with.
+# The speed matrix: (model, LR size, options), most wanted first (a stage cut off by its time box
+# keeps the rows done). Issue 24's speed-ups each alone against the same model's default row
+# (which has them all on) and its plain baseline; "stage_times" adds a second end-to-end run with
+# synchronised stages. Rows measured on 2026-11-30 and unchanged since (zsm fp32, 180x144, the
+# other models' defaults, classic) are left out: benchmarks/README.md has them.
 BENCH = [
-    ("stvun-gpu", (480, 270), {}),  # the default model
-    ("stvun-gpu", (480, 270), {"plain": True}),
-    ("zsm", (480, 270), {}),
-    ("zsm", (480, 270), {"plain": True}),
-    ("zsm", (480, 270), {"codec": "libx264"}),
-    ("zsm", (480, 270), {"half": False}),
-    ("zsm", (180, 144), {}),
-    ("zsm", (180, 144), {"half": False}),
-    ("stvun", (480, 270), {}),
-    ("stvun", (480, 270), {"plain": True}),
-    ("zsm-lite-cpu", (480, 270), {}),
-    ("tpsr", (480, 270), {}),
-    ("stinet", (480, 270), {}),
-    ("davsr", (480, 270), {}),
-    ("classic", (480, 270), {}),
-    ("classic", (480, 270), {"codec": "libx264"}),
-    ("zsm", (960, 540), {}),
-    ("stvun", (960, 540), {}),
-    # Issue 24's speed-ups, each alone against the row of the same model and size above.
+    ("zsm", (480, 270), {"stage_times": True}),
+    ("zsm", (480, 270), {"plain": True, "stage_times": True}),
+    ("zsm", (480, 270), {"deform_conv": "triton"}),
     ("zsm", (480, 270), {"batch_windows": 4}),
-    ("zsm", (480, 270), {"channels_last": False}),
+    ("zsm", (480, 270), {"copy_stream": False}),
+    ("zsm", (480, 270), {"device_colour": False}),
+    ("stvun-gpu", (480, 270), {"stage_times": True}),  # the default model
+    ("stvun-gpu", (480, 270), {"plain": True}),
     ("stvun-gpu", (480, 270), {"batch_windows": 4}),
+    ("zsm", (480, 270), {"deform_conv": "torch"}),
+    ("zsm", (480, 270), {"channels_last": False}),
+    ("zsm", (480, 270), {"codec": "libx264"}),
+    ("zsm", (960, 540), {}),
+    ("stvun-gpu", (960, 540), {}),
+    ("stinet", (480, 270), {"deform_conv": "triton"}),
+    ("davsr", (480, 270), {"deform_conv": "triton"}),
+    ("zsm", (480, 270), {"cuda_graphs": True}),  # compiling takes long: last
     ("zsm", (480, 270), {"compile": True}),
-    ("zsm", (480, 270), {"cuda_graphs": True}),
 ]
 BENCH_DRY = [
     ("classic", (64, 48), {}),
     ("classic", (64, 48), {"plain": True}),
     ("stvun", (32, 24), {"codec": "libx264"}),
     ("stvun", (32, 24), {"batch_windows": 2}),
+    ("stvun", (32, 24), {"device_colour": True, "stage_times": True}),
 ]
+
+# The largest frame each model runs untiled under a memory cap (GiB; 24: the consumer cards
+# hobbyists have), found from its memory profile and checked with one call at that size.
+FRAME_MODELS = ["zsm", "stvun-gpu", "stinet", "tpsr", "davsr"]
+FRAME_CAPS_GIB = (80, 24)
+FRAME_SIZES = ((480, 270), (960, 540))  # peak memory of one call at each
+FRAMES_DRY = {"models": ["stvun"], "caps": (0.25, 0.12), "sizes": ((32, 24), (64, 48)), "sides": (24, 48)}
+# Training steps/s of CHOSEN at TRAIN's batch and patch when the probe is not run (H200, 2026-11-30).
+KNOWN_RATE = 8.379
 
 
 # -- the record ---------------------------------------------------------------------------------
@@ -311,21 +323,26 @@ def worker_bench(spec_text: str, rows_path: str) -> None:
     from stvsr_cli.models.speed import Speed
 
     spec = json.loads(spec_text)
-    speed_keys = {"channels_last", "compile", "cuda_graphs", "batch_windows"}
+    speed_keys = {"channels_last", "compile", "cuda_graphs", "batch_windows", "copy_stream", "deform_conv"}
     for model, size, options in spec["rows"]:
         began = time.monotonic()
         speed = Speed(**{k: v for k, v in options.items() if k in speed_keys})
-        rest = {k: v for k, v in options.items() if k not in speed_keys}
+        rest = {"stage_times": False, **{k: v for k, v in options.items() if k not in speed_keys}}
         try:
             row = bench(model, size=tuple(size), frames=spec["frames"], device=spec["device"], speed=speed, **rest)
             row = row.to_json()
         except Exception as exc:  # one row failing must not lose the others
             row = {"model": model, "width": size[0], "height": size[1], "error": f"{type(exc).__name__}: {exc}"}
         row.update(options=options, wall_s=round(time.monotonic() - began, 1))
-        print(json.dumps(row), flush=True)
-        with open(rows_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        _release_gpu()
+        _emit_row(row, rows_path)
+
+
+def _emit_row(row: dict, path: str) -> None:
+    """A worker's result row: printed (into the log), appended to ``path``; then the GPU's cache freed."""
+    print(json.dumps(row), flush=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+    _release_gpu()
 
 
 def _release_gpu() -> None:
@@ -336,6 +353,132 @@ def _release_gpu() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+
+
+# -- stage: the deformable convolution, kernel against kernel, and where zsm's time goes ------------
+def stage_dcn(campaign: Campaign, seconds: float) -> dict:
+    """``benchmarks/dcn_speed.py --triton`` (Triton vs torchvision vs ours in float16 at zsm's
+    shapes) and ``--profile`` (torch.profiler over one zsm forward: the top kernels), into the log.
+    A dry run checks that both refuse in one line without CUDA."""
+    script = str(REPO / "benchmarks" / "dcn_speed.py")
+    began = time.monotonic()
+    speed = run_boxed(campaign, "dcn --triton", python_cmd(script, "--triton", "--repeat", "3"), seconds * 0.5)
+    profile = run_boxed(
+        campaign, "dcn --profile", python_cmd(script, "--profile"), seconds - (time.monotonic() - began)
+    )
+    refused = campaign.dry_run and speed["rc"] != 0 and profile["rc"] != 0  # no CUDA: one line each, exit 1
+    rc = 0 if refused else max(speed["rc"] or 0, profile["rc"] or 0)
+    return {"rc": rc, "timed_out": speed["timed_out"] or profile["timed_out"], "speed": speed, "profile": profile,
+            "seconds": round(time.monotonic() - began, 1)}  # fmt: skip
+
+
+# -- stage: the largest untiled frame under a memory cap ---------------------------------------------
+def stage_frames(campaign: Campaign, seconds: float) -> dict:
+    out = Path("/tmp/stvsr-frames.jsonl")
+    out.unlink(missing_ok=True)
+    spec = FRAMES_DRY if campaign.dry_run else {
+        "models": FRAME_MODELS, "caps": FRAME_CAPS_GIB, "sizes": FRAME_SIZES, "sides": (128, 256),
+    }  # fmt: skip
+    result = run_boxed(
+        campaign, "frames", python_cmd(__file__, "--worker", "frames", json.dumps(spec), str(out)), seconds
+    )
+    result["models"] = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
+    return result
+
+
+def worker_frames(spec_text: str, out_path: str) -> None:
+    """Per model (random weights, the device's defaults): the peak of one call at each size; the
+    memory profile (``fixed + per_pixel * pixels``, as the tiler predicts); and for each cap the
+    largest 16:9 frame it predicts, checked by one call under that cap (the allocator limited by
+    ``torch.cuda.set_per_process_memory_fraction``), 15 % smaller after each failure, 3 tries."""
+    import dataclasses
+
+    import torch
+
+    from stvsr_cli.models.loader import load_model
+    from stvsr_cli.models.registry import load_registry
+    from stvsr_cli.pipeline.memory import measure_profile
+    from stvsr_cli.pipeline.tiles import is_out_of_memory
+
+    spec = json.loads(spec_text)
+    cuda = torch.cuda.is_available()
+    total = torch.cuda.get_device_properties(0).total_memory if cuda else None
+    for name in spec["models"]:
+        row: dict = {"model": name}
+        try:
+            registered = load_registry().get(name)
+            model_spec = dataclasses.replace(registered, weights=None)
+            scale = 4 if model_spec.scales is None else model_spec.scales[0]
+            fps_x = 2 if model_spec.fps_x is None else model_spec.fps_x[0]
+            upscaler = load_model(model_spec, scale=scale, device="cuda" if cuda else "cpu")
+            window, multiple = model_spec.window, max(8, upscaler.size_multiple)
+            weights = sum(p.numel() * p.element_size() for p in upscaler.module.parameters())
+            row.update(window=window, half=upscaler.half, weights_gib=_gib(weights))
+
+            row["peak_gib"] = {}
+            for width, height in spec["sizes"]:
+                try:
+                    _, peak = _timed_call(upscaler, window, fps_x, width, height)
+                    row["peak_gib"][f"{width}x{height}"] = _gib(peak + weights)
+                except Exception as exc:
+                    if not is_out_of_memory(exc):
+                        raise
+                    row["peak_gib"][f"{width}x{height}"] = "out of memory"
+                    del exc
+                    _release_gpu()
+            profile = measure_profile(upscaler, window, fps_x, sides=tuple(spec["sides"]))
+            row["profile"] = {"fixed_gib": _gib(profile.fixed), "per_lr_pixel_kib": round(profile.per_pixel / 1024, 1)}
+            row["largest"] = {}
+            for cap in spec["caps"]:
+                cap_bytes = cap * 2**30
+                room = cap_bytes - weights - profile.fixed
+                pixels = max(0.0, room / max(profile.per_pixel, 1.0))
+                height = int(math.sqrt(pixels * 9 / 16)) // multiple * multiple
+                entry: dict = {"predicted": f"{height * 16 // 9 // multiple * multiple}x{height}", "tries": []}
+                if cuda:
+                    torch.cuda.set_per_process_memory_fraction(min(1.0, cap_bytes / total))
+                for _ in range(3):
+                    width = height * 16 // 9 // multiple * multiple
+                    if height < multiple:
+                        break
+                    try:
+                        seconds, peak = _timed_call(upscaler, window, fps_x, width, height)
+                        entry["tries"].append({"size": f"{width}x{height}", "ok": True, "seconds": round(seconds, 2),
+                                               "peak_gib": _gib(peak + weights)})  # fmt: skip
+                        entry["largest"] = f"{width}x{height}"
+                        break
+                    except Exception as exc:
+                        if not is_out_of_memory(exc):
+                            raise
+                        entry["tries"].append({"size": f"{width}x{height}", "ok": False})
+                        del exc
+                        _release_gpu()
+                        height = int(height * 0.85) // multiple * multiple
+                if cuda:
+                    torch.cuda.set_per_process_memory_fraction(1.0)
+                row["largest"][f"{cap}GiB"] = entry
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"
+        _emit_row(row, out_path)
+
+
+def _timed_call(upscaler, window: int, fps_x: int, width: int, height: int) -> tuple[float, int]:
+    """Seconds and peak memory (above what was in use) of one call on a random window."""
+    import torch
+
+    from stvsr_cli.pipeline.memory import PeakMeter
+
+    frames = torch.rand(window, 3, height, width, device=upscaler.device)
+    began = time.perf_counter()
+    with PeakMeter(upscaler.device) as meter:
+        upscaler(frames, fps_x)
+        if upscaler.device.type == "cuda":
+            torch.cuda.synchronize()
+    return time.perf_counter() - began, meter.peak
+
+
+def _gib(value: float) -> float:
+    return round(value / 2**30, 3)
 
 
 # -- the training data ---------------------------------------------------------------------------------
@@ -403,10 +546,7 @@ def worker_probe(spec_text: str, out_path: str) -> None:
                     row["peak_memory_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {exc}"
-        print(json.dumps(row), flush=True)
-        with open(out_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        _release_gpu()
+        _emit_row(row, out_path)
 
 
 # -- stage 5: training ---------------------------------------------------------------------------------
@@ -615,7 +755,9 @@ def device_command(budget: int) -> str:
 
 
 # -- the whole campaign -----------------------------------------------------------------------------------
-STAGES = ("setup", "machine", "pytest", "bench", "probe", "train")
+STAGES = ("setup", "machine", "pytest", "bench", "dcn", "frames", "probe", "train")
+# The probe measured the candidates on 2026-11-30 (KNOWN_RATE); its minute now goes to "frames".
+DEFAULT_STAGES = ("machine", "pytest", "bench", "dcn", "frames", "train")
 
 
 def campaign_main(
@@ -637,7 +779,13 @@ def campaign_main(
             campaign.stage("pytest", stage_pytest(campaign, min(80 * scale, campaign.left() - 60)))
         if "bench" in only:
             campaign.stage(
-                "bench", stage_bench(campaign, min(130 * scale + (60 if dry_run else 0), campaign.left() - 60))
+                "bench", stage_bench(campaign, min(200 * scale + (60 if dry_run else 0), campaign.left() - 60))
+            )
+        if "dcn" in only:
+            campaign.stage("dcn", stage_dcn(campaign, min(45, campaign.left() - 60)))
+        if "frames" in only:
+            campaign.stage(
+                "frames", stage_frames(campaign, min(60 * scale + (60 if dry_run else 0), campaign.left() - 60))
             )
         data, evaluate = training_clips(campaign)
         if "probe" in only:
@@ -660,7 +808,8 @@ def stage_ok(result: dict) -> bool:
     """A stage's process ended by itself with 0, and no test, bench row or candidate failed."""
     if result.get("rc", 0) != 0 or result.get("timed_out") or result.get("failed"):
         return False
-    return not any("error" in row for row in result.get("rows", []) + result.get("candidates", []))
+    rows = result.get("rows", []) + result.get("candidates", []) + result.get("models", [])
+    return not any("error" in row for row in rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -673,7 +822,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-data", type=Path, default=SHARED_DATA / "train")
     parser.add_argument("--eval-data", type=Path, default=SHARED_DATA / "eval")
     parser.add_argument("--eval-clips", type=int, default=3)
-    parser.add_argument("--only", default=",".join(STAGES[1:]), help="Stages to run, comma-separated (default: all).")
+    parser.add_argument(
+        "--only", default=",".join(DEFAULT_STAGES),
+        help=f"Stages to run, comma-separated (default: {','.join(DEFAULT_STAGES)}; known: {','.join(STAGES[1:])}).",
+    )  # fmt: skip
     parser.add_argument(
         "--init", default=CONTINUE_FROM,
         help=f"Train from this registered model's weights (default {CONTINUE_FROM}; 'none': from scratch).",
@@ -684,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         kind, spec, out = args.worker
-        {"bench": worker_bench, "probe": worker_probe}[kind](spec, out)
+        {"bench": worker_bench, "probe": worker_probe, "frames": worker_frames}[kind](spec, out)
         return 0
     if args.prepare:
         report = prepare(args.wheel, args.train_data, args.eval_data, args.eval_clips)
@@ -700,8 +852,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown stages: {', '.join(sorted(unknown))} (known: {', '.join(STAGES[1:])})")
     init = None if args.dry_run or args.init.lower() == "none" else args.init  # a dry run's network is tiny
     lr = args.lr or (CONTINUE_LR if init else None)
+    rate = args.rate or (None if args.dry_run else KNOWN_RATE)
     record = campaign_main(
-        args.out, args.dry_run, args.budget if not args.dry_run else min(args.budget, 240), only, init, args.rate, lr
+        args.out, args.dry_run, args.budget if not args.dry_run else min(args.budget, 240), only, init, rate, lr
     )
     summary = {k: record.get(k) for k in ("complete", "failed_stages", "error")}
     print(json.dumps({**summary, "out": str(args.out)}))

@@ -22,22 +22,26 @@ from typing import TYPE_CHECKING
 from stvsr_cli import hub
 from stvsr_cli.errors import InputError, OutputError, UsageError
 from stvsr_cli.io.decode import VideoInfo
-from stvsr_cli.io.encode import EncodeSettings, choose_codec, is_disk_full, output_format
+from stvsr_cli.io.encode import EncodeSettings, choose_codec, encoder_pixels, is_disk_full, output_format
 from stvsr_cli.io.workdir import UNWRITABLE_ERRNOS, WorkFolder, input_identity
 from stvsr_cli.models.registry import ModelSpec, Registry, load_registry
 from stvsr_cli.options import UpscaleOptions
 from stvsr_cli.pipeline.classic_frames import ClassicFrames
 from stvsr_cli.pipeline.memory import budgeted_runner
 from stvsr_cli.pipeline.plan import OutputGrid, output_grid, plan_run
+from stvsr_cli.pipeline.planes import plane_layout
 from stvsr_cli.pipeline.repeats import Dedup, choose_repeats
 from stvsr_cli.pipeline.run import run_windows
 from stvsr_cli.pipeline.sink import OutputSink, Segments
 from stvsr_cli.pipeline.source import Progress, Source, find_cuts_and_repeats, find_scene_cuts, open_source
 from stvsr_cli.pipeline.stages import StageClock
 from stvsr_cli.pipeline.tiles import OutOfMemoryFallback
+from stvsr_cli.pipeline.transfer import Transfers
 from stvsr_cli.pipeline.windows import WindowPlan
 
 if TYPE_CHECKING:
+    import torch
+
     from stvsr_cli.models.loader import Upscaler
 
 
@@ -143,7 +147,13 @@ def on_arrays(spec: ModelSpec, options: UpscaleOptions) -> bool:
     ``pipeline.classic_frames``). ``--device auto`` counts as the CPU here: FFmpeg's scaler keeps up
     with the encoder, so a GPU would gain little; ``--device cuda`` or ``--half`` run the tensor model.
     ``--tile`` and ``--max-memory`` size nothing there: no frame is held as floats."""
-    return spec.arch == "classic" and options.device in ("auto", "cpu") and not options.half and not options.weights
+    return (
+        spec.arch == "classic"
+        and options.device in ("auto", "cpu")
+        and not options.half
+        and not options.weights
+        and not options.device_colour
+    )
 
 
 def upscale(
@@ -189,7 +199,9 @@ def upscale(
     if on_info is not None:
         on_info(source.info, job, grid)
     settings = choose_codec(options.encode, device.split(":")[0], source.info.bit_depth)
-    work, note = WorkFolder.open(job.dst, _work_record(job, settings), restart=options.restart)
+    transfers = None if upscaler is None else _transfers(upscaler.device, job, source.info, grid, settings)
+    device_colour = transfers is not None and transfers.layout is not None
+    work, note = WorkFolder.open(job.dst, _work_record(job, settings, device_colour), restart=options.restart)
     if note and on_note is not None:
         on_note(note)
     if upscaler is None:
@@ -209,7 +221,7 @@ def upscale(
         sink = OutputSink(segments, threaded=options.pipelined)
         warnings = _run(
             source, plan, runner, sink, progress, pin_memory=options.pipelined, dedup=dedup,
-            batch_windows=options.speed.batch_windows, clock=stage_clock,
+            batch_windows=options.speed.batch_windows, clock=stage_clock, transfers=transfers,
         )  # fmt: skip
         warnings += segments.join(job.dst)
     except BaseException as exc:
@@ -226,10 +238,33 @@ def upscale(
                    warnings=warnings, seconds=time.perf_counter() - began)  # fmt: skip
 
 
-def _work_record(job: Job, settings: EncodeSettings) -> dict:
+def _work_record(job: Job, settings: EncodeSettings, device_colour: bool) -> dict:
     """What a resumable run must share with this one: the input's identity and the options."""
-    options = job.options.manifest(model=job.spec.name, window=job.window, overlap=job.overlap, encode=settings)
+    options = job.options.manifest(
+        model=job.spec.name, window=job.window, overlap=job.overlap, encode=settings, device_colour=device_colour
+    )
     return {"input": input_identity(job.src), "options": options}
+
+
+def _transfers(
+    device: torch.device, job: Job, info: VideoInfo, grid: OutputGrid, settings: EncodeSettings
+) -> Transfers:
+    """How frames travel to the model's device and back: pinned and on a copy stream on CUDA
+    (not in the plain baseline); converted there to the encoder's planes with ``device_colour``
+    (default: on CUDA) where the output's pixel format allows it (planar YUV)."""
+    options = job.options
+    cuda = device.type == "cuda"
+    wanted = options.device_colour if options.device_colour is not None else cuda and options.pipelined
+    layout = None
+    if wanted:
+        scale = options.scale
+        width, height = info.width * scale, info.height * scale
+        pix_fmt, colour = encoder_pixels(
+            output_format(job.dst), info, width=width, height=height, rate=grid.rate, settings=settings
+        )
+        layout = plane_layout(pix_fmt, colour, width, height)
+    side_stream = options.speed.uses_copy_stream(device.type) and options.pipelined
+    return Transfers(device, pinned=options.pipelined, side_stream=side_stream, layout=layout)
 
 
 def _segments(
@@ -282,7 +317,7 @@ def _nearest_time_warning(spec: ModelSpec, grid: OutputGrid, dedup: Dedup | None
 def _run(
     source: Source, plan: WindowPlan, runner: OutOfMemoryFallback | ClassicFrames, sink: OutputSink,
     progress: Progress | None, *, pin_memory: bool, dedup: Dedup | None = None, batch_windows: int = 1,
-    clock: StageClock | None = None,
+    clock: StageClock | None = None, transfers: Transfers | None = None,
 ) -> list[str]:  # fmt: skip
     """Decode (without ``dedup``'s repeated frames), run the model windows not done yet, encode;
     returns the reader's warnings."""
@@ -296,6 +331,7 @@ def _run(
             run_windows(
                 frames, plan, runner, sink.frame, report, skip_windows=done, first_frame=first_frame,
                 on_window_done=sink.window_done, pin_memory=pin_memory, batch_windows=batch_windows, clock=clock,
+                transfers=transfers,
             )  # fmt: skip
             sink.close()
         except BaseException as exc:

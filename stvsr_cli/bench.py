@@ -24,7 +24,7 @@ import av
 import numpy as np
 import torch
 
-from stvsr_cli.api import on_arrays, upscale
+from stvsr_cli.api import UpscaleResult, on_arrays, upscale
 from stvsr_cli.errors import UsageError
 from stvsr_cli.io.encode import EncodeSettings, choose_codec
 from stvsr_cli.models.loader import load_model
@@ -62,14 +62,18 @@ class BenchResult:
     channels_last: bool
     compile_mode: str | None  # torch.compile's mode, None when not compiled
     batch_windows: int  # windows per model call
+    deform_conv: str | None  # the deformable convolution's implementation (None: the model has none)
+    copy_stream: bool  # end to end: copies to and from the GPU on their own stream, beside the model
+    device_colour: bool  # end to end: the encoder's YUV made on the model's device
     compile_seconds: float  # the warm-up call, which compiles when compiling
     codec: str  # the encoder of the end-to-end run
     e2e_frames: int
     e2e_seconds: float
     e2e_fps: float
     # Seconds per stage of the end-to-end run, summed over its threads (decode and to RGB in the
-    # decoder's, to YUV and encode in the encoder's: they overlap the model's); on CUDA each
-    # upload, model and download is synchronised to be counted where it belongs.
+    # decoder's, to YUV and encode in the encoder's: they overlap the model's); on CUDA a second
+    # run, each upload, model and download synchronised to be counted where it belongs (the
+    # first, which e2e_fps is from, runs without: syncs would stop copies overlapping the model).
     stage_seconds: dict[str, float]
     peak_memory_gib: float
     memory: str  # what the peak measures
@@ -115,18 +119,25 @@ def bench(
     plain: bool = False,
     registry: Registry | None = None,
     speed: Speed | None = None,
+    device_colour: bool | None = None,
+    stage_times: bool = True,
 ) -> BenchResult:
     """Time ``model`` (random weights) alone on a window of ``size`` frames and end to end on a
     synthetic clip of ``frames`` frames. ``codec`` forces the encoder (default: what ``upscale``
     chooses, NVENC on CUDA where it opens); ``plain`` runs the baseline (float32, no pinned memory,
-    no encoder thread). ``speed`` switches the speed-ups (``models.speed``) for both measurements;
-    with ``batch_windows`` the model-only call runs that many windows at once."""
+    no encoder thread, no copy stream, colour converted by swscale). ``speed`` switches the
+    speed-ups (``models.speed``) for both measurements; with ``batch_windows`` the model-only call
+    runs that many windows at once. ``device_colour`` as ``upscale``'s (end to end). On CUDA,
+    ``stage_times`` adds a second end-to-end run with each stage synchronised and timed."""
     speed = speed or Speed()
     if plain:
         if half:
             raise UsageError("--plain is the float32 baseline", "drop --half")
-        if speed.compile_mode or speed.batch_windows > 1:
-            raise UsageError("--plain is the baseline: one window a call, not compiled", "drop the speed options")
+        if speed.compile_mode or speed.batch_windows > 1 or speed.copy_stream or device_colour:
+            raise UsageError(
+                "--plain is the baseline: one window a call, not compiled, copies and colour on the host",
+                "drop the speed options",
+            )
         half = False
     registry = registry or load_registry()
     registered = registry.get(model)
@@ -142,7 +153,9 @@ def bench(
         torch.cuda.reset_peak_memory_stats(dev)
     windows = torch.rand(speed.batch_windows, spec.window, 3, height, width, device=dev)
     # What upscale runs: classic on the CPU works on uint8 arrays (FFmpeg's scaler), not tensors.
-    arrays = on_arrays(spec, UpscaleOptions(model=spec.name, device=str(dev), half=upscaler.half))
+    arrays = on_arrays(
+        spec, UpscaleOptions(model=spec.name, device=str(dev), half=upscaler.half, device_colour=device_colour)
+    )
     lr_arrays = list((windows[0].permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy())
     per_window = fps_x * (spec.window - 1) + 1  # output frames of one call on one window
     times = [Fraction(i, fps_x) for i in range(per_window)]
@@ -171,24 +184,23 @@ def bench(
     limit = peak_rate * 1e12 / per_useful if per_useful else None
     settings = choose_codec(EncodeSettings(codec=codec), dev.type)
 
-    stages = StageClock(sync=(lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else None)
+    cuda = dev.type == "cuda"
+    stages = StageClock(sync=(lambda: torch.cuda.synchronize(dev)) if cuda else None)
     with tempfile.TemporaryDirectory(prefix="stvsr-bench-") as tmp:
         clip = Path(tmp) / "clip.mp4"
         synthetic_clip(clip, frames, width, height)
-        result = upscale(
-            clip,
-            Path(tmp) / "out.mp4",
-            model=spec.name,
-            scale=scale,
-            fps_x=fps_x,
-            device=str(dev),
-            half=upscaler.half,
-            encode=settings,
-            pipelined=not plain,
-            registry=Registry(models={spec.name: spec}, default=spec.name),
-            speed=speed,
-            stage_clock=stages,
-        )
+
+        def run(clock: StageClock | None) -> UpscaleResult:
+            return upscale(
+                clip, Path(tmp) / "out.mp4", model=spec.name, scale=scale, fps_x=fps_x, device=str(dev),
+                half=upscaler.half, encode=settings, pipelined=not plain, device_colour=device_colour,
+                registry=Registry(models={spec.name: spec}, default=spec.name), speed=speed, stage_clock=clock,
+                overwrite=True,
+            )  # fmt: skip
+
+        result = run(None if cuda else stages)  # on the CPU the clock syncs nothing: one run does both
+        if cuda and stage_times:
+            run(stages)
     peak, memory = _peak_memory(dev)
     return BenchResult(
         model=spec.name,
@@ -216,6 +228,9 @@ def bench(
         channels_last=speed.uses_channels_last(dev.type),
         compile_mode=speed.compile_mode,
         batch_windows=speed.batch_windows,
+        deform_conv=_deform_conv_name(upscaler.module),
+        copy_stream=speed.uses_copy_stream(dev.type) and not plain,
+        device_colour=(device_colour if device_colour is not None else cuda) and not plain,
         compile_seconds=compile_seconds,
         codec=settings.codec or "libx264",
         e2e_frames=result.frames_out,
@@ -226,6 +241,11 @@ def bench(
         memory=memory,
         random_weights=registered.weights is not None,
     )
+
+
+def _deform_conv_name(module: torch.nn.Module) -> str | None:
+    impl = next((m.deform_conv for m in module.modules() if hasattr(type(m), "deform_conv")), None)
+    return None if impl is None else impl.__name__
 
 
 def matmul_tflop_s(device: torch.device, seconds: float = 0.5) -> float:

@@ -249,6 +249,11 @@ def eval_command(
 @click.option("--half/--no-half", default=None, help="float16 autocast (default: on for CUDA where supported).")
 @click.option("--codec", default=None, help="End-to-end encoder (default: NVENC on CUDA where it opens, else x264).")
 @click.option("--plain", is_flag=True, help="The baseline: float32, no pinned memory, no encoder thread.")
+@click.option(
+    "--device-colour/--no-device-colour",
+    default=None,
+    help="End to end: the encoder's YUV made on the model's device (default: on for CUDA).",
+)
 @speed_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
@@ -256,7 +261,7 @@ def bench_command(ctx: click.Context, as_json: bool, **opts: Any) -> None:
     """Measure model-only and end-to-end speed and peak memory on this machine."""
     from stvsr_cli.bench import bench
 
-    keys = ("size", "frames", "device", "half", "codec", "plain")
+    keys = ("size", "frames", "device", "half", "codec", "plain", "device_colour")
     r = _guarded(lambda: bench(opts["model"], speed=speed_from(opts), **{k: opts[k] for k in keys}), debug=_debug(ctx))
     click.echo(json.dumps(r.to_json()) if as_json else bench_text(r))
 

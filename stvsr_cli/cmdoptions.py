@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from stvsr_cli.io.encode import EncodeSettings
-from stvsr_cli.models.speed import MAX_BATCH_WINDOWS, Speed
+from stvsr_cli.models.speed import DEFORM_CONVS, MAX_BATCH_WINDOWS, Speed
 from stvsr_cli.options import DEDUP_MODES, DEFAULT_SEGMENT_FRAMES, DEINTERLACE_MODES, UpscaleOptions
 from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD
 
@@ -105,6 +105,11 @@ model_options = option_group(
         help="auto, cpu, cuda or cuda:N (classic runs on the CPU unless cuda is named).",
     ),
     click.option("--half/--no-half", default=None, help="float16 inference (default: on for CUDA where supported)."),
+    click.option(
+        "--device-colour/--no-device-colour",
+        default=None,
+        help="Convert to the encoder's YUV on the model's device; only its planes come back (default: on for CUDA).",
+    ),
     max_memory_option,
     click.option(
         "--weights",
@@ -127,8 +132,21 @@ speed_options = option_group(
         show_default=True,
         help="Windows per model call, for small frames on a GPU.",
     ),
+    click.option(
+        "--copy-stream/--no-copy-stream",
+        default=None,
+        help="Copy frames to and from the GPU on a stream of their own, beside the model (default: on for CUDA).",
+    ),
+    click.option(
+        "--deform-conv",
+        type=click.Choice(DEFORM_CONVS),
+        default="auto",
+        show_default=True,
+        help="Deformable convolution: torchvision's kernel (auto on CUDA), ours in PyTorch (auto on the CPU), "
+        "or a fused Triton kernel (CUDA).",
+    ),
 )
-SPEED_KEYS = ("channels_last", "compile", "cuda_graphs", "batch_windows")
+SPEED_KEYS = ("channels_last", "compile", "cuda_graphs", "batch_windows", "copy_stream", "deform_conv")
 
 
 # What a run does besides the model: frame rate, tiles, encoder, piece, scene cuts, deinterlacing, repeats.

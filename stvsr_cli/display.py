@@ -214,6 +214,9 @@ def _speedups(r) -> str:
           if used]  # fmt: skip
     if r.batch_windows > 1:
         on.append(f"{r.batch_windows} windows a call")
+    on += [name for name, used in (("copy stream", r.copy_stream), ("colour on the device", r.device_colour)) if used]
+    if r.deform_conv:
+        on.append(f"deformable convolution: {r.deform_conv}")
     return ", ".join(on) or "none"
 
 

@@ -33,7 +33,9 @@ class UpscaleOptions:
     ``fps`` (a number or a fraction such as "60000/1001") asks for that output frame rate instead
     of the factor ``fps_x``. ``tile`` is in LR pixels, 0 for off. ``start``/``duration`` are
     seconds. ``pipelined=False`` is the plain baseline ``stvsr bench --plain`` measures: frames
-    copied to the GPU from pageable memory and encoded in the model's thread.
+    copied to the GPU from pageable memory, converted to YUV by swscale and encoded in the model's
+    thread. ``device_colour``: RGB to the encoder's YUV on the model's device (only the planes come
+    back; None: on with CUDA).
     """
 
     model: str | None = None  # None: the registry's default
@@ -46,6 +48,7 @@ class UpscaleOptions:
     max_memory: int | str | None = None  # bytes (or "4G"); None: a share of the memory free at start
     device: str = "auto"
     half: bool | None = None  # None: float16 on CUDA where the model allows it
+    device_colour: bool | None = None  # None: the encoder's planes made on a CUDA device (pipeline.planes)
     weights: Path | None = None  # a local weights file instead of the registered one
     offline: bool | None = None  # None: HF_HUB_OFFLINE decides
     encode: EncodeSettings = field(default_factory=EncodeSettings)
@@ -83,10 +86,15 @@ class UpscaleOptions:
         if self.segment_frames < 1:
             raise UsageError("--segment-frames must be at least 1")
 
-    def manifest(self, *, model: str, window: int, overlap: int, encode: EncodeSettings) -> dict[str, Any]:
+    def manifest(
+        self, *, model: str, window: int, overlap: int, encode: EncodeSettings, device_colour: bool = False
+    ) -> dict[str, Any]:
         """What the work folder records to tell a resumable run: the options as resolved for the run
-        (model, window and encoder chosen) that shape the output, the weights file by identity."""
-        resolved = replace(self, model=model, window=window, overlap=overlap, encode=encode)
+        (model, window, encoder and colour conversion chosen) that shape the output, the weights
+        file by identity."""
+        resolved = replace(
+            self, model=model, window=window, overlap=overlap, encode=encode, device_colour=device_colour
+        )
         record = {k: v for k, v in asdict(resolved).items() if k not in _RUN_ONLY}
         record["weights"] = input_identity(self.weights) if self.weights else None
         return {"stvsr": __version__, **record}

@@ -18,7 +18,8 @@ from stvsr_cli.models.loader import load_model
 from stvsr_cli.models.registry import load_registry
 from stvsr_cli.pipeline import classic_frames
 from stvsr_cli.pipeline.classic_frames import ClassicFrames, blend_integer
-from stvsr_cli.pipeline.run import run_windows, to_arrays, to_tensor
+from stvsr_cli.pipeline.run import run_windows
+from stvsr_cli.pipeline.transfer import to_arrays, to_tensor
 from stvsr_cli.pipeline.windows import plan_windows
 
 

@@ -277,3 +277,68 @@ def test_learned_model_end_to_end_on_cuda(tmp_path):
     value = frames_psnr(frames, reference.frames)
     print(f"MEASURE e2e stvun seconds={result.seconds:.2f} psnr_vs_cpu={value:.2f}")
     assert value >= E2E_MIN_PSNR
+
+
+# 7. Copies on a side stream and the encoder's planes made on the GPU (issue 24).
+
+
+def test_copy_stream_and_device_planes_give_the_host_paths_frames():
+    """A window through a CUDA model with copies on their own stream, collected a call late, and
+    planes converted on the GPU: the same frames as the synchronous copy and the CPU's conversion."""
+    from stvsr_cli.io.colour import AVCOL_RANGE_MPEG, stream_colour
+    from stvsr_cli.pipeline.planes import plane_layout, rgb_to_planes, split_planes
+    from stvsr_cli.pipeline.run import run_windows
+    from stvsr_cli.pipeline.transfer import Transfers
+    from stvsr_cli.pipeline.windows import plan_windows
+
+    model = load_model(spec_of("classic"), scale=4, device="cuda")
+    frames = [pattern(i, 48, 64) for i in range(13)]
+    plan = plan_windows(len(frames), 4, 1, 2)
+    plain, streamed = [], []
+    run_windows(frames, plan, model, plain.append, transfers=Transfers(CUDA, pinned=False))
+    side = Transfers(CUDA, side_stream=True)
+    assert side.deferred
+    run_windows(frames, plan, model, streamed.append, transfers=side, batch_windows=2)
+    assert len(plain) == len(streamed) == 26
+    assert max(int(np.abs(a.astype(int) - b).max()) for a, b in zip(plain, streamed)) <= 1
+
+    colour = stream_colour("yuv420p10le", 256, 192, 1, 1, 1, AVCOL_RANGE_MPEG)
+    layout = plane_layout("yuv420p10le", colour, 256, 192)
+    rgb = torch.rand(3, 3, 192, 256)
+    on_gpu = Transfers(CUDA, layout=layout, side_stream=True).download(rgb.to(CUDA), np.uint16)()
+    on_cpu = split_planes(rgb_to_planes(rgb, layout).numpy(), layout)
+    for a, b in zip(on_gpu, on_cpu):
+        for pa, pb in zip(a.arrays, b.arrays):
+            assert np.abs(pa.astype(int) - pb).max() <= 1
+
+
+def test_upscale_on_cuda_with_device_colour_matches_the_host_conversion(tmp_path):
+    src = tmp_path / "in.mp4"
+    make_video(src, frames=8, size=(64, 48), content=smooth)
+    lossless = EncodeSettings(codec="libx264", crf=0)
+    runs = {}
+    for device_colour in (False, True):
+        out = tmp_path / f"dc{int(device_colour)}.mp4"
+        began = time.perf_counter()
+        upscale(src, out, model="classic", device="cuda", encode=lossless, device_colour=device_colour)
+        runs[device_colour] = (read_frames(out), time.perf_counter() - began)
+    value = frames_psnr(runs[True][0], runs[False][0])
+    print(f"MEASURE device_colour psnr_vs_host={value:.2f} seconds host={runs[False][1]:.2f} gpu={runs[True][1]:.2f}")
+    assert value >= 45
+
+
+def test_ten_bit_sources_encode_with_hevc_nvenc_where_it_opens(tmp_path):
+    from media import make_ramp_video
+
+    error = encoder_open_error("hevc_nvenc", "p010le") if "hevc_nvenc" in av.codecs_available else "not compiled in"
+    if error:
+        assert choose_codec(EncodeSettings(), "cuda", bit_depth=10) == EncodeSettings()
+        pytest.skip(f"hevc_nvenc does not open here ({error}); 10-bit outputs use x264")
+    src = tmp_path / "ramp.mkv"
+    make_ramp_video(src, frames=6, size=(64, 48))
+    out = tmp_path / "out.mkv"
+    upscale(src, out, model="classic", device="cuda")
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "hevc" and stream.codec_context.pix_fmt == "p010le"
+        assert len(list(container.decode(stream))) == 12

@@ -14,6 +14,7 @@ from media import make_video
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "gpu_campaign.py"
+STAGES = ("machine", "pytest", "bench", "dcn", "frames", "probe", "train")  # every stage, the probe too
 
 
 def _campaign():
@@ -27,8 +28,9 @@ def _campaign():
 def test_dry_run_writes_a_complete_record(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--dry-run", "--out", str(out)], capture_output=True, text=True, timeout=400
-    )
+        [sys.executable, str(SCRIPT), "--dry-run", "--out", str(out), "--only", ",".join(STAGES)],
+        capture_output=True, text=True, timeout=400,
+    )  # fmt: skip
     record = json.loads((out / "campaign.json").read_text())
     assert proc.returncode == 0, (record.get("failed_stages"), record.get("error"), proc.stdout[-2000:])
     assert record["complete"] and record["dry_run"] and not record["failed_stages"]
@@ -43,6 +45,11 @@ def test_dry_run_writes_a_complete_record(tmp_path):
         assert row["model_useful_fps"] <= row["model_fps"]  # overlap outputs are not counted as useful
         assert row["e2e_frames"] > 0 and row["codec"]
     assert all(c["steps_per_s"] > 0 for c in stages["probe"]["candidates"])
+    frames = stages["frames"]["models"]
+    assert frames and not any("error" in m for m in frames), frames
+    for model in frames:  # a peak per size; for each cap a predicted frame, checked by a call
+        assert all(isinstance(v, float) and v > 0 for v in model["peak_gib"].values())
+        assert all(entry["tries"] and entry["tries"][0]["ok"] for entry in model["largest"].values())
     train = stages["train"]
     assert train["rc"] == 0 and train["log"][-1]["step"] == train["steps"]
     weights = out / "train" / train["exported"][".safetensors"]

@@ -2,7 +2,8 @@ import numpy as np
 import torch
 
 from stvsr_cli.models.classic import Classic
-from stvsr_cli.pipeline.run import run_windows, to_arrays, to_tensor
+from stvsr_cli.pipeline.run import run_windows
+from stvsr_cli.pipeline.transfer import to_arrays, to_tensor
 from stvsr_cli.pipeline.windows import plan_windows
 
 

@@ -68,7 +68,10 @@ def test_nvenc_is_chosen_only_where_it_opens_and_fits():
     assert choose_codec(plain, "cpu", can_open=lambda *a: True) == plain  # the model on the CPU: x264
     assert choose_codec(plain, "cuda", can_open=lambda *a: True).codec == "h264_nvenc"
     assert choose_codec(plain, "cuda", can_open=lambda *a: False) == plain  # no driver: x264
-    assert choose_codec(plain, "cuda", bit_depth=10, can_open=lambda *a: True) == plain  # no 10-bit H.264 NVENC
+    # No 10-bit H.264 NVENC: HEVC NVENC in p010 where it opens, else x264.
+    deep = choose_codec(plain, "cuda", bit_depth=10, can_open=lambda *a: True)
+    assert deep == (EncodeSettings("hevc_nvenc", pix_fmt="p010le") if "hevc_nvenc" in av.codecs_available else plain)
+    assert choose_codec(plain, "cuda", bit_depth=10, can_open=lambda codec, fmt: fmt != "p010le") == plain
     asked = EncodeSettings(crf=20)
     assert choose_codec(asked, "cuda", can_open=lambda *a: True) == asked
 

@@ -1,6 +1,7 @@
 """The speed-ups (issue 24), each on its own switch: on the CPU each runs and changes no frame beyond
 float rounding, or is refused in one line."""
 
+import os
 import threading
 import time
 
@@ -117,7 +118,11 @@ def test_channels_last_and_batches_change_no_frame_of_a_run(tmp_path):
 def test_a_compiled_network_makes_the_same_frames(tmp_path, monkeypatch):
     """``--compile`` through TorchDynamo. Inductor's code generation takes minutes on 2 cores, so the
     graphs dynamo captures run on its eager backend here: what is tested is that each call goes
-    through the compiled module and that tracing the network changes nothing."""
+    through the compiled module and that tracing the network changes nothing; and that what
+    inductor compiles is kept in stvsr's cache folder, for the next run."""
+    monkeypatch.setenv("STVSR_CACHE", str(tmp_path))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "restored after the test")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
     compiled_calls = []
     original = torch.nn.Module.compile
 
@@ -131,6 +136,7 @@ def test_a_compiled_network_makes_the_same_frames(tmp_path, monkeypatch):
     plain = load_model(spec, scale=4, device="cpu")(frames, 2)
     compiled = load_model(spec, scale=4, device="cpu", speed=Speed(compile=True))
     assert compiled_calls == ["default"] and compiled.module._compiled_call_impl is not None
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "torch-compile")
     torch.testing.assert_close(compiled(frames, 2), plain, rtol=0, atol=1e-4)
 
 
@@ -177,3 +183,29 @@ def test_the_stage_clock_sums_each_stage_over_threads_and_syncs_the_device_stage
     assert list(table) == ["decode", "model"]  # in the order a frame meets them
     assert table["model"] >= 0.1 > table["decode"] >= 0.05  # two threads' seconds, added
     assert len(synced) == 2  # after each model block, not after decoding
+
+
+def test_the_deformable_convolution_is_chosen_by_flag_or_refused_in_one_line(tmp_path, monkeypatch):
+    from stvsr_cli.errors import UnsupportedOptionError
+    from stvsr_cli.models.ops.dcn import deform_conv2d_torch, pick_deform_conv, torchvision_deform_conv2d
+
+    cpu = torch.device("cpu")
+    assert pick_deform_conv(cpu, "torch") is deform_conv2d_torch
+    assert pick_deform_conv(cpu, "torchvision") is torchvision_deform_conv2d
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    with pytest.raises(UnsupportedOptionError, match="needs Triton and a CUDA device"):
+        pick_deform_conv(cpu, "triton")
+    with pytest.raises(UsageError):
+        Speed(deform_conv="cudnn")
+    upscaler = load_model(
+        load_registry().get("zsm-lite-cpu"), scale=4, device="cpu", speed=Speed(deform_conv="torchvision")
+    )
+    layers = [m for m in upscaler.module.modules() if hasattr(type(m), "deform_conv")]
+    assert layers and all(m.deform_conv is torchvision_deform_conv2d for m in layers)
+    src = tmp_path / "in.mp4"
+    make_video(src, frames=4, size=(16, 12))
+    result = CliRunner().invoke(
+        main, ["upscale", str(src), str(tmp_path / "out.mp4"), "-m", "zsm-lite-cpu", "--deform-conv", "triton"]
+    )
+    assert result.exit_code == 2 and "--deform-conv triton needs Triton" in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out.mp4").exists()

@@ -44,22 +44,40 @@ class EncodeSettings:
     pix_fmt: str | None = None
 
 
+@dataclass(frozen=True)
+class Planes:
+    """One frame as the encoder takes it: Y, U and V arrays (uint8, or uint16 for deeper formats)."""
+
+    pix_fmt: str
+    arrays: tuple[np.ndarray, np.ndarray, np.ndarray]
+
+    @property
+    def width(self) -> int:
+        return self.arrays[0].shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.arrays[0].shape[0]
+
+
 HARDWARE_CODECS = ("h264_nvenc",)  # tried in order when the model runs on a CUDA GPU and no --codec is given
+DEEP_HARDWARE_CODECS = (("hevc_nvenc", "p010le"),)  # the same for 10-bit sources (H.264 NVENC has no 10-bit)
 NVENC_OPTIONS = {"preset": "p5", "tune": "hq", "rc": "vbr", "cq": "19", "b": "0"}  # about x264's CRF 18
 
 
 def choose_codec(settings: EncodeSettings, device_type: str, bit_depth: int = 8, can_open=None) -> EncodeSettings:
-    """The encoder to use: the one asked for; else NVENC when the model runs on a CUDA GPU, the
-    source is 8-bit (H.264 NVENC has no 10-bit) and the encoder really opens (the FFmpeg build has
-    it, and so does the driver); else the default (x264). The GPU's own video encoder then takes
-    the encoding off the CPU. Asking for any encoder setting (--crf, --preset, --pix-fmt) keeps x264,
-    which those settings were written for."""
-    if settings != EncodeSettings() or device_type != "cuda" or bit_depth > 8:
+    """The encoder to use: the one asked for; else NVENC when the model runs on a CUDA GPU and the
+    encoder really opens (the FFmpeg build has it, and so does the driver): H.264 for 8-bit
+    sources, HEVC in 10 bits (p010) for deeper ones; else the default (x264). The GPU's own video
+    encoder then takes the encoding off the CPU. Asking for any encoder setting (--crf, --preset,
+    --pix-fmt) keeps x264, which those settings were written for."""
+    if settings != EncodeSettings() or device_type != "cuda":
         return settings
     opens = can_open or encoder_opens
-    for codec in HARDWARE_CODECS:
-        if codec in av.codecs_available and opens(codec, "yuv420p"):
-            return EncodeSettings(codec=codec)
+    candidates = [(codec, "yuv420p") for codec in HARDWARE_CODECS] if bit_depth <= 8 else DEEP_HARDWARE_CODECS
+    for codec, pix_fmt in candidates:
+        if codec in av.codecs_available and opens(codec, pix_fmt):
+            return EncodeSettings(codec=codec) if bit_depth <= 8 else EncodeSettings(codec=codec, pix_fmt=pix_fmt)
     return settings
 
 
@@ -155,7 +173,19 @@ class FrameEncoder:
         self._pts = start_pts(source, rate) + first_frame
         self._templates = templates if templates is not None else {}
 
-    def encode(self, rgb: np.ndarray) -> list[EncodedPacket]:
+    @property
+    def pix_fmt(self) -> str:
+        return self._stream.pix_fmt
+
+    @property
+    def colour(self) -> Colour:
+        """The matrix and range frames are converted to the stream's pixel format with."""
+        return self._colour
+
+    def encode(self, rgb: np.ndarray | Planes) -> list[EncodedPacket]:
+        """Encode one frame: RGB (converted here by swscale) or the stream's own planes."""
+        if isinstance(rgb, Planes):
+            return self._encode_frame(self._planes_frame(rgb))
         fmt = rgb_format(8 if rgb.dtype == np.uint8 else 16)
         key = (fmt, rgb.shape[1], rgb.shape[0])
         if key not in self._templates:  # looked up once, even when there is none
@@ -177,6 +207,20 @@ class FrameEncoder:
             frame = source.reformat(format=self._stream.pix_fmt, **self._colour.reformat_args(decoding=False))
         if frame is source:  # an RGB output format: no conversion, so no fresh frame; never hand out the template
             frame = av.VideoFrame.from_ndarray(rgb, format=fmt)
+        return self._encode_frame(frame)
+
+    def _planes_frame(self, planes: Planes) -> av.VideoFrame:
+        if planes.pix_fmt != self._stream.pix_fmt:
+            raise ValueError(f"planes of {planes.pix_fmt} for a {self._stream.pix_fmt} stream")
+        frame = av.VideoFrame(planes.width, planes.height, planes.pix_fmt)  # fresh: an encoder may keep it
+        for plane, samples in zip(frame.planes, planes.arrays):
+            rows = np.frombuffer(plane, dtype=samples.dtype).reshape(plane.height, -1)
+            rows[:, : samples.shape[1]] = samples
+        frame.colorspace = self._colour.matrix
+        frame.color_range = self._colour.range
+        return frame
+
+    def _encode_frame(self, frame: av.VideoFrame) -> list[EncodedPacket]:
         frame.pts = self._pts
         frame.time_base = self._time_base
         frame.duration = 1  # one output frame, not the decoded frame's duration in its own time base
@@ -204,6 +248,19 @@ class FrameEncoder:
             self._container.close()
         except Exception:
             pass
+
+
+def encoder_pixels(
+    fmt: str, source: VideoInfo, *, width: int, height: int, rate: Fraction, settings: EncodeSettings
+) -> tuple[str, Colour]:
+    """The pixel format and colour the output stream's frames are converted to (what ``FrameEncoder``
+    does), for converting them before they reach it."""
+    container = av.open(io.BytesIO(), "w", format=fmt)
+    try:
+        stream, colour = open_video_stream(container, source, width, height, rate, settings)
+        return stream.pix_fmt, colour
+    finally:
+        container.close()
 
 
 def start_pts(source: VideoInfo, rate: Fraction) -> int:
@@ -336,7 +393,7 @@ def _encoder_options(ctx, codec: str, settings: EncodeSettings) -> dict[str, str
         options["preset"] = DEFAULT_PRESET
     if "x265-params" in private:
         options["x265-params"] = "log-level=error"  # x265 prints a report per encoder otherwise
-    if codec in HARDWARE_CODECS:
+    if codec in HARDWARE_CODECS or codec in dict(DEEP_HARDWARE_CODECS):
         options.update(NVENC_OPTIONS)
     return options
 

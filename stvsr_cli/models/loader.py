@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -136,11 +137,24 @@ def load_model(
     module = module.eval().requires_grad_(False).to(dev)
     if speed.uses_channels_last(dev.type):
         module = module.to(memory_format=torch.channels_last)  # cuDNN's fast layout for convolutions
-    use_deform_conv(module, pick_deform_conv(dev))  # chosen once per model, not per call
+    use_deform_conv(module, pick_deform_conv(dev, speed.deform_conv))  # chosen once per model, not per call
     if speed.compile_mode is not None:
+        keep_compiled_code()
         # In place: ``run`` pads and calls the module, whose forward is then the compiled one.
         module.compile(mode=speed.compile_mode, dynamic=False)
     return Upscaler(spec=spec, module=module, scale=scale, device=dev, half=half)
+
+
+COMPILE_CACHE_ENV = "TORCHINDUCTOR_CACHE_DIR"
+
+
+def keep_compiled_code() -> Path:
+    """Where ``torch.compile`` keeps what it compiled (inductor's kernels and its FX graph cache):
+    stvsr's cache folder unless ``TORCHINDUCTOR_CACHE_DIR`` says otherwise, instead of a folder in
+    /tmp that a reboot empties; a later run of the same network and window shape then loads its
+    kernels instead of compiling them again."""
+    os.environ.setdefault(COMPILE_CACHE_ENV, str(hub.cache_dir() / "torch-compile"))
+    return Path(os.environ[COMPILE_CACHE_ENV])
 
 
 def _spec_for_file(spec: ModelSpec, path: Path) -> ModelSpec:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from stvsr_cli.errors import UnsupportedOptionError, UsageError
 
 MAX_BATCH_WINDOWS = 64
+DEFORM_CONVS = ("auto", "torch", "torchvision", "triton")  # as models.ops.dcn, which imports PyTorch
 
 
 @dataclass(frozen=True)
@@ -19,24 +20,36 @@ class Speed:
     ``compile``: ``torch.compile`` the network (inductor; compiled once per window shape, the first
     call of each shape pays for it). ``cuda_graphs``: compile and replay the window's kernels as
     CUDA graphs (``mode="reduce-overhead"``; CUDA only). ``batch_windows``: up to this many windows
-    of the same shape in one model call, for small frames that leave a GPU idle."""
+    of the same shape in one model call, for small frames that leave a GPU idle. ``copy_stream``:
+    frames to and from the GPU on a CUDA stream of their own, from page-locked buffers, while the
+    model works on the next window (None: on with CUDA; see ``pipeline.transfer``). ``deform_conv``:
+    the deformable convolution's implementation (``models.ops.dcn.pick_deform_conv``)."""
 
     channels_last: bool | None = None
     compile: bool = False
     cuda_graphs: bool = False
     batch_windows: int = 1
+    copy_stream: bool | None = None
+    deform_conv: str = "auto"
 
     def __post_init__(self) -> None:
         if not 1 <= self.batch_windows <= MAX_BATCH_WINDOWS:
             raise UsageError(f"--batch-windows must be between 1 and {MAX_BATCH_WINDOWS}")
+        if self.deform_conv not in DEFORM_CONVS:
+            raise UsageError(f"--deform-conv must be one of {', '.join(DEFORM_CONVS)}")
 
     def check_device(self, device_type: str) -> None:
         """Refuse, in one line, what ``device_type`` cannot do."""
         if self.cuda_graphs and device_type != "cuda":
             raise UnsupportedOptionError("--cuda-graphs needs a CUDA device", "drop --cuda-graphs, or use --compile")
+        if self.copy_stream and device_type != "cuda":
+            raise UnsupportedOptionError("--copy-stream needs a CUDA device", "drop --copy-stream")
 
     def uses_channels_last(self, device_type: str) -> bool:
         return self.channels_last if self.channels_last is not None else device_type == "cuda"
+
+    def uses_copy_stream(self, device_type: str) -> bool:
+        return self.copy_stream if self.copy_stream is not None else device_type == "cuda"
 
     @property
     def compile_mode(self) -> str | None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import numpy as np
 
 from stvsr_cli.pipeline.stages import StageClock, clock_or_nothing
+from stvsr_cli.pipeline.transfer import Frame, Pending, Transfers
 from stvsr_cli.pipeline.windows import Step, Window, WindowPlan
 
 if TYPE_CHECKING:  # PyTorch is imported where tensors are made: a run on arrays never needs it
@@ -31,31 +32,6 @@ class WindowModel(Protocol):
     def __call__(self, frames: torch.Tensor, fps_x: int) -> torch.Tensor: ...
 
 
-def to_tensor(frames: list[np.ndarray], device: torch.device, pin_memory: bool = True) -> torch.Tensor:
-    """``N x [H, W, 3]`` uint8/uint16 -> ``[N, 3, H, W]`` float32 in [0, 1] on ``device``."""
-    import torch
-
-    stack = np.stack(frames)
-    peak = 255.0 if stack.dtype == np.uint8 else 65535.0
-    if stack.dtype == np.uint16:
-        stack = stack.astype(np.int32)  # torch has no uint16 arithmetic on every device
-    tensor = torch.from_numpy(stack)
-    if device.type == "cuda" and pin_memory:
-        tensor = tensor.pin_memory()  # page-locked: the copy to the GPU can run asynchronously
-    tensor = tensor.to(device, non_blocking=True)
-    return tensor.permute(0, 3, 1, 2).float().div_(peak)
-
-
-def to_arrays(frames: torch.Tensor, dtype: np.dtype) -> np.ndarray:
-    """``[M, 3, H, W]`` in [0, 1] -> ``[M, H, W, 3]`` of ``dtype``, rounded to nearest."""
-    import torch
-
-    peak = 255.0 if dtype == np.uint8 else 65535.0
-    scaled = frames.float().mul(peak).round_().clamp_(0, peak)
-    scaled = scaled.to(torch.uint8) if dtype == np.uint8 else scaled.to(torch.int32)
-    return scaled.permute(0, 2, 3, 1).contiguous().cpu().numpy().astype(dtype, copy=False)
-
-
 @runtime_checkable
 class BatchModel(Protocol):
     """A window model that also takes several windows of one shape at once: ``[B, N, 3, H, W]``."""
@@ -71,46 +47,65 @@ class FrameModel(Protocol):
     def frames_at(self, frames: list[np.ndarray], times: list[Fraction]) -> list[np.ndarray]: ...
 
 
-def window_outputs(
+def start_window_outputs(
     model: WindowModel | FrameModel,
     windows: list[list[np.ndarray]],
     fps_x: int,
     needed: list[int],
     pin_memory: bool = True,
     clock: StageClock | None = None,
-) -> list[list[np.ndarray]]:
-    """Model calls on ``windows`` (each a list of frames; all of one shape): for each, the output
-    frames at ``needed`` (in units of 1/``fps_x`` from its first frame), as arrays of the input's
-    dtype. Several windows go through one call where the model takes batches (``batch``).
-    ``clock`` times the stages "upload", "model" and "download"."""
+    transfers: Transfers | None = None,
+) -> Callable[[], list[list[Frame]]]:
+    """Model calls on ``windows`` (each a list of frames; all of one shape) queued, their results
+    collected by the call returned: for each window, the output frames at ``needed`` (in units of
+    1/``fps_x`` from its first frame), as arrays of the input's dtype or the encoder's planes, as
+    ``transfers`` says. Several windows go through one call where the model takes batches
+    (``batch``). With a copy stream (``transfers.deferred``) the caller queues the next windows
+    before collecting, so that copies and model overlap. ``clock`` times the stages "upload",
+    "model" and "download"."""
     timed = clock_or_nothing(clock)
     times = [Fraction(i, fps_x) for i in needed]
     if isinstance(model, FrameModel):
         with timed("model"):
-            return [model.frames_at(frames, times) for frames in windows]
+            made = [model.frames_at(frames, times) for frames in windows]
+        return lambda: made
+    if transfers is None:
+        transfers = Transfers(model.device, pinned=pin_memory)
     if len(windows) == 1 or not isinstance(model, BatchModel):
-        return [_one_call(model, frames, fps_x, needed, times, pin_memory, timed) for frames in windows]
+        pending = [_one_call(model, transfers, frames, fps_x, needed, times, timed) for frames in windows]
+
+        def collect_each() -> list[list[Frame]]:
+            with timed("download"):
+                return [collect() for collect in pending]
+
+        return collect_each
     with timed("upload"):
-        flat = to_tensor([frame for frames in windows for frame in frames], model.device, pin_memory)
+        flat = transfers.upload([frame for frames in windows for frame in frames])
     inputs = flat.view(len(windows), len(windows[0]), *flat.shape[1:])
     with timed("model"):
         result = model.batch(inputs, fps_x, times) if model.arbitrary_times else model.batch(inputs, fps_x)[:, needed]
     with timed("download"):
-        arrays = to_arrays(result.flatten(0, 1), windows[0][0].dtype)
-    return [list(arrays[i * len(needed) : (i + 1) * len(needed)]) for i in range(len(windows))]
+        collect = transfers.download(result.flatten(0, 1), windows[0][0].dtype)
+
+    def collect_batch() -> list[list[Frame]]:
+        with timed("download"):
+            made = collect()
+        return [made[i * len(needed) : (i + 1) * len(needed)] for i in range(len(windows))]
+
+    return collect_batch
 
 
 def _one_call(
-    model: WindowModel, frames: list[np.ndarray], fps_x: int, needed: list[int], times: list[Fraction],
-    pin_memory: bool, timed: Callable,
-) -> list[np.ndarray]:  # fmt: skip
+    model: WindowModel, transfers: Transfers, frames: list[np.ndarray], fps_x: int, needed: list[int],
+    times: list[Fraction], timed: Callable,
+) -> Pending:  # fmt: skip
     with timed("upload"):
-        inputs = to_tensor(frames, model.device, pin_memory)  # uint8 until it is on the device
+        inputs = transfers.upload(frames)  # uint8 until it is on the device
     with timed("model"):
         # Models with arbitrary times make only the frames needed, at their exact times.
         result = model(inputs, fps_x, times=times) if model.arbitrary_times else model(inputs, fps_x)[needed]
     with timed("download"):
-        return list(to_arrays(result, frames[0].dtype))
+        return transfers.download(result, frames[0].dtype)
 
 
 def run_windows(
@@ -126,6 +121,7 @@ def run_windows(
     pin_memory: bool = True,
     batch_windows: int = 1,
     clock: StageClock | None = None,
+    transfers: Transfers | None = None,
 ) -> int:
     """Feed ``plan``'s windows through ``model`` and ``emit`` every output frame once, in order.
 
@@ -137,32 +133,44 @@ def run_windows(
     number of frames emitted. ``pin_memory=False`` copies frames to a GPU from pageable memory (the
     plain baseline of benchmarks). ``batch_windows`` consecutive windows of the same length that
     need the same outputs go through one model call where the model takes batches. ``clock``
-    times the model call's stages. Memory stays flat: the plan is streamed, and only the frames of
-    the current windows are held.
+    times the model call's stages. ``transfers`` says how frames travel to the model's device and
+    back (default: RGB arrays, pinned as ``pin_memory`` says); with a copy stream, each call's
+    frames are collected after the next call is queued. Memory stays flat: the plan is streamed,
+    and only the frames of the current windows are held.
     """
     source = iter(frames)
     held: dict[int, np.ndarray] = {}
     next_index = first_frame
     done = emitted = 0
     pending: list[tuple[int, Window, list[Step], list[int]]] = []  # windows read, waiting for their call
+    queued: list[tuple[list, Callable[[], list[list[Frame]]]]] = []  # calls whose frames are not collected yet
+    deferred = transfers is not None and transfers.deferred
 
-    def run_pending() -> None:
+    def emit_outputs(calls: list, collect: Callable[[], list[list[Frame]]]) -> None:
         nonlocal done, emitted
-        needed = pending[0][3]
-        windows = [[held[i] for i in window.frames] for _, window, _, _ in pending]
-        for (number, _, steps, _), outputs in zip(
-            pending, window_outputs(model, windows, plan.fps_x, needed, pin_memory, clock)
-        ):
-            arrays = dict(zip(needed, outputs))
+        needed = calls[0][3]
+        for (number, _, steps, _), outputs in zip(calls, collect()):
+            made = dict(zip(needed, outputs))
             for step in steps:
-                emit(arrays[step.index])
+                emit(made[step.index])
                 emitted += 1
                 done += 1
                 if progress is not None:
                     progress(done)
             if on_window_done is not None:
                 on_window_done(number + 1, done)
+
+    def run_pending() -> None:
+        windows = [[held[i] for i in window.frames] for _, window, _, _ in pending]
+        collect = start_window_outputs(model, windows, plan.fps_x, pending[0][3], pin_memory, clock, transfers)
+        calls = list(pending)
         pending.clear()
+        while queued:  # the previous call's copy ran beside this call's model
+            emit_outputs(*queued.pop(0))
+        if deferred:
+            queued.append((calls, collect))
+        else:
+            emit_outputs(calls, collect)
 
     for number, (window, steps) in enumerate(plan.calls()):
         if number < skip_windows:
@@ -187,4 +195,6 @@ def run_windows(
         pending.append((number, window, steps, needed))
     if pending:
         run_pending()
+    while queued:
+        emit_outputs(*queued.pop(0))
     return emitted

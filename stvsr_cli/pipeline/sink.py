@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from stvsr_cli.io.decode import VideoInfo
-from stvsr_cli.io.encode import EncodeSettings, FrameEncoder, join_segments, reorder_delay
+from stvsr_cli.io.encode import EncodeSettings, FrameEncoder, Planes, join_segments, reorder_delay
 from stvsr_cli.io.workdir import WorkFolder
 from stvsr_cli.pipeline.stages import StageClock
 
@@ -123,7 +123,7 @@ class Segments:
         self.templates: dict = {}  # shared by the segments' encoders
         self.opened = clock()  # when the work on the current segment began
 
-    def add(self, rgb: np.ndarray) -> None:
+    def add(self, rgb: np.ndarray | Planes) -> None:
         if self.encoder is None:
             self.encoder = FrameEncoder(
                 self.fmt, self.info, settings=self.settings, first_frame=self.work.done_frames,
@@ -170,7 +170,7 @@ class OutputSink:
     def _handle(call: tuple) -> None:
         call[0](*call[1:])
 
-    def frame(self, rgb: np.ndarray) -> None:
+    def frame(self, rgb: np.ndarray | Planes) -> None:
         self._worker.put((self.segments.add, rgb))
 
     def window_done(self, windows: int, frames: int) -> None:

@@ -12,7 +12,8 @@ or float16 (sampling positions are always computed in float32). ``torchvision_de
 torchvision's kernel: CUDA models use it; on the CPU ours is faster (benchmarks/dcn_speed.py,
 2 cores: torchvision's CPU kernel ran at 0.26-0.41x our speed at zsm's shapes), so CPU models keep
 ours, which also serves devices torchvision has no kernel for and is the reference the tests hold
-torchvision to. ``pick_deform_conv`` chooses once per model.
+torchvision to. ``dcn_triton`` has a third, a fused Triton kernel for CUDA in half precision.
+``pick_deform_conv`` chooses once per model (``--deform-conv``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,23 @@ import torch
 import torch.nn.functional as F
 
 DeformConv = Callable[..., torch.Tensor]
+
+
+def deform_shapes(
+    x: torch.Tensor, offset: torch.Tensor, weight: torch.Tensor, padding: int, dilation: int
+) -> tuple[int, ...]:
+    """``(b, c, h, w, out_channels, kh, kw, groups, out_h, out_w)`` of a call, checked: dense
+    weights only, channels that split into the offsets' deformable groups."""
+    b, c, h, w = x.shape
+    out_channels, c_per_group_w, kh, kw = weight.shape
+    if c_per_group_w != c:
+        raise ValueError("grouped weights are not supported")
+    groups = offset.shape[1] // (2 * kh * kw)
+    if groups < 1 or c % groups:
+        raise ValueError(f"{c} channels do not split into {groups} deformable groups")
+    out_h = h + 2 * padding - dilation * (kh - 1)
+    out_w = w + 2 * padding - dilation * (kw - 1)
+    return b, c, h, w, out_channels, kh, kw, groups, out_h, out_w
 
 
 def deform_conv2d_torch(
@@ -36,16 +54,8 @@ def deform_conv2d_torch(
 ) -> torch.Tensor:
     """Stride-1 modulated deformable convolution; output has the input's spatial size when
     ``padding == dilation * (k - 1) // 2``."""
-    b, c, h, w = x.shape
-    out_channels, c_per_group_w, kh, kw = weight.shape
-    if c_per_group_w != c:
-        raise ValueError("grouped weights are not supported")
+    b, c, h, w, out_channels, kh, kw, groups, out_h, out_w = deform_shapes(x, offset, weight, padding, dilation)
     taps = kh * kw
-    groups = offset.shape[1] // (2 * taps)
-    if c % groups:
-        raise ValueError(f"{c} channels do not split into {groups} deformable groups")
-    out_h = h + 2 * padding - dilation * (kh - 1)
-    out_w = w + 2 * padding - dilation * (kw - 1)
 
     # Sampling positions in input pixels, float32 whatever the data type: [B, G, taps, Ho, Wo].
     offset = offset.float().view(b, groups, taps, 2, out_h, out_w)
@@ -95,9 +105,29 @@ def torchvision_available() -> bool:
     return True
 
 
-def pick_deform_conv(device: torch.device) -> DeformConv:
-    """The implementation for a model on ``device``: torchvision's kernel on CUDA where it imports,
-    ours elsewhere (the faster one on the CPU, measured)."""
+def pick_deform_conv(device: torch.device, choice: str = "auto") -> DeformConv:
+    """The implementation for a model on ``device``: ``choice`` where it can run, refused in one
+    line where not; ``auto`` is torchvision's kernel on CUDA where it imports, ours elsewhere (the
+    faster one on the CPU, measured). ``triton``: the fused half-precision kernel (``dcn_triton``;
+    CUDA, or Triton's interpreter where TRITON_INTERPRET=1)."""
+    from stvsr_cli.errors import UnsupportedOptionError
+
+    if choice == "torch":
+        return deform_conv2d_torch
+    if choice == "torchvision":
+        if not torchvision_available():
+            raise UnsupportedOptionError("--deform-conv torchvision: torchvision's ops do not load here")
+        return torchvision_deform_conv2d
+    if choice == "triton":
+        from stvsr_cli.models.ops.dcn_triton import triton_available, triton_deform_conv2d
+
+        if not triton_available(device):
+            raise UnsupportedOptionError(
+                "--deform-conv triton needs Triton and a CUDA device", "use --deform-conv auto"
+            )
+        return triton_deform_conv2d
+    if choice != "auto":
+        raise ValueError(f"unknown deformable convolution '{choice}'")
     if device.type == "cuda" and torchvision_available():
         return torchvision_deform_conv2d
     return deform_conv2d_torch
