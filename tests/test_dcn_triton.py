@@ -172,3 +172,19 @@ def test_refuses_what_it_does_not_compute(device):
         triton_deform_conv2d(x, offset, mask, weight[:, :8])
     with pytest.raises(TypeError, match="float64"):
         triton_deform_conv2d(x.double(), offset, mask, weight)
+
+
+def test_the_rearranged_weight_is_reused_until_the_weight_changes():
+    layer = torch.nn.Conv2d(8, 4, 3)
+    with torch.inference_mode():
+        first = dcn_triton._gemm_weight(layer.weight, torch.float16)
+        assert dcn_triton._gemm_weight(layer.weight, torch.float16) is first
+        assert first.shape == (9 * 8, 4) and first.dtype == torch.float16
+    with torch.no_grad():
+        layer.weight.add_(1.0)  # an in-place change: a new version
+    with torch.inference_mode():
+        changed = dcn_triton._gemm_weight(layer.weight, torch.float16)
+    assert changed is not first and torch.allclose(changed.float(), first.float() + 1, atol=1e-2)
+    key = id(layer.weight)
+    del layer
+    assert key not in dcn_triton._GEMM_WEIGHTS  # forgotten with the weight

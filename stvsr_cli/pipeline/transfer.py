@@ -1,8 +1,9 @@
 """Frames to the model's device and back: page-locked buffers, a copy stream, and what comes back.
 
-With ``side_stream`` (CUDA only) the copies run on a stream of their own from page-locked host
-memory: a window's upload and the previous window's download overlap the model's work, and the
-run loop collects a window's frames only after it has queued the next window (``deferred``).
+With ``side_stream`` (CUDA only) the copies run on streams of their own (one for uploads, one for
+downloads) from page-locked host memory: a window's upload overlaps the previous window's model,
+its download the next window's, and the run loop collects a window's frames only after it has
+queued the next window (``deferred``).
 With ``layout`` the frames are converted to the encoder's YUV planes on the device, so only those
 come back (``planes``); without it, RGB arrays of the input's dtype.
 """
@@ -50,12 +51,16 @@ class Transfers:
         self.cuda = device.type == "cuda"
         self.pinned = pinned and self.cuda
         self.layout = layout
-        self._stream = torch.cuda.Stream(device) if side_stream and self.cuda else None
+        # Two copy streams: an upload queued behind the previous download (which waits for the
+        # previous window's model) could not run beside that model.
+        streams = side_stream and self.cuda
+        self._upload_stream = torch.cuda.Stream(device) if streams else None
+        self._download_stream = torch.cuda.Stream(device) if streams else None
 
     @property
     def deferred(self) -> bool:
         """Whether a download is collected later than it is queued (the copy overlaps the next window)."""
-        return self._stream is not None
+        return self._download_stream is not None
 
     def upload(self, frames: list[np.ndarray]) -> torch.Tensor:
         """``N x [H, W, 3]`` uint8/uint16 -> ``[N, 3, H, W]`` float32 in [0, 1] on the device."""
@@ -68,13 +73,13 @@ class Transfers:
         host = torch.from_numpy(stack)
         if self.pinned:
             host = host.pin_memory()  # page-locked: the copy runs asynchronously
-        if self._stream is None:
+        if self._upload_stream is None:
             tensor = host.to(self.device, non_blocking=True)
         else:
             compute = torch.cuda.current_stream(self.device)
-            with torch.cuda.stream(self._stream):
+            with torch.cuda.stream(self._upload_stream):
                 tensor = host.to(self.device, non_blocking=True)
-            compute.wait_stream(self._stream)
+            compute.wait_stream(self._upload_stream)
             tensor.record_stream(compute)  # made on the copy stream, used on the compute one
         return tensor.permute(0, 3, 1, 2).float().div_(peak)
 
@@ -88,17 +93,17 @@ class Transfers:
             samples = torch.cat([rgb_to_planes(chunk, layout) for chunk in frames.split(PLANES_CHUNK)])
         else:
             samples = _rgb_samples(frames, dtype)
-        if self._stream is None:
+        stream = self._download_stream
+        if stream is None:
             host = _host(samples, self.pinned)
             return lambda: _frames(host, layout, dtype)
-        compute = torch.cuda.current_stream(self.device)
-        self._stream.wait_stream(compute)
-        with torch.cuda.stream(self._stream):
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
             host = torch.empty(samples.shape, dtype=samples.dtype, pin_memory=True)
             host.copy_(samples, non_blocking=True)
             copied = torch.cuda.Event()
-            copied.record(self._stream)
-        samples.record_stream(self._stream)  # made on the compute stream, read on the copy one
+            copied.record(stream)
+        samples.record_stream(stream)  # made on the compute stream, read on the copy one
 
         def collect() -> list[Frame]:
             copied.synchronize()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import weakref
 from typing import Any
 
 import torch
@@ -214,6 +215,26 @@ def _image_fits_int32(t: torch.Tensor) -> bool:
     return sum((size - 1) * abs(stride) for size, stride in zip(t.shape[1:], t.stride()[1:])) < 2**31
 
 
+# A layer's weight rearranged for the kernel, kept while the weight lives and is unchanged: a zsm
+# window makes hundreds of calls with the same few weights.
+_GEMM_WEIGHTS: dict[int, tuple[weakref.ref, tuple, torch.Tensor]] = {}  # by id(weight); tensors' == is elementwise
+
+
+def _gemm_weight(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``weight`` [O, C, kh, kw] as [(tap, channel), O] in ``dtype``, contiguous."""
+    key = (weight._version, dtype)
+    cached = _GEMM_WEIGHTS.get(id(weight))
+    if cached is not None and cached[0]() is weight and cached[1] == key:
+        return cached[2]
+    out_channels, c, kh, kw = weight.shape
+    rearranged = weight.detach().permute(2, 3, 1, 0).reshape(kh * kw * c, out_channels).to(dtype).contiguous()
+    if not torch.is_grad_enabled() or not weight.requires_grad:  # a training step's weight changes next step
+        if cached is None or cached[0]() is not weight:
+            weakref.finalize(weight, _GEMM_WEIGHTS.pop, id(weight), None)  # forgotten with the weight
+        _GEMM_WEIGHTS[id(weight)] = (weakref.ref(weight), key, rearranged)
+    return rearranged
+
+
 def triton_deform_conv2d(
     x: torch.Tensor,
     offset: torch.Tensor,
@@ -256,7 +277,7 @@ def triton_deform_conv2d(
     # Triton 3.8's interpreter multiplies bfloat16 dot operands as their raw uint16 bits, so there
     # bfloat16 products run in float32 (the kernel casts A to the weight's dtype).
     op_dtype = torch.float32 if interpret and x.dtype == torch.bfloat16 else x.dtype
-    w_t = weight.permute(2, 3, 1, 0).reshape(taps * c, out_channels).to(op_dtype).contiguous()
+    w_t = _gemm_weight(weight, op_dtype)
     bias_arg = bias.contiguous() if bias is not None else w_t  # any pointer: unread without bias
 
     cg = c // groups
