@@ -249,14 +249,12 @@ def _work_record(job: Job, settings: EncodeSettings, device_colour: bool) -> dic
 def _transfers(
     device: torch.device, job: Job, info: VideoInfo, grid: OutputGrid, settings: EncodeSettings
 ) -> Transfers:
-    """How frames travel to the model's device and back: pinned and on a copy stream on CUDA
-    (not in the plain baseline); converted there to the encoder's planes with ``device_colour``
-    (default: on CUDA) where the output's pixel format allows it (planar YUV)."""
+    """How frames travel to the model's device and back: pinned on CUDA, on copy streams with
+    ``--copy-stream`` (neither in the plain baseline); converted there to the encoder's planes
+    with ``--device-colour`` where the output's pixel format allows it (planar YUV)."""
     options = job.options
-    cuda = device.type == "cuda"
-    wanted = options.device_colour if options.device_colour is not None else cuda and options.pipelined
     layout = None
-    if wanted:
+    if options.uses_device_colour(device.type):
         scale = options.scale
         width, height = info.width * scale, info.height * scale
         pix_fmt, colour = encoder_pixels(

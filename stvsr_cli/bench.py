@@ -230,7 +230,7 @@ def bench(
         batch_windows=speed.batch_windows,
         deform_conv=_deform_conv_name(upscaler.module),
         copy_stream=speed.uses_copy_stream(dev.type) and not plain,
-        device_colour=(device_colour if device_colour is not None else cuda) and not plain,
+        device_colour=UpscaleOptions(device_colour=device_colour, pipelined=not plain).uses_device_colour(dev.type),
         compile_seconds=compile_seconds,
         codec=settings.codec or "libx264",
         e2e_frames=result.frames_out,

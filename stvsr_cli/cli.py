@@ -252,7 +252,7 @@ def eval_command(
 @click.option(
     "--device-colour/--no-device-colour",
     default=None,
-    help="End to end: the encoder's YUV made on the model's device (default: on for CUDA).",
+    help="End to end: the encoder's YUV made on the model's device (default: off, until measured).",
 )
 @speed_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")

@@ -108,7 +108,7 @@ model_options = option_group(
     click.option(
         "--device-colour/--no-device-colour",
         default=None,
-        help="Convert to the encoder's YUV on the model's device; only its planes come back (default: on for CUDA).",
+        help="Convert to the encoder's YUV on the model's device; only its planes come back (default: off, until measured).",
     ),
     max_memory_option,
     click.option(
@@ -135,7 +135,7 @@ speed_options = option_group(
     click.option(
         "--copy-stream/--no-copy-stream",
         default=None,
-        help="Copy frames to and from the GPU on a stream of their own, beside the model (default: on for CUDA).",
+        help="Copy frames to and from the GPU on streams of their own, beside the model (CUDA; default: off, until measured).",
     ),
     click.option(
         "--deform-conv",

@@ -20,6 +20,8 @@ from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD
 from stvsr_cli.pipeline.tiles import MIN_TILE
 
 DEINTERLACE_MODES = ("auto", "on", "off")
+# The encoder's planes made on a CUDA device by default? Off until the GPU campaign has measured it.
+DEVICE_COLOUR_ON_CUDA = False
 DEFAULT_SEGMENT_FRAMES = 480  # output frames per resumable segment (closed at the next window boundary)
 
 # Options that change how a run goes but not a byte of its output: a resumed run may change them.
@@ -35,7 +37,7 @@ class UpscaleOptions:
     seconds. ``pipelined=False`` is the plain baseline ``stvsr bench --plain`` measures: frames
     copied to the GPU from pageable memory, converted to YUV by swscale and encoded in the model's
     thread. ``device_colour``: RGB to the encoder's YUV on the model's device (only the planes come
-    back; None: on with CUDA).
+    back; None: ``DEVICE_COLOUR_ON_CUDA`` on CUDA, off in the plain baseline).
     """
 
     model: str | None = None  # None: the registry's default
@@ -48,7 +50,7 @@ class UpscaleOptions:
     max_memory: int | str | None = None  # bytes (or "4G"); None: a share of the memory free at start
     device: str = "auto"
     half: bool | None = None  # None: float16 on CUDA where the model allows it
-    device_colour: bool | None = None  # None: the encoder's planes made on a CUDA device (pipeline.planes)
+    device_colour: bool | None = None  # the encoder's planes made on the device (pipeline.planes); see below
     weights: Path | None = None  # a local weights file instead of the registered one
     offline: bool | None = None  # None: HF_HUB_OFFLINE decides
     encode: EncodeSettings = field(default_factory=EncodeSettings)
@@ -85,6 +87,11 @@ class UpscaleOptions:
             raise UsageError("--scene-threshold must be positive")
         if self.segment_frames < 1:
             raise UsageError("--segment-frames must be at least 1")
+
+    def uses_device_colour(self, device_type: str) -> bool:
+        if self.device_colour is not None:
+            return self.device_colour
+        return device_type == "cuda" and DEVICE_COLOUR_ON_CUDA and self.pipelined
 
     def manifest(
         self, *, model: str, window: int, overlap: int, encode: EncodeSettings, device_colour: bool = False

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from stvsr_cli.errors import UnsupportedOptionError, UsageError
 
 MAX_BATCH_WINDOWS = 64
+# Copy streams on CUDA by default? Off until the GPU campaign has measured them against the plain
+# copies (issue 24: each default chosen by measurement).
+COPY_STREAM_ON_CUDA = False
 DEFORM_CONVS = ("auto", "torch", "torchvision", "triton")  # as models.ops.dcn, which imports PyTorch
 
 
@@ -22,7 +25,7 @@ class Speed:
     CUDA graphs (``mode="reduce-overhead"``; CUDA only). ``batch_windows``: up to this many windows
     of the same shape in one model call, for small frames that leave a GPU idle. ``copy_stream``:
     frames to and from the GPU on a CUDA stream of their own, from page-locked buffers, while the
-    model works on the next window (None: on with CUDA; see ``pipeline.transfer``). ``deform_conv``:
+    model works on the next window (None: ``COPY_STREAM_ON_CUDA`` on CUDA; see ``pipeline.transfer``). ``deform_conv``:
     the deformable convolution's implementation (``models.ops.dcn.pick_deform_conv``)."""
 
     channels_last: bool | None = None
@@ -49,7 +52,9 @@ class Speed:
         return self.channels_last if self.channels_last is not None else device_type == "cuda"
 
     def uses_copy_stream(self, device_type: str) -> bool:
-        return self.copy_stream if self.copy_stream is not None else device_type == "cuda"
+        if self.copy_stream is not None:
+            return self.copy_stream
+        return device_type == "cuda" and COPY_STREAM_ON_CUDA
 
     @property
     def compile_mode(self) -> str | None:
