@@ -671,6 +671,9 @@ def payload_check() -> dict:
     }  # fmt: skip
 
 
+MIN_CLIP_FRAMES = 16  # a training clip's shortest cut (13 frames make one x4-in-time sample)
+
+
 def prepare(wheel: Path | None, train_dir: Path, eval_dir: Path, eval_clips: int) -> dict:
     """Build .gpu/: PyAV for the device's Python as an xz archive (a third smaller than its wheel),
     the eval clips' smallest few, and as much of every training clip as the rest of the limit holds,
@@ -710,11 +713,16 @@ def prepare(wheel: Path | None, train_dir: Path, eval_dir: Path, eval_clips: int
     kept = {}
     for clip in clips:
         frames = _frame_count(clip)
-        kept[clip.name] = copy_prefix(clip, train / clip.name, max(16, int(frames * fraction)))  # 13 for x4 in time
+        kept[clip.name] = copy_prefix(clip, train / clip.name, max(MIN_CLIP_FRAMES, int(frames * fraction)))
     overflow = payload_check()
     while not overflow["fits"]:  # the first frames cost more than the average: trim the largest
         largest = max(train.iterdir(), key=lambda p: p.stat().st_size)
-        kept[largest.name] = copy_prefix(train_dir / largest.name, largest, max(16, kept[largest.name] * 3 // 4))
+        size = largest.stat().st_size
+        wanted = max(MIN_CLIP_FRAMES, kept[largest.name] * 3 // 4)
+        kept[largest.name] = copy_prefix(train_dir / largest.name, largest, wanted)
+        if largest.stat().st_size >= size:  # as short as a clip can be (a cut ends at a whole frame): leave it out
+            largest.unlink()
+            del kept[largest.name]
         overflow = payload_check()
     return {"frames_kept": kept, "fraction": round(fraction, 3), **overflow}
 

@@ -96,3 +96,26 @@ def test_split_file_parts_join_back(tmp_path):
 ])  # fmt: skip
 def test_stage_ok(result, ok):
     assert _campaign().stage_ok(result) is ok
+
+
+def test_prepare_trims_training_clips_to_fit_and_leaves_out_what_cannot_shrink(tmp_path, monkeypatch):
+    """The payload limit is tight (the tree grows): clips are cut shorter, and one already as short
+    as a cut can be is left out, rather than cut again forever (it once looped)."""
+    campaign = _campaign()
+    train, evaluate = tmp_path / "train", tmp_path / "eval"
+    train.mkdir()
+    evaluate.mkdir()
+    for name, frames in (("long.mp4", 60), ("short1.mp4", 16), ("short2.mp4", 16)):
+        make_video(train / name, frames=frames, size=(64, 48))
+    payload = tmp_path / "payload"
+    payload.mkdir()
+    (payload / "av.tar.xz").write_bytes(b"stands in for PyAV")
+    monkeypatch.setattr(campaign, "PAYLOAD", payload)
+    monkeypatch.setattr(campaign, "tracked_bytes", lambda: 0)
+    one_short = (train / "short1.mp4").stat().st_size
+    monkeypatch.setattr(campaign, "PAYLOAD_LIMIT", 18 + int(1.5 * one_short))  # room for about 1.5 short clips
+    report = campaign.prepare(None, train, evaluate, eval_clips=0)
+    assert report["fits"], report
+    kept = sorted(p.name for p in (payload / "train").iterdir())
+    assert kept and len(kept) < 3 and set(kept) == set(report["frames_kept"]), report
+    assert all(16 <= frames for frames in report["frames_kept"].values())
