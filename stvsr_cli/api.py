@@ -199,7 +199,8 @@ def upscale(
     if on_info is not None:
         on_info(source.info, job, grid)
     settings = choose_codec(options.encode, device.split(":")[0], source.info.bit_depth)
-    transfers = None if upscaler is None else _transfers(upscaler.device, job, source.info, grid, settings)
+    fmt = output_format(job.dst)  # the muxer: the encoder's stream is set up for it
+    transfers = None if upscaler is None else _transfers(upscaler.device, job, fmt, source.info, grid, settings)
     device_colour = transfers is not None and transfers.layout is not None
     work, note = WorkFolder.open(job.dst, _work_record(job, settings, device_colour), restart=options.restart)
     if note and on_note is not None:
@@ -217,7 +218,7 @@ def upscale(
     try:
         cuts, dedup = _scan(work, source, options, scan_progress)
         plan = plan_run(source.info, grid, job.spec, window=job.window, overlap=job.overlap, cuts=cuts, dedup=dedup)
-        segments = _segments(job, source.info, grid, settings, work, clock, stage_clock)
+        segments = _segments(job, fmt, source.info, grid, settings, work, clock, stage_clock)
         sink = OutputSink(segments, threaded=options.pipelined)
         warnings = _run(
             source, plan, runner, sink, progress, pin_memory=options.pipelined, dedup=dedup,
@@ -247,7 +248,7 @@ def _work_record(job: Job, settings: EncodeSettings, device_colour: bool) -> dic
 
 
 def _transfers(
-    device: torch.device, job: Job, info: VideoInfo, grid: OutputGrid, settings: EncodeSettings
+    device: torch.device, job: Job, fmt: str, info: VideoInfo, grid: OutputGrid, settings: EncodeSettings
 ) -> Transfers:
     """How frames travel to the model's device and back: pinned on CUDA, on copy streams with
     ``--copy-stream`` (neither in the plain baseline); converted there to the encoder's planes
@@ -257,16 +258,15 @@ def _transfers(
     if options.uses_device_colour(device.type):
         scale = options.scale
         width, height = info.width * scale, info.height * scale
-        pix_fmt, colour = encoder_pixels(
-            output_format(job.dst), info, width=width, height=height, rate=grid.rate, settings=settings
-        )
+        pix_fmt, colour = encoder_pixels(fmt, info, width=width, height=height, rate=grid.rate, settings=settings)
         layout = plane_layout(pix_fmt, colour, width, height)
-    side_stream = options.speed.uses_copy_stream(device.type) and options.pipelined
+    side_stream = options.uses_copy_stream(device.type)
     return Transfers(device, pinned=options.pipelined, side_stream=side_stream, layout=layout)
 
 
 def _segments(
     job: Job,
+    fmt: str,
     info: VideoInfo,
     grid: OutputGrid,
     settings: EncodeSettings,
@@ -277,7 +277,7 @@ def _segments(
     scale = job.options.scale
     size = {"width": info.width * scale, "height": info.height * scale, "rate": grid.rate}
     return Segments(
-        work, fmt=output_format(job.dst), info=info, settings=settings, size=size,
+        work, fmt=fmt, info=info, settings=settings, size=size,
         max_frames=job.options.segment_frames, clock=clock, stage_clock=stage_clock,
     )  # fmt: skip
 

@@ -152,10 +152,12 @@ def bench(
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
     windows = torch.rand(speed.batch_windows, spec.window, 3, height, width, device=dev)
+    run_options = UpscaleOptions(
+        model=spec.name, scale=scale, fps_x=fps_x, device=str(dev), half=upscaler.half, pipelined=not plain,
+        device_colour=device_colour, speed=speed, overwrite=True,
+    )  # fmt: skip
     # What upscale runs: classic on the CPU works on uint8 arrays (FFmpeg's scaler), not tensors.
-    arrays = on_arrays(
-        spec, UpscaleOptions(model=spec.name, device=str(dev), half=upscaler.half, device_colour=device_colour)
-    )
+    arrays = on_arrays(spec, run_options)
     lr_arrays = list((windows[0].permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy())
     per_window = fps_x * (spec.window - 1) + 1  # output frames of one call on one window
     times = [Fraction(i, fps_x) for i in range(per_window)]
@@ -192,10 +194,8 @@ def bench(
 
         def run(clock: StageClock | None) -> UpscaleResult:
             return upscale(
-                clip, Path(tmp) / "out.mp4", model=spec.name, scale=scale, fps_x=fps_x, device=str(dev),
-                half=upscaler.half, encode=settings, pipelined=not plain, device_colour=device_colour,
-                registry=Registry(models={spec.name: spec}, default=spec.name), speed=speed, stage_clock=clock,
-                overwrite=True,
+                clip, Path(tmp) / "out.mp4", run_options, encode=settings,
+                registry=Registry(models={spec.name: spec}, default=spec.name), stage_clock=clock,
             )  # fmt: skip
 
         result = run(None if cuda else stages)  # on the CPU the clock syncs nothing: one run does both
@@ -229,8 +229,8 @@ def bench(
         compile_mode=speed.compile_mode,
         batch_windows=speed.batch_windows,
         deform_conv=_deform_conv_name(upscaler.module),
-        copy_stream=speed.uses_copy_stream(dev.type) and not plain,
-        device_colour=UpscaleOptions(device_colour=device_colour, pipelined=not plain).uses_device_colour(dev.type),
+        copy_stream=run_options.uses_copy_stream(dev.type),
+        device_colour=run_options.uses_device_colour(dev.type),
         compile_seconds=compile_seconds,
         codec=settings.codec or "libx264",
         e2e_frames=result.frames_out,

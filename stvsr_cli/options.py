@@ -88,6 +88,10 @@ class UpscaleOptions:
         if self.segment_frames < 1:
             raise UsageError("--segment-frames must be at least 1")
 
+    def uses_copy_stream(self, device_type: str) -> bool:
+        """Copies on their own CUDA streams: as ``speed`` says, never in the plain baseline."""
+        return self.speed.uses_copy_stream(device_type) and self.pipelined
+
     def uses_device_colour(self, device_type: str) -> bool:
         if self.device_colour is not None:
             return self.device_colour

@@ -15,7 +15,7 @@ from stvsr_cli.api import upscale
 from stvsr_cli.cli import main
 from stvsr_cli.io.colour import AVCOL_RANGE_JPEG, AVCOL_RANGE_MPEG, AVCOL_SPC_BT709, stream_colour
 from stvsr_cli.io.decode import probe
-from stvsr_cli.io.encode import EncodeSettings, FrameEncoder, Planes, _rgb_template
+from stvsr_cli.io.encode import EncodeSettings, FrameEncoder, Planes, _rgb_template, encoder_pixels
 from stvsr_cli.models.loader import load_model
 from stvsr_cli.models.registry import load_registry
 from stvsr_cli.pipeline.planes import plane_layout, rgb_to_planes, split_planes
@@ -134,8 +134,9 @@ def test_frame_encoder_takes_planes_of_its_own_format_only(tmp_path):
     src = tmp_path / "src.mp4"
     make_video(src, frames=2, size=(32, 24))
     info = probe(src)
-    encoder = FrameEncoder("mp4", info, width=32, height=24, rate=Fraction(25), settings=EncodeSettings())
-    layout = plane_layout(encoder.pix_fmt, encoder.colour, 32, 24)
+    size = {"width": 32, "height": 24, "rate": Fraction(25), "settings": EncodeSettings()}
+    encoder = FrameEncoder("mp4", info, **size)
+    layout = plane_layout(*encoder_pixels("mp4", info, **size), 32, 24)
     frames = torch.from_numpy(np.stack(read_frames(src))).permute(0, 3, 1, 2).float() / 255
     for planes in split_planes(rgb_to_planes(frames, layout).numpy(), layout):
         encoder.encode(planes)

@@ -173,15 +173,6 @@ class FrameEncoder:
         self._pts = start_pts(source, rate) + first_frame
         self._templates = templates if templates is not None else {}
 
-    @property
-    def pix_fmt(self) -> str:
-        return self._stream.pix_fmt
-
-    @property
-    def colour(self) -> Colour:
-        """The matrix and range frames are converted to the stream's pixel format with."""
-        return self._colour
-
     def encode(self, rgb: np.ndarray | Planes) -> list[EncodedPacket]:
         """Encode one frame: RGB (converted here by swscale) or the stream's own planes."""
         if isinstance(rgb, Planes):
