@@ -145,7 +145,7 @@ def profile_zsm(impl: str, size: str) -> None:
     spec = replace(load_registry().get("zsm"), weights=None)  # random weights: nothing to fetch
     width, height = (int(v) for v in size.split("x"))
     torch.manual_seed(0)
-    upscaler = load_model(spec, scale=4, device="cuda", half=True)
+    upscaler = load_model(spec, scale=4, device="cuda", half=True, random_weights=True)
     if impl != "default":
         use_deform_conv(upscaler.module, IMPLS[impl])
     frames = torch.rand(spec.window, 3, height, width, device=upscaler.device)

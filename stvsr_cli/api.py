@@ -27,13 +27,14 @@ from stvsr_cli.io.workdir import UNWRITABLE_ERRNOS, WorkFolder, input_identity
 from stvsr_cli.models.registry import ModelSpec, Registry, load_registry
 from stvsr_cli.options import UpscaleOptions
 from stvsr_cli.pipeline.classic_frames import ClassicFrames
+from stvsr_cli.pipeline.grey import grey_windows
 from stvsr_cli.pipeline.memory import budgeted_runner
 from stvsr_cli.pipeline.plan import OutputGrid, output_grid, plan_run
 from stvsr_cli.pipeline.planes import plane_layout
-from stvsr_cli.pipeline.repeats import Dedup, choose_repeats
+from stvsr_cli.pipeline.repeats import Dedup
 from stvsr_cli.pipeline.run import run_windows
 from stvsr_cli.pipeline.sink import OutputSink, Segments
-from stvsr_cli.pipeline.source import Progress, Source, find_cuts_and_repeats, find_scene_cuts, open_source
+from stvsr_cli.pipeline.source import Progress, Scan, Source, open_source, scan_once
 from stvsr_cli.pipeline.stages import StageClock
 from stvsr_cli.pipeline.tiles import OutOfMemoryFallback
 from stvsr_cli.pipeline.transfer import Transfers
@@ -69,6 +70,7 @@ class UpscaleResult:
     dedup: bool = False  # repeated frames were dropped from the model's input and the rest re-timed
     repeated_frames: list[int] = field(default_factory=list)  # input frames dropped as repeats of the previous one
     repeat_patterns: list[str] = field(default_factory=list)  # regular patterns found, e.g. "1 in 5 over frames 0-59"
+    grey_shots: list[int] = field(default_factory=list)  # first frames of the black-and-white shots (made grey)
     segments: int = 1  # resumable pieces the output was made in (each starts with a keyframe)
     warnings: list[str] = field(default_factory=list)
 
@@ -145,8 +147,7 @@ def on_arrays(spec: ModelSpec, options: UpscaleOptions) -> bool:
     """Whether the run works on the decoded arrays, without PyTorch: classic on the CPU (the same
     pixels as its tensor model, to rounding, at a fraction of the time and memory; see
     ``pipeline.classic_frames``). ``--device auto`` counts as the CPU here: FFmpeg's scaler keeps up
-    with the encoder, so a GPU would gain little; ``--device cuda`` or ``--half`` run the tensor model.
-    ``--tile`` and ``--max-memory`` size nothing there: no frame is held as floats."""
+    with the encoder, so a GPU would gain little; ``--device cuda`` or ``--half`` run the tensor model."""
     return (
         spec.arch == "classic"
         and options.device in ("auto", "cpu")
@@ -154,6 +155,37 @@ def on_arrays(spec: ModelSpec, options: UpscaleOptions) -> bool:
         and not options.weights
         and not options.device_colour
     )
+
+
+@dataclass
+class ModelStage:
+    """The model side of a run: the network (None on the decoded arrays), its device, and the
+    runner that feeds it windows (tiled as the memory budget says; its ``notes`` are warnings)."""
+
+    upscaler: Upscaler | None
+    device: str
+    runner: OutOfMemoryFallback | ClassicFrames
+    tiling: str | None  # the tiles the memory budget chose, for the user before the work
+
+
+def prepare_model(
+    job: Job, info: VideoInfo, grid: OutputGrid, download_progress: hub.Progress | None = None
+) -> ModelStage:
+    """The network ``job`` asks for, loaded (its weights downloaded on first use) and sized for
+    ``info``'s frames; or classic on the decoded arrays, which needs neither."""
+    options = job.options
+    if on_arrays(job.spec, options):
+        options.speed.check_device("cpu")
+        runner = ClassicFrames(options.scale)
+        if ignored := options.without_effect_on_arrays():
+            runner.notes.append(f"{', '.join(ignored)}: no effect with model '{job.spec.name}' on the CPU")
+        return ModelStage(None, "cpu", runner, None)
+    upscaler = load_upscaler(options, job.spec, download_progress)
+    runner, tiling = budgeted_runner(
+        upscaler, window=job.window, fps_x=math.ceil(1 / grid.step), height=info.height, width=info.width,
+        max_memory=options.max_memory, tile=options.tile, batch_windows=options.speed.batch_windows,
+    )  # fmt: skip
+    return ModelStage(upscaler, str(upscaler.device), runner, tiling)
 
 
 def upscale(
@@ -171,59 +203,37 @@ def upscale(
     stage_clock: StageClock | None = None,
     **changes,
 ) -> UpscaleResult:
-    """Upscale ``input`` into ``output`` as ``options`` (an ``UpscaleOptions``, with ``changes``
-    made to it; or the ``UpscaleOptions`` fields as keywords) say: ``scale`` in space and ``fps_x``
-    in time, or to the frame rate ``fps``.
+    """Upscale ``input`` into ``output`` as ``options`` (an ``UpscaleOptions``, changed by ``changes``;
+    or its fields as keywords) say: ``scale`` in space, ``fps_x`` in time or the rate ``fps``.
 
-    The output lasts as long as the input and carries its audio and subtitles; nothing is left at
-    ``output`` unless the whole run succeeds. The model's weights are downloaded on first use
-    (``download_progress``) unless ``offline``. Hard scene cuts are found first (``scan_progress``),
-    so that no model call spans one. The output is made in segments kept in a work folder beside
-    it until the end: running the same call again after any interruption resumes after the last
-    finished segment, with the frames an uninterrupted run gives (``on_note`` says so, or why it
-    starts afresh). A segment closes after ``segment_frames`` frames or a minute of work by
-    ``clock``. ``on_info`` hears what the input is and what the output will be, before the work.
-    ``stage_clock`` sums the seconds of each stage (decode to encode; ``stvsr bench``).
+    The output lasts as long as the input, with its audio and subtitles; nothing is left at ``output``
+    unless the whole run succeeds. Weights are downloaded on first use (``download_progress``) unless
+    ``offline``. A scan (``scan_progress``) first finds the cuts no model call spans, repeated frames
+    and black-and-white shots. Segments kept in a work folder let the same call resume after any
+    interruption (``on_note`` says so); one closes after ``segment_frames`` frames or a minute by
+    ``clock``. ``on_info`` hears what the input and output are; ``stage_clock`` times the stages.
     """
     began = time.perf_counter()
     options = replace(options, **changes) if options is not None else UpscaleOptions(**changes)
     job = check_job(input, output, options, registry)
     source = open_source(job.src, start=options.start, duration=options.duration, deinterlace=options.deinterlace)
-    if on_arrays(job.spec, options):
-        upscaler, device = None, "cpu"
-        options.speed.check_device("cpu")
-    else:
-        upscaler = load_upscaler(options, job.spec, download_progress)
-        device = str(upscaler.device)
-    grid = output_grid(source.info, job.spec, fps_x=options.fps_x, fps=options.fps)
+    info, grid = source.info, output_grid(source.info, job.spec, fps_x=options.fps_x, fps=options.fps)
+    model = prepare_model(job, info, grid, download_progress)
     if on_info is not None:
-        on_info(source.info, job, grid)
-    settings = choose_codec(options.encode, device.split(":")[0], source.info.bit_depth)
+        on_info(info, job, grid)
+    settings = choose_codec(options.encode, model.device.split(":")[0], info.bit_depth)
     fmt = output_format(job.dst)  # the muxer: the encoder's stream is set up for it
-    transfers = None if upscaler is None else _transfers(upscaler.device, job, fmt, source.info, grid, settings)
-    device_colour = transfers is not None and transfers.layout is not None
-    work, note = WorkFolder.open(job.dst, _work_record(job, settings, device_colour), restart=options.restart)
-    if note and on_note is not None:
-        on_note(note)
-    if upscaler is None:
-        runner, tiling = ClassicFrames(options.scale), None
-    else:
-        runner, tiling = budgeted_runner(
-            upscaler, window=job.window, fps_x=math.ceil(1 / grid.step),
-            height=source.info.height, width=source.info.width, max_memory=options.max_memory, tile=options.tile,
-            batch_windows=options.speed.batch_windows,
-        )  # fmt: skip
-    if tiling and on_note is not None:
-        on_note(tiling)
+    transfers = None if model.upscaler is None else _transfers(model.upscaler.device, job, fmt, info, grid, settings)
+    work, note = WorkFolder.open(job.dst, _work_record(job, settings, transfers), restart=options.restart)
+    for line in (note, model.tiling) if on_note is not None else ():
+        if line:
+            on_note(line)
     try:
-        cuts, dedup = _scan(work, source, options, scan_progress)
-        plan = plan_run(source.info, grid, job.spec, window=job.window, overlap=job.overlap, cuts=cuts, dedup=dedup)
-        segments = _segments(job, fmt, source.info, grid, settings, work, clock, stage_clock)
-        sink = OutputSink(segments, threaded=options.pipelined)
-        warnings = _run(
-            source, plan, runner, sink, progress, pin_memory=options.pipelined, dedup=dedup,
-            batch_windows=options.speed.batch_windows, clock=stage_clock, transfers=transfers,
-        )  # fmt: skip
+        scan, dedup = scan_once(work, info, options, scan_progress)
+        plan = plan_run(info, grid, job.spec, window=job.window, overlap=job.overlap, cuts=scan.cuts, dedup=dedup)
+        segments = _segments(job, fmt, info, grid, settings, work, clock, stage_clock)
+        warnings = _run(source, plan, model.runner, segments, progress, options, scan=scan, dedup=dedup,
+                        transfers=transfers, clock=stage_clock)  # fmt: skip
         warnings += segments.join(job.dst)
     except BaseException as exc:
         if not work.segments:
@@ -234,13 +244,14 @@ def upscale(
         raise explained from None
     frames, pieces = work.done_frames, len(work.segments)
     work.discard()
-    warnings = ([note] if note else []) + runner.notes + _nearest_time_warning(job.spec, grid, dedup) + warnings
-    return _result(job, source, grid, device, cuts, dedup, frames=frames, segments=pieces,
+    warnings = [note] * bool(note) + model.runner.notes + _nearest_time_warning(job.spec, grid, dedup) + warnings
+    return _result(job, source, grid, model.device, scan, dedup, frames=frames, segments=pieces,
                    warnings=warnings, seconds=time.perf_counter() - began)  # fmt: skip
 
 
-def _work_record(job: Job, settings: EncodeSettings, device_colour: bool) -> dict:
+def _work_record(job: Job, settings: EncodeSettings, transfers: Transfers | None) -> dict:
     """What a resumable run must share with this one: the input's identity and the options."""
+    device_colour = transfers is not None and transfers.layout is not None
     options = job.options.manifest(
         model=job.spec.name, window=job.window, overlap=job.overlap, encode=settings, device_colour=device_colour
     )
@@ -282,23 +293,6 @@ def _segments(
     )  # fmt: skip
 
 
-def _scan(
-    work: WorkFolder, source: Source, options: UpscaleOptions, progress: Progress | None
-) -> tuple[list[int], Dedup | None]:
-    """The cuts and the repeated frames to drop, found once per job: a resumed run reuses what its
-    work folder recorded. With ``--dedup off`` the scan is the cut scan alone, as it always was."""
-    info = source.info
-    if work.cuts is None or (options.dedup != "off" and work.repeats is None):
-        if options.dedup == "off":
-            cuts = find_scene_cuts(info, options.scene_threshold, progress) if options.scene_detect else []
-            work.set_cuts(cuts)
-        else:
-            threshold = options.scene_threshold if options.scene_detect else None
-            cuts, dedup = find_cuts_and_repeats(info, threshold, options.dedup, progress)
-            work.set_cuts(cuts, list(dedup.repeated) if dedup is not None else [])
-    return work.cuts, choose_repeats(options.dedup, info.frame_count, work.cuts, work.repeats or [])
-
-
 def _nearest_time_warning(spec: ModelSpec, grid: OutputGrid, dedup: Dedup | None) -> list[str]:
     """Re-timed frames fall between a fixed-factor model's own output times: say that it rounds."""
     if dedup is None or spec.arbitrary_times:
@@ -313,13 +307,15 @@ def _nearest_time_warning(spec: ModelSpec, grid: OutputGrid, dedup: Dedup | None
 
 
 def _run(
-    source: Source, plan: WindowPlan, runner: OutOfMemoryFallback | ClassicFrames, sink: OutputSink,
-    progress: Progress | None, *, pin_memory: bool, dedup: Dedup | None = None, batch_windows: int = 1,
-    clock: StageClock | None = None, transfers: Transfers | None = None,
+    source: Source, plan: WindowPlan, runner: OutOfMemoryFallback | ClassicFrames, segments: Segments,
+    progress: Progress | None, options: UpscaleOptions, *, scan: Scan, dedup: Dedup | None = None,
+    transfers: Transfers | None = None, clock: StageClock | None = None,
 ) -> list[str]:  # fmt: skip
-    """Decode (without ``dedup``'s repeated frames), run the model windows not done yet, encode;
-    returns the reader's warnings."""
-    done = sink.segments.work.done_windows
+    """Decode (without ``dedup``'s repeated frames), run the model windows not done yet (those in the
+    ``scan``'s black-and-white shots made grey), encode; returns the reader's warnings."""
+    sink = OutputSink(segments, threaded=options.pipelined)
+    grey = grey_windows(scan.grey_shots, scan.cuts, dedup.original if dedup is not None else int)
+    done = segments.work.done_windows
     first_frame = source.resume_frame(plan, done)  # the plan's frames: the unique ones with dedup
     start = dedup.original(first_frame) if dedup is not None else first_frame
     report = (lambda count: progress(count, plan.n_outputs)) if progress is not None else None
@@ -328,8 +324,8 @@ def _run(
         try:
             run_windows(
                 frames, plan, runner, sink.frame, report, skip_windows=done, first_frame=first_frame,
-                on_window_done=sink.window_done, pin_memory=pin_memory, batch_windows=batch_windows, clock=clock,
-                transfers=transfers,
+                on_window_done=sink.window_done, pin_memory=options.pipelined,
+                batch_windows=options.speed.batch_windows, clock=clock, transfers=transfers, grey=grey,
             )  # fmt: skip
             sink.close()
         except BaseException as exc:
@@ -339,10 +335,10 @@ def _run(
 
 
 def _result(
-    job: Job, source: Source, grid: OutputGrid, device: str, cuts: list[int], dedup: Dedup | None, *, frames: int,
+    job: Job, source: Source, grid: OutputGrid, device: str, scan: Scan, dedup: Dedup | None, *, frames: int,
     segments: int, warnings: list[str], seconds: float,
 ) -> UpscaleResult:  # fmt: skip
-    info, scale = source.info, job.options.scale
+    info, scale, cuts = source.info, job.options.scale, scan.cuts
     return UpscaleResult(
         input=job.src,
         output=job.dst,
@@ -366,6 +362,7 @@ def _result(
         dedup=dedup is not None,
         repeated_frames=list(dedup.repeated) if dedup is not None else [],
         repeat_patterns=[str(c) for c in dedup.cadences] if dedup is not None else [],
+        grey_shots=scan.grey_shots,
         segments=segments,
         warnings=warnings,
     )

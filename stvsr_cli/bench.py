@@ -23,6 +23,7 @@ from time import perf_counter  # the matrix-product rate, on the real clock what
 import av
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 from stvsr_cli.api import UpscaleResult, on_arrays, upscale
 from stvsr_cli.errors import UsageError
@@ -146,7 +147,7 @@ def bench(
     fps_x = 2 if spec.fps_x is None else spec.fps_x[0]
     width, height = size
     torch.manual_seed(0)
-    upscaler = load_model(spec, scale=scale, device=device, half=half, speed=speed)
+    upscaler = load_model(spec, scale=scale, device=device, half=half, speed=speed, random_weights=True)
     dev = upscaler.device
     peak_rate = matmul_tflop_s(dev)
     if dev.type == "cuda":
@@ -191,6 +192,11 @@ def bench(
     with tempfile.TemporaryDirectory(prefix="stvsr-bench-") as tmp:
         clip = Path(tmp) / "clip.mp4"
         synthetic_clip(clip, frames, width, height)
+        if spec.architecture.learned:  # the same random weights end to end, as a file upscale loads
+            save_file(upscaler.module.state_dict(), str(Path(tmp) / "random.safetensors"))
+            spec = replace(
+                spec, weights=str(Path(tmp) / "random.safetensors"), sha256=None, git_blob_sha1=None, format="safetensors"
+            )
 
         def run(clock: StageClock | None) -> UpscaleResult:
             return upscale(

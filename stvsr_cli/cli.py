@@ -27,6 +27,7 @@ from stvsr_cli.cmdoptions import (
     model_options,
     speed_from,
     speed_options,
+    train_options,
     upscale_options,
 )
 from stvsr_cli.display import (
@@ -294,47 +295,7 @@ def compare_command(ctx: click.Context, input: Path, output: Path, **opts: Any) 
 
 
 @main.command("train")
-@click.option("--arch", default=None, help="Architecture key (see `stvsr models`), e.g. zsm.")
-@click.option("--params", default="{}", help='Constructor params as JSON, e.g. \'{"nf": 16, "back_rbs": 4}\'.')
-@click.option("--data", multiple=True, required=True, type=click.Path(path_type=Path), help="Training clips (repeat).")
-@click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Run folder.")
-@click.option("--name", default=None, help="Model name for the export (default: the --out folder's name).")
-@click.option("--steps", type=click.IntRange(min=1), default=10_000, show_default=True)
-@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--patch", type=click.IntRange(min=8), default=128, show_default=True, help="HR patch size.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=4e-4, show_default=True)
-@click.option("--frames-in", type=click.IntRange(min=2), default=4, show_default=True, help="Input frames per sample.")
-@click.option("-x", "--fps-x", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("-s", "--scale", type=click.IntRange(min=1), default=4, show_default=True)
-@degradation_option
-@click.option("--device", default="auto", show_default=True)
-@click.option(
-    "--amp",
-    type=click.Choice(["bf16", "fp16", "none"]),
-    default=None,
-    help="Mixed precision (default: bf16 or fp16 on CUDA, none on the CPU).",
-)
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--val", multiple=True, type=click.Path(path_type=Path), help="Validation clips (repeat).")
-@click.option("--val-every", type=click.IntRange(min=1), default=500, show_default=True)
-@click.option("--save-every", type=click.IntRange(min=1), default=500, show_default=True)
-@click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--init", default=None, help="Start from a registered model's weights (fine-tuning).")
-@click.option(
-    "--eval",
-    "eval_data",
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Clips for the final evaluation against classic, in the model card.",
-)
-@click.option(
-    "--cache-dir",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Keep decoded frames here between runs.",
-)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("-q", "--quiet", is_flag=True)
+@train_options
 @click.pass_context
 def train_command(ctx: click.Context, **opts: Any) -> None:
     """Train an architecture on a folder of videos (or frame folders); export weights, a model card
@@ -342,7 +303,7 @@ def train_command(ctx: click.Context, **opts: Any) -> None:
     from stvsr_cli.training.data import load_frames
     from stvsr_cli.training.export import export
     from stvsr_cli.training.signals import stop_on_signals
-    from stvsr_cli.training.trainer import TrainConfig, Trainer
+    from stvsr_cli.training.trainer import TrainConfig, Trainer, amp_slowdown_note
 
     debug, quiet, resume = _debug(ctx), opts.pop("quiet"), opts.pop("resume")
     eval_data = [str(p) for p in opts.pop("eval_data")]
@@ -368,6 +329,9 @@ def train_command(ctx: click.Context, **opts: Any) -> None:
 
     def run():
         trainer = Trainer(config, resume=resume)
+        note = amp_slowdown_note(trainer.amp, trainer.device)
+        if note:  # even with --quiet: it can cost hours
+            click.echo(f"stvsr: note: {note}", err=True)
         cache = load_frames(config.data, Path(config.cache_dir) if config.cache_dir else None)
         if not quiet:
             click.echo(
@@ -418,6 +382,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
             "scale": "any" if spec.scales is None else list(spec.scales),
             "fps_x": "any" if spec.fps_x is None or spec.arbitrary_times else list(spec.fps_x),
             "times": "any" if spec.arbitrary_times else "fixed",
+            "tiles": "exact" if spec.architecture.exact_tiles else "approximate: a layer pools over the whole frame",
             "available": hub.available(spec),
             "weights": spec.weights or "none needed",
             "license": spec.license,
@@ -456,7 +421,7 @@ def weights_download(ctx: click.Context, name: str) -> None:
     from stvsr_cli import hub
 
     spec = _spec(ctx, name)
-    if spec.weights is None:
+    if spec.weights is None and not spec.architecture.learned:
         click.echo(f"model '{name}' needs no weights")
         return
     path = _guarded(

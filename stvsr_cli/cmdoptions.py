@@ -217,6 +217,52 @@ degradation_option = click.option(
 )
 
 
+# stvsr train's options: the run, its data and its schedule.
+train_options = option_group(
+    click.option("--arch", default=None, help="Architecture key (see `stvsr models`), e.g. zsm."),
+    click.option("--params", default="{}", help='Constructor params as JSON, e.g. \'{"nf": 16, "back_rbs": 4}\'.'),
+    click.option("--data", multiple=True, required=True, type=click.Path(path_type=Path), help="Training clips (repeat)."),
+    click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Run folder."),
+    click.option("--name", default=None, help="Model name for the export (default: the --out folder's name)."),
+    click.option("--steps", type=click.IntRange(min=1), default=10_000, show_default=True),
+    click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True),
+    click.option("--patch", type=click.IntRange(min=8), default=128, show_default=True, help="HR patch size."),
+    click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=4e-4, show_default=True),
+    click.option("--frames-in", type=click.IntRange(min=2), default=4, show_default=True, help="Input frames per sample."),
+    click.option("-x", "--fps-x", type=click.IntRange(min=1), default=2, show_default=True),
+    click.option("-s", "--scale", type=click.IntRange(min=1), default=4, show_default=True),
+    degradation_option,
+    click.option("--device", default="auto", show_default=True),
+    click.option(
+        "--amp",
+        type=click.Choice(["bf16", "fp16", "none"]),
+        default=None,
+        help="Mixed precision (default: bf16 or fp16 on CUDA, none on the CPU).",
+    ),
+    click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint."),
+    click.option("--val", multiple=True, type=click.Path(path_type=Path), help="Validation clips (repeat)."),
+    click.option("--val-every", type=click.IntRange(min=1), default=500, show_default=True),
+    click.option("--save-every", type=click.IntRange(min=1), default=500, show_default=True),
+    click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True),
+    click.option("--init", default=None, help="Start from a registered model's weights (fine-tuning)."),
+    click.option(
+        "--eval",
+        "eval_data",
+        multiple=True,
+        type=click.Path(path_type=Path),
+        help="Clips for the final evaluation against classic, in the model card.",
+    ),
+    click.option(
+        "--cache-dir",
+        type=click.Path(path_type=Path, file_okay=False),
+        default=None,
+        help="Keep decoded frames here between runs.",
+    ),
+    click.option("--seed", type=int, default=0, show_default=True),
+    click.option("-q", "--quiet", is_flag=True),
+)
+
+
 def speed_from(opts: dict[str, Any]) -> Speed:
     """The ``Speed`` made by the speed options in ``opts`` (taken out of it)."""
     return Speed(**{k: opts.pop(k) for k in SPEED_KEYS if k in opts})

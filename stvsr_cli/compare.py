@@ -18,8 +18,10 @@ from stvsr_cli.io.colour import to_uint8
 from stvsr_cli.io.decode import VideoReader, probe
 from stvsr_cli.models.loader import load_model
 from stvsr_cli.models.registry import Registry, load_registry
+from stvsr_cli.pipeline.grey import grey_windows
 from stvsr_cli.pipeline.memory import budgeted_runner, parse_size
 from stvsr_cli.pipeline.run import run_windows
+from stvsr_cli.pipeline.source import scan
 from stvsr_cli.pipeline.windows import WindowPlan, plan_windows
 
 BASELINE = "classic"
@@ -169,6 +171,8 @@ def compare(
     reach = fps_x * PROFILE_RADIUS if profile else 0
     wanted = range(max(0, j - reach), min(last_real, j + reach) + 1)
 
+    whole = scan(info, threshold=None)  # a black-and-white film stays black-and-white, as in upscale
+    grey = grey_windows(whole.grey_shots, whole.cuts)
     crops, profiles = [], []
     for spec in specs:
         model = load_model(spec, scale=scale, device=device, offline=offline)
@@ -185,7 +189,9 @@ def compare(
         )  # fmt: skip
         picked = _Picker(wanted, calls.first_output, (oy, ox, h, w))
         try:
-            run_windows(frames, plan, runner, picked, skip_windows=calls.skip, first_frame=calls.first_frame)
+            run_windows(
+                frames, plan, runner, picked, skip_windows=calls.skip, first_frame=calls.first_frame, grey=grey
+            )
         except _Enough:
             pass
         crops.append(to_uint8(picked.frames[j]))

@@ -376,7 +376,7 @@ def import_weights(spec: ModelSpec, file: Path | str) -> Path:
 def local_path(spec: ModelSpec) -> Path:
     """Where the model's ready-to-load weights are; an error if they are not there."""
     if spec.weights is None:
-        raise WeightsError(f"model '{spec.name}' needs no weights")
+        raise WeightsError(f"model '{spec.name}' " + ("has no weights" if spec.architecture.learned else "needs no weights"))
     path = cached_path(spec) or Path(spec.weights)
     if not path.is_file():
         raise WeightsError(

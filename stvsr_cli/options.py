@@ -88,6 +88,17 @@ class UpscaleOptions:
         if self.segment_frames < 1:
             raise UsageError("--segment-frames must be at least 1")
 
+    def without_effect_on_arrays(self) -> list[str]:
+        """The options given that size or speed up a network, which a run on the decoded arrays
+        (classic on the CPU: no network, no float frames) does not have."""
+        speed = self.speed
+        given = {
+            "--tile": self.tile, "--max-memory": self.max_memory is not None, "--compile": speed.compile,
+            "--channels-last": speed.channels_last, "--batch-windows": speed.batch_windows > 1,
+            "--deform-conv": speed.deform_conv != "auto",
+        }  # fmt: skip
+        return [flag for flag, on in given.items() if on]
+
     def uses_copy_stream(self, device_type: str) -> bool:
         """Copies on their own CUDA streams: as ``speed`` says, never in the plain baseline."""
         return self.speed.uses_copy_stream(device_type) and self.pipelined

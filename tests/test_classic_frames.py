@@ -1,6 +1,7 @@
 """classic on arrays (FFmpeg's scaler, integer blends): the reference's pixels to rounding, each
 input frame upscaled once, and what upscale runs for classic on the CPU."""
 
+import json
 import math
 import subprocess
 import sys
@@ -9,9 +10,11 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from media import make_video, pattern, read_frames
 
 from stvsr_cli.api import upscale
+from stvsr_cli.cli import main
 from stvsr_cli.io.encode import EncodeSettings
 from stvsr_cli.models.classic import Classic
 from stvsr_cli.models.loader import load_model
@@ -139,3 +142,15 @@ def test_bench_times_what_upscale_runs_for_classic_on_the_cpu(monkeypatch):
     r = bench("classic", size=(32, 24), frames=4, device="cpu", calls=1)
     assert len(calls) == 3 * window + 4  # warm-up, FLOP count and one timed call; then the 4-frame clip
     assert r.model_useful_fps > 0 and r.flops_per_call == 0  # no products or convolutions to count
+
+
+def test_options_that_size_a_network_are_named_once_when_classic_runs_without_one(tmp_path):
+    src, dst = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    make_video(src, frames=4, size=(32, 24))
+    args = ["upscale", str(src), str(dst), "-m", "classic", "--tile", "64", "--compile", "--batch-windows", "2", "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    line = "--tile, --compile, --batch-windows: no effect with model 'classic' on the CPU"
+    assert result.stderr.count(line) == 1 and json.loads(result.stdout)["warnings"] == [line]
+    plain = CliRunner().invoke(main, ["upscale", str(src), str(dst), "-m", "classic", "--overwrite", "--json"])
+    assert json.loads(plain.stdout)["warnings"] == []

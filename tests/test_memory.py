@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from media import make_video, pattern
+from media import make_video
 
 from stvsr_cli.api import upscale
 from stvsr_cli.cli import main
@@ -21,7 +21,7 @@ from stvsr_cli.pipeline.memory import (
     resident_memory,
     tile_for_budget,
 )
-from stvsr_cli.pipeline.tiles import TiledModel
+from stvsr_cli.pipeline.tiles import TiledModel, min_tile, plan_tiles, tile_overlap
 
 needs_meter = pytest.mark.skipif(not PeakMeter.works_on_cpu(), reason="no /proc/self/clear_refs to measure peaks")
 
@@ -72,20 +72,21 @@ def test_the_predicted_peak_matches_the_real_one(name):
 @needs_meter
 def test_a_budget_tiles_the_run_and_the_peak_stays_inside_it(tmp_path):
     """A budget with room for about half the whole frame's model peak: the run is tiled, says so,
-    and the process's real peak stays inside the budget."""
+    and the process's real peak stays inside the budget. (zsm-lite-cpu: its smallest tile, 48 px,
+    leaves room below the frame's 128 px.)"""
     src, dst = tmp_path / "in.mp4", tmp_path / "out.mp4"
     make_video(src, frames=4, size=(160, 128))
     torch.manual_seed(0)
     notes: list[str] = []
-    upscale(src, tmp_path / "whole.mp4", model="stvun", device="cpu", max_memory="64G", on_note=notes.append)
+    upscale(src, tmp_path / "whole.mp4", model="zsm-lite-cpu", device="cpu", max_memory="64G", on_note=notes.append)
     assert not notes  # a big budget: whole frames
-    spec = load_registry().get("stvun")
+    spec = load_registry().get("zsm-lite-cpu")
     profile = measure_profile(load_model(spec, scale=4, device="cpu"), spec.window, 2)
     outputs = 7 * 3 * (4 * 160) * (4 * 128) * 4 * 2  # a window's outputs, float and on the way out
     release_freed_memory(torch.device("cpu"))  # what the whole run freed goes back, as the meter below does first
     budget = resident_memory() + outputs + int(0.6 * profile.peak(160 * 128))
     with PeakMeter(torch.device("cpu")) as tiled:
-        upscale(src, dst, model="stvun", device="cpu", max_memory=budget, on_note=notes.append)
+        upscale(src, dst, model="zsm-lite-cpu", device="cpu", max_memory=budget, on_note=notes.append)
     assert notes and "tiles of" in notes[0], notes
     assert tiled.start + tiled.peak <= budget, (tiled.start + tiled.peak, budget)
     assert dst.exists()
@@ -102,20 +103,43 @@ def test_a_budget_too_small_is_one_clear_line(tmp_path):
     assert "Traceback" not in result.output + result.stderr and not (tmp_path / "o.mp4").exists()
 
 
-# The PSNR (dB) between a tiled and an untiled window of each shipped model, on 64x96 frames of a moving
-# pattern (harder than footage: periodic, fast) in tiles of 48 px overlapping by the model's context
-# (2 x 2 tiles). Measured on the CPU, 2026-12-05: classic 68.1, stvun 49.4, stvun-gpu 44.2,
-# stvun-film 55.6, zsm-lite-cpu 73.2, davsr 60.9, stinet 72.3, tpsr 70.7; asserted 2-3 dB lower.
-TILED_PSNR = {"classic": 65, "stvun": 47, "stvun-gpu": 42, "stvun-film": 53, "tpsr": 68, "zsm-lite-cpu": 70,
-              "stinet": 70, "davsr": 58}  # fmt: skip
+# Tiles keep only pixels that saw the model's whole registered context, so a tiled window is the
+# whole frame's to 60 dB or better (benchmarks/tile_context.py measures every shipped model): checked
+# here for two of them, on real footage, in the smallest tiles each allows (2 x 2 of them).
+@pytest.mark.parametrize("name", ["zsm-lite-cpu", "davsr"])
+def test_tiles_give_what_whole_frames_do(name, one_thread):
+    from precision import example_frames
 
-
-@pytest.mark.parametrize("name", sorted(TILED_PSNR))
-def test_tiles_do_not_show(name, one_thread):
     spec = load_registry().get(name)
     model = load_model(spec, scale=4, device="cpu")
-    frames = torch.stack([torch.from_numpy(pattern(i, 64, 96)).permute(2, 0, 1) for i in range(spec.window)]) / 255
+    tile, overlap = min_tile(spec.context, model.size_multiple), tile_overlap(spec.context, model.size_multiple)
+    size = tile + overlap  # two tiles a side
+    assert len(plan_tiles(size, size, tile, overlap, model.size_multiple)) == 4
+    frames = example_frames(spec.window, size)
     whole = model(frames, 2)
-    tiled = TiledModel(model, 48, 4, spec.context)(frames, 2)
+    tiled = TiledModel(model, tile, 4, spec.context)(frames, 2)
     mse = (tiled - whole).square().mean().item()
-    assert 10 * np.log10(1 / max(mse, 1e-12)) >= TILED_PSNR[name]
+    assert 10 * np.log10(1 / max(mse, 1e-12)) >= 60
+
+
+def test_a_budget_that_cannot_be_measured_says_what_it_rests_on(tmp_path, monkeypatch):
+    """No /proc/self/clear_refs (some kernels and containers): --max-memory cannot be checked against
+    a measured peak; one line says so instead of silence. A probe that cannot run in a fresh process
+    is measured in this one, and that is said too."""
+    from stvsr_cli.pipeline import memory
+
+    upscaler = load_model(load_registry().get("stvun"), scale=4, device="cpu")
+    size = {"window": 4, "fps_x": 2, "height": 100, "width": 120}
+    monkeypatch.setattr(memory.PeakMeter, "works_on_cpu", staticmethod(lambda: False))
+    runner, tiling = memory.budgeted_runner(upscaler, max_memory=2**30, **size)
+    assert runner.tile == 0 and tiling is None and len(runner.notes) == 1
+    assert runner.notes[0].startswith("--max-memory 1.0 GB: this system cannot measure")
+    assert memory.budgeted_runner(upscaler, **size)[0].notes == []  # no budget asked for: nothing to say
+    small = {**size, "height": 30, "width": 40}  # no probe needed for a frame this small, still no meter
+    assert "cannot measure" in memory.budgeted_runner(upscaler, max_memory=2**30, **small)[0].notes[0]
+    monkeypatch.undo()
+    monkeypatch.setenv("STVSR_CACHE", str(tmp_path / "fresh-cache"))
+    monkeypatch.setattr(memory, "_probe_in_fresh_process", lambda *a: None)
+    if memory.PeakMeter.works_on_cpu():
+        runner, _ = memory.budgeted_runner(upscaler, max_memory=64 * 2**30, **size)
+        assert ["could not be measured in a fresh process" in note for note in runner.notes] == [True]

@@ -64,6 +64,12 @@ def test_local_weights_are_found_beside_the_registry_file(tmp_path):
         ('arch = "classic"\nscale = 0', "'scale' must be"),
         ('arch = "classic"\nwindow = 3\noverlap = 3', "overlap < window"),
         ('arch = "classic"\nweights = "https://example.org/w.safetensors"', "sha256"),
+        # Asking for more than the architecture can do: the fact named, and what it can.
+        ('arch = "zsm"\ntimes = "any"', "times \"any\" asks for more than arch 'zsm' can do"),
+        ('arch = "zsm"\nscale = [2, 4]', "scale \\[2, 4\\] asks for more than arch 'zsm' can do \\(scale 4\\)"),
+        ('arch = "stinet"\nfps_x = 3', "fps_x 3 asks for more than arch 'stinet' can do \\(fps_x 2, 4, 6\\)"),
+        ('arch = "zsm"\nfps_x = "any"', "fps_x 'any' asks for more than arch 'zsm' can do"),
+        ('arch = "stvun"\nparams = { frames = 4 }\nwindow = 4\nmin_frames = 2', "min_frames 2 asks for more"),
     ],
 )
 def test_invalid_entries_name_the_file_and_the_entry(tmp_path, entry, message):
@@ -72,6 +78,58 @@ def test_invalid_entries_name_the_file_and_the_entry(tmp_path, entry, message):
     with pytest.raises(StvsrError, match=message) as info:
         load_registry(extra)
     assert str(extra) in info.value.message and "'broken'" in info.value.message
+
+
+def test_an_entry_takes_its_architectures_facts_and_may_narrow_them(tmp_path):
+    extra = tmp_path / "mine.toml"
+    extra.write_text(
+        '[models.plain]\narch = "stinet"\n[models.x2]\narch = "stinet"\nfps_x = 2\n'
+        '[models.steps]\narch = "classic"\nfps_x = [2, 3]\n[models.sized]\narch = "stvun"\nparams = { frames = 5 }\n'
+        'window = 5\noverlap = 2\n'
+    )
+    registry = load_registry(extra)
+    assert registry.get("plain").fps_x == (2, 4, 6) and registry.get("x2").fps_x == (2,)
+    steps = registry.get("steps")  # narrowing fps_x asks for those steps only
+    assert steps.fps_x == (2, 3) and not steps.arbitrary_times and steps.scales is None
+    sized = registry.get("sized")  # sized for windows of 5 frames: never fewer
+    assert sized.arbitrary_times and sized.min_frames == 5
+
+
+def test_every_network_class_carries_its_architectures_facts():
+    from stvsr_cli.models.registry import ARCHITECTURES, architecture
+
+    for name, arch in ARCHITECTURES.items():
+        cls = architecture(load_registry().get(name) if name == "classic" else _bare(name))
+        facts = (cls.time_factors, cls.arbitrary_times, cls.window_param, cls.shot_edges, cls.exact_tiles)
+        assert facts == (arch.time_factors, arch.arbitrary_times, arch.window_param, arch.shot_edges, arch.exact_tiles)
+
+
+def _bare(arch: str):
+    from stvsr_cli.models.registry import ModelSpec
+
+    return ModelSpec(name="", arch=arch)
+
+
+def test_a_learned_model_without_weights_is_refused_in_one_line(tmp_path, monkeypatch):
+    extra = tmp_path / "mine.toml"
+    extra.write_text('[models.untrained]\narch = "zsm"\nparams = { nf = 8, groups = 8, front_rbs = 1, back_rbs = 1 }\n')
+    monkeypatch.setenv("STVSR_REGISTRY", str(extra))
+    spec = load_registry().get("untrained")
+    with pytest.raises(StvsrError, match="model 'untrained' has no weights"):
+        load_model(spec, scale=4, device="cpu")
+    assert not load_model(spec, scale=4, device="cpu", random_weights=True).module.training  # tests may
+    src, dst = tmp_path / "in.mp4", tmp_path / "out.mp4"
+    make_video(src, frames=3, size=(32, 24))
+    result = CliRunner().invoke(main, ["upscale", str(src), str(dst), "--model", "untrained"])
+    assert result.exit_code == 1 and not dst.exists()
+    line = (
+        "stvsr: error: model 'untrained' has no weights: an untrained 'zsm' network would make noise "
+        "(name them in its registry entry ('weights'), or give --weights FILE)"
+    )
+    assert result.stderr.strip().splitlines() == [line]
+    assert "Traceback" not in result.output + result.stderr
+    download = CliRunner().invoke(main, ["weights", "download", "untrained"])
+    assert "needs no weights" not in download.output and download.exit_code != 0
 
 
 def test_loaded_model_runs_a_window_on_cpu():

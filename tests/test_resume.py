@@ -20,6 +20,7 @@ from stvsr_cli.io.encode import EncodeSettings
 from stvsr_cli.io.workdir import work_folder_for
 from stvsr_cli.models import loader
 from stvsr_cli.models.registry import load_registry
+from stvsr_cli.pipeline.tiles import min_tile
 
 OPTIONS = {"model": "classic", "scale": 2, "fps_x": 2, "scene_detect": False, "segment_frames": 20}
 # classic on the CPU runs on arrays, without a network: the tests of the tensor runner's fallbacks
@@ -162,21 +163,26 @@ def test_changed_input_starts_afresh(clip, tmp_path):
 
 
 def test_out_of_memory_falls_back_to_tiles(tmp_path, monkeypatch):
+    """The real model on a device that only fits its smallest tile: whole frames, then half-frame
+    tiles run out of memory; the smallest tiles work and give what a run tiled so from the start gives."""
+    spec = load_registry().get(TENSOR_MODEL)
+    smallest = min_tile(spec.context, 4)  # stvun's size rule is 4
     src = tmp_path / "wide.mkv"
-    make_video(src, frames=4, size=(96, 64), codec="ffv1", pix_fmt="bgr0")
+    make_video(src, frames=4, size=(2 * smallest + 8, 16), codec="ffv1", pix_fmt="bgr0")  # no memory probe
     real_load = loader.load_model
     calls = []
 
     class SmallDevice:
-        """The real model on a device that only fits 40-pixel-wide frames."""
+        """The real model on a device that only fits frames ``smallest`` pixels wide."""
 
         def __init__(self, inner):
             self.inner, self.device, self.spec, self.scale, self.half = inner, inner.device, inner.spec, inner.scale, False
             self.arbitrary_times, self.size_multiple = inner.arbitrary_times, inner.size_multiple
+            self.shot_edges, self.pad_mode, self.exact_tiles = inner.shot_edges, inner.pad_mode, inner.exact_tiles
 
         def __call__(self, frames, fps_x, **times):
             calls.append(tuple(frames.shape[-2:]))
-            if frames.shape[-1] > 40:
+            if frames.shape[-1] > smallest:
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
             return self.inner(frames, fps_x, **times)
 
@@ -184,10 +190,12 @@ def test_out_of_memory_falls_back_to_tiles(tmp_path, monkeypatch):
     lossless = EncodeSettings(codec="ffv1", pix_fmt="bgr0")
     options = {**OPTIONS, "model": TENSOR_MODEL, "scale": 4}
     result = upscale(src, tmp_path / "out.mkv", encode=lossless, **options)
-    assert "out of memory on cpu: tiling at 32 px (was 48 px)" in result.warnings
+    half = smallest + 4
+    assert f"out of memory on cpu: tiling at {half} px" in result.warnings
+    assert f"out of memory on cpu: tiling at {smallest} px (was {half} px)" in result.warnings
     widths = [w for _, w in calls]
-    assert widths[:2] == [96, 48] and max(widths[2:]) <= 40  # whole frame, 48-px tiles, then 32-px tiles
-    tiled = upscale(src, tmp_path / "tiled.mkv", encode=lossless, tile=32, **options)
+    assert widths[:2] == [2 * smallest + 8, half] and max(widths[2:]) <= smallest  # whole, half, smallest
+    tiled = upscale(src, tmp_path / "tiled.mkv", encode=lossless, tile=smallest, **options)
     for a, b in zip(read_frames(tmp_path / "out.mkv"), read_frames(tmp_path / "tiled.mkv")):
         np.testing.assert_array_equal(a, b)
     assert tiled.frames_out == result.frames_out == 8
@@ -199,7 +207,7 @@ def test_out_of_memory_even_on_the_smallest_tile_fails_cleanly(tmp_path, monkeyp
 
     class NoMemory:
         device = torch.device("cpu")
-        arbitrary_times, size_multiple = False, 1
+        arbitrary_times, shot_edges, size_multiple, exact_tiles = False, False, 1, True
         spec, scale, half = load_registry().get("classic"), 4, False
 
         def __call__(self, frames, fps_x):
@@ -274,6 +282,8 @@ def test_a_resumed_run_reuses_the_scene_cuts_it_found(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         upscale(src, out, progress=interrupt_after(50), scan_progress=lambda *a: scans.append(a), **options)
     assert scans and segments_done(out) >= 1
+    manifest = json.loads((work_folder_for(out) / "manifest.json").read_text())
+    assert manifest["cuts"] == [24] and manifest["grey_shots"] == []  # what the scan found, kept
     scans.clear()
     result = upscale(src, out, scan_progress=lambda *a: scans.append(a), **options)
-    assert scans == [] and result.cuts == [24]  # not scanned again; the cut found the first time
+    assert scans == [] and result.cuts == [24] and result.grey_shots == []  # not scanned again

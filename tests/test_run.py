@@ -11,7 +11,7 @@ class Recorder:
     """A stand-in model: output frame i of a window is the input time it stands for, as a flat image."""
 
     device = torch.device("cpu")
-    arbitrary_times, size_multiple = False, 1
+    arbitrary_times, shot_edges, size_multiple = False, False, 1
 
     def __init__(self):
         self.calls = []
@@ -43,7 +43,7 @@ def test_windowed_classic_equals_the_whole_clip_at_once():
 
     class Model:
         device = torch.device("cpu")
-        arbitrary_times, size_multiple = False, 1
+        arbitrary_times, shot_edges, size_multiple = False, False, 1
         module = Classic(scale=2)
 
         def __call__(self, x, fps_x):

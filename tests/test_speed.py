@@ -62,7 +62,7 @@ def test_batched_windows_make_the_same_frames_in_fewer_calls(name):
 
 def test_a_batch_that_runs_out_of_memory_goes_on_one_window_at_a_time():
     class Model:
-        device, arbitrary_times, size_multiple = torch.device("cpu"), False, 1
+        device, arbitrary_times, shot_edges, size_multiple = torch.device("cpu"), False, False, 1
 
         def __init__(self):
             self.calls = []

@@ -1,157 +1,118 @@
-"""Spatial tiling: the planner covers the frame; tiled and untiled outputs agree."""
+"""Spatial tiling: the planner covers the frame; every kept pixel saw its whole context, so tiled
+outputs are the untiled ones."""
 
-import math
+from itertools import pairwise
 
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import nn
 
-from stvsr_cli.models.classic import Classic
-from stvsr_cli.models.zsm import ZoomingSlowMo
-from stvsr_cli.pipeline.tiles import TILE_OVERLAP, TiledModel, plan_tiles
+from stvsr_cli.errors import UsageError
+from stvsr_cli.pipeline.tiles import BLEND, OutOfMemoryFallback, TiledModel, min_tile, plan_tiles, tile_weights
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.integers(1, 400), st.integers(1, 400), st.integers(32, 200))
-def test_tiles_cover_the_frame_with_enough_overlap(height, width, tile):
-    tiles = plan_tiles(height, width, tile, multiple=4)
+@given(st.integers(1, 400), st.integers(1, 400), st.integers(32, 200), st.integers(1, 16))
+def test_tiles_cover_the_frame_with_enough_overlap(height, width, tile, overlap):
+    tiles = plan_tiles(height, width, max(tile, 2 * overlap), overlap, multiple=4)
     covered = torch.zeros(height, width, dtype=torch.int32)
     for t in tiles:
         assert 0 <= t.y0 < t.y1 <= height and 0 <= t.x0 < t.x1 <= width
         for size, length in ((t.y1 - t.y0, height), (t.x1 - t.x0, width)):
-            assert size <= tile and (size % 4 == 0 or size == length)
+            assert size <= max(tile, 2 * overlap) and (size % 4 == 0 or size == length)
         covered[t.y0 : t.y1, t.x0 : t.x1] += 1
     assert covered.min() >= 1
     ys = sorted({(t.y0, t.y1) for t in tiles})
-    for (_, end), (start, _) in zip(ys, ys[1:]):
-        assert end - start >= TILE_OVERLAP
+    for (_, end), (start, _) in pairwise(ys):
+        assert end - start >= overlap
 
 
 def test_too_small_tiles_are_refused():
     with pytest.raises(ValueError):
-        plan_tiles(100, 100, 31)
+        plan_tiles(100, 100, 31, 16)
+    with pytest.raises(UsageError, match="too small"):
+        TiledModel(Wrapped(ConvStack(reach=3)), tile=min_tile(3) - 1, scale=2, context=3)
+
+
+def test_weights_are_zero_in_the_context_band_and_cross_to_one_between_neighbours():
+    band, blend = 6, 4
+    left = tile_weights(0, 30, 50, band, blend, torch.device("cpu"))  # a neighbour on the right only
+    right = tile_weights(14, 50, 50, band, blend, torch.device("cpu"))  # overlapping by 2 * band + blend
+    assert left[:20].eq(1).all() and left[24:].eq(0).all()  # its own frame edge kept, its context band not
+    assert right[:band].eq(0).all() and right[band + blend :].eq(1).all()
+    total = torch.zeros(50)
+    total[:30] += left
+    total[14:] += right
+    torch.testing.assert_close(total, torch.ones(50))
+
+
+class ConvStack(nn.Module):
+    """``reach`` 3x3 convolutions (zero padding) then x2 nearest: an output pixel depends on exactly
+    the input pixels within ``reach`` of its own; with ``stride``, a stride-2 layer and its inverse
+    in the middle, so the pixel grid matters too (``size_multiple`` 2)."""
+
+    def __init__(self, reach: int, stride: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        layers = [nn.Conv2d(3, 8, 3, padding=1), nn.Tanh()]
+        layers += [nn.Conv2d(8, 8, 3, padding=1), nn.Tanh()] * (reach - 2 - stride)
+        if stride:
+            layers += [nn.Conv2d(8, 8, 2, stride=2), nn.Tanh(), nn.Upsample(scale_factor=2)]
+        layers += [nn.Conv2d(8, 3, 3, padding=1), nn.Upsample(scale_factor=2)]
+        self.net = nn.Sequential(*layers)
+        self.size_multiple = 2 if stride else 1
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.net(frames)
 
 
 class Wrapped:
-    def __init__(self, module, fps_arg):
-        self.module, self.fps_arg, self.device = module, fps_arg, torch.device("cpu")
-        self.arbitrary_times, self.size_multiple = False, module.size_multiple
+    """A window model around ``module`` (frames one by one, so fps_x 1), counting its calls."""
+
+    def __init__(self, module):
+        self.module, self.device = module, torch.device("cpu")
+        self.arbitrary_times, self.shot_edges, self.size_multiple = False, False, module.size_multiple
+        self.pad_mode = "replicate"
         self.calls = 0
 
     @torch.no_grad()
     def __call__(self, frames, fps_x):
         self.calls += 1
-        out = self.module(frames[None], fps_x=fps_x) if self.fps_arg else self.module(frames[None])
-        return out[0]
+        h, w = frames.shape[-2:]
+        m = self.size_multiple
+        padded = nn.functional.pad(frames, (0, -w % m, 0, -h % m), mode="replicate")  # as VideoSRNet.run
+        return self.module(padded)[..., : 2 * h, : 2 * w]
 
 
-def psnr(a, b):
-    return 10 * math.log10(1 / torch.mean((a.clamp(0, 1) - b.clamp(0, 1)) ** 2).item())
-
-
-class NearestBlend(torch.nn.Module):
-    """Each output pixel from its own LR pixel only: nearest x``scale``, linear blending in time."""
-
-    size_multiple = 1
-
-    def __init__(self, scale):
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, frames, fps_x):
-        up = frames.repeat_interleave(self.scale, -2).repeat_interleave(self.scale, -1)
-        s = (torch.arange(fps_x, dtype=up.dtype) / fps_x).view(1, 1, -1, 1, 1, 1)
-        between = up[:, :-1, None] + s * (up[:, 1:, None] - up[:, :-1, None])
-        return torch.cat([between.flatten(1, 2), up[:, -1:]], 1)
-
-
-def test_tiling_a_model_that_looks_at_one_pixel_changes_nothing():
-    """Every tile is exact everywhere, so any blend with weights that sum to one is exact."""
-    torch.manual_seed(0)
-    frames = torch.rand(3, 3, 70, 90)
-    model = Wrapped(NearestBlend(2), True)
-    whole = model(frames, 2)
-    tiled = TiledModel(model, tile=40, scale=2)(frames, 2)
-    assert tiled.shape == whole.shape == (5, 3, 140, 180)
+@pytest.mark.parametrize(("reach", "stride", "size"), [(3, False, (70, 90)), (5, True, (67, 91))])
+def test_a_model_whose_reach_is_its_context_tiles_exactly(reach, stride, size):
+    """Every kept pixel saw all the input it depends on, on the whole frame's pixel grid: the tiled
+    output is the untiled one (odd sizes too, where the frame is padded to the size rule first)."""
+    model = Wrapped(ConvStack(reach, stride))
+    frames = torch.rand(2, 3, *size)
+    whole = model(frames, 1)
+    tiled = TiledModel(model, tile=min_tile(reach, model.size_multiple), scale=2, context=reach)(frames, 1)
+    assert model.calls - 1 >= 4  # the frame went through at least 4 tiles
+    assert tiled.shape == whole.shape
     torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-6)
 
 
-def seam_bound(tiles, height, width, scale, reach, overlap=TILE_OVERLAP):
-    """The most tiling can change each output pixel of a model that reads ``reach`` output pixels
-    around it, with values in [0, 1]: a tile is wrong only within ``reach`` of an edge it shares with
-    a neighbour, where its weight ramps down to (d + 0.5) / (overlap * scale) at distance d, while the
-    neighbour, at least overlap * scale - reach deep, weighs at least (overlap * scale - reach) / (...)."""
-    bound = torch.zeros(height * scale, width * scale, dtype=torch.float64)
-    ys = torch.arange(height * scale).view(-1, 1)
-    xs = torch.arange(width * scale).view(1, -1)
-    for t in tiles:
-        inside = (ys >= t.y0 * scale) & (ys < t.y1 * scale) & (xs >= t.x0 * scale) & (xs < t.x1 * scale)
-        shared = [(ys - t.y0 * scale, t.y0 > 0), (t.y1 * scale - 1 - ys, t.y1 < height)]
-        shared += [(xs - t.x0 * scale, t.x0 > 0), (t.x1 * scale - 1 - xs, t.x1 < width)]
-        near = torch.full_like(bound, math.inf)
-        for distance, is_shared in shared:
-            if is_shared:
-                near = torch.minimum(near, distance.expand_as(bound).double())
-        wrong = inside & (near < reach)
-        bound[wrong] += (near[wrong] + 0.5) / (overlap * scale - reach)
-    return bound
+def test_a_context_too_small_for_the_model_shows_at_the_seams():
+    """The same model tiled as if it reached one pixel less: not exact. (The test above is not exact
+    by accident.)"""
+    model = Wrapped(ConvStack(5))
+    frames = torch.rand(2, 3, 70, 90)
+    tiled = TiledModel(model, tile=2 * (2 * 4 + BLEND), scale=2, context=4)(frames, 1)
+    assert (tiled - model(frames, 1)).abs().max() > 1e-4
 
 
-def test_tiled_classic_is_exact_away_from_the_seams_and_the_ramps_hide_them():
-    """Bicubic reads 2 LR pixels around each output pixel: tiled and untiled outputs are equal except
-    within 2 LR pixels of an edge between tiles, and there the ramps keep the difference small."""
-    torch.manual_seed(0)
-    frames = torch.rand(3, 3, 70, 90)
-    model = Wrapped(Classic(scale=2), True)
-    whole = model(frames, 2)
-    tiled = TiledModel(model, tile=40, scale=2)(frames, 2)
-    assert model.calls == 1 + 3 * 4  # the whole frame once, then 3 x 4 tiles
-    assert tiled.shape == whole.shape
-    bound = seam_bound(plan_tiles(70, 90, 40), 70, 90, scale=2, reach=2 * 2)
-    assert (bound == 0).float().mean() > 0.7  # most of the frame is away from the seams
-    difference = (tiled - whole).abs().amax(dim=(0, 1)).double()
-    assert (difference <= bound + 1e-6).all(), (difference - bound).max()
-
-
-def zsm_with_large_offsets():
-    """A seeded, untrained network whose deformable offsets are large and random (the default init
-    sets them to zero) and whose features are strong enough to carry them: a hard case for tiling,
-    the same with or without the official test vector beside the repository."""
-    torch.manual_seed(0)
-    net = ZoomingSlowMo(nf=16, groups=8, front_rbs=1, back_rbs=2).eval()
-    with torch.no_grad():
-        for name, param in net.named_parameters():
-            if "conv_offset_mask" in name:
-                param.normal_(0, 0.15 if name.endswith("weight") else 0.05)
-            elif name.endswith("weight"):
-                param.normal_(0, 0.08)
-    return net
-
-
-def test_tiled_zsm_is_a_blend_of_its_tiles_and_no_further_from_untiled():
-    """A receptive field wider than the overlap: tiles cannot agree with the untiled output, but each
-    tiled pixel lies between the outputs of the tiles that cover it (one tile alone: that tile's), so
-    it is never further from the untiled output than the worst of those tiles."""
-    net = zsm_with_large_offsets()
-    frames = torch.rand(1, 3, 1, 1).expand(2, 3, 56, 72).clone()
-    frames += 0.1 * torch.rand(2, 3, 56, 72)  # a smooth field with some texture
-    model = Wrapped(net, False)
-    whole = model(frames, 2)
-    tiled = TiledModel(model, tile=40, scale=4)(frames, 2)
-    tiles = plan_tiles(56, 72, 40, multiple=net.size_multiple)
-    assert len(tiles) == 2 * 3
-    low = torch.full_like(whole, math.inf)
-    high, worst = torch.full_like(whole, -math.inf), torch.zeros_like(whole)
-    count = torch.zeros(whole.shape[-2:])
-    for t in tiles:
-        box = (..., slice(4 * t.y0, 4 * t.y1), slice(4 * t.x0, 4 * t.x1))
-        part = model(frames[:, :, t.y0 : t.y1, t.x0 : t.x1], 2)
-        low[box], high[box] = torch.minimum(low[box], part), torch.maximum(high[box], part)
-        worst[box] = torch.maximum(worst[box], (part - whole[box]).abs())
-        count[box[1:]] += 1
-    assert ((tiled >= low - 1e-5) & (tiled <= high + 1e-5)).all()
-    alone = count == 1
-    torch.testing.assert_close(tiled[..., alone], low[..., alone], rtol=0, atol=1e-5)
-    assert ((tiled - whole).abs() <= worst + 1e-5).all()
-    assert (tiled - whole).abs().max() > 1e-3  # the case is hard: the tiles do disagree with the whole
+def test_a_model_that_pools_over_the_whole_frame_is_tiled_with_one_warning():
+    model = Wrapped(ConvStack(3))
+    runner = OutOfMemoryFallback(model, 2, tile=min_tile(3), context=3, exact_tiles=False)
+    runner(torch.rand(2, 3, 40, 40), 1)
+    runner._current = runner._tiled(min_tile(3))  # tiled again (as after running out of memory)
+    assert len([note for note in runner.notes if "pools over the whole frame" in note]) == 1
+    exact = OutOfMemoryFallback(model, 2, tile=min_tile(3), context=3)
+    assert exact.notes == []

@@ -16,6 +16,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import av
 import av.filter
@@ -41,6 +42,40 @@ def thumbnail_size(width: int, height: int) -> tuple[int, int]:
     if width <= THUMBNAIL_WIDTH:
         return width, height
     return THUMBNAIL_WIDTH, max(1, round(height * THUMBNAIL_WIDTH / width))
+
+
+class Thumbnail(NamedTuple):
+    """What the scan keeps of a frame: a small ``[h, w]`` uint8 luma picture, and whether the whole
+    frame is black-and-white (``frame_is_grey``)."""
+
+    luma: np.ndarray
+    grey: bool
+
+
+# An 8-bit chroma sample this many levels from neutral still counts as grey: rounding in the encoding
+# of a grey picture moves chroma by a level at most; a tinted or sepia film is several levels off.
+CHROMA_TOLERANCE = 1
+RGB_TOLERANCE = 3  # levels between the largest and the smallest channel, for RGB sources (about the same)
+
+
+def frame_is_grey(frame: av.VideoFrame) -> bool:
+    """Whether every pixel of a decoded frame is neutral: grey formats are; planar YUV when both
+    chroma planes stay within ``CHROMA_TOLERANCE`` of neutral (read in place at full size, so that a
+    small coloured object counts); any other format through RGB."""
+    fmt = frame.format
+    if fmt.name.startswith(("gray", "ya", "monob", "monow")):
+        return True
+    if fmt.name.startswith("yuv") and len(fmt.components) >= 3 and len(frame.planes) >= 3:
+        bits = fmt.components[1].bits
+        dtype = np.dtype("u1" if bits <= 8 else (">u2" if fmt.name.endswith("be") else "<u2"))
+        neutral, tolerance = 1 << (bits - 1), CHROMA_TOLERANCE << max(0, bits - 8)
+        for plane in frame.planes[1:3]:
+            samples = np.frombuffer(plane, dtype).reshape(plane.height, -1)[:, : plane.width]
+            if int(samples.min()) < neutral - tolerance or int(samples.max()) > neutral + tolerance:
+                return False
+        return True
+    rgb = frame.to_ndarray(format="rgb24")
+    return int((rgb.max(axis=-1).astype(np.int16) - rgb.min(axis=-1)).max()) <= RGB_TOLERANCE
 
 
 @dataclass(frozen=True)
@@ -308,8 +343,8 @@ class VideoReader:
     """Decode ``info``'s frames in a background thread; yield them as RGB arrays on the frame grid.
 
     ``frames()`` yields exactly ``info.frame_count`` arrays ``[H, W, 3]`` (uint8, or uint16 for
-    sources deeper than 8 bits); with ``thumbnails``, small ``[h, w]`` uint8 luma pictures instead
-    (for scene detection). ``deinterlace`` runs every frame through FFmpeg's bwdif filter, one
+    sources deeper than 8 bits); with ``thumbnails``, ``Thumbnail``s instead (for the scan: scene
+    cuts, repeated frames, black-and-white shots). ``deinterlace`` runs every frame through FFmpeg's bwdif filter, one
     progressive frame per interlaced one. ``first_frame`` starts at that grid frame, seeking to
     the keyframe before it (a resumed run), for constant-rate, well-timed, progressive input only,
     where seeking gives the very frames a decode from the start would.
@@ -387,8 +422,9 @@ class VideoReader:
         info = self.info
         if self.thumbnails:
             width, height = thumbnail_size(info.width, info.height)
-            return lambda frame: frame.to_ndarray(
-                width=width, height=height, format="gray", interpolation=Interpolation.AREA
+            return lambda frame: Thumbnail(
+                frame.to_ndarray(width=width, height=height, format="gray", interpolation=Interpolation.AREA),
+                frame_is_grey(frame),
             )
         fmt = rgb_format(info.bit_depth)
         args = info.colour.reformat_args(decoding=True)

@@ -60,6 +60,7 @@ class WorkFolder:
         self.extradata: bytes | None = None
         self.cuts: list[int] | None = None  # the scene cuts found for this job, once known
         self.repeats: list[int] | None = None  # the frames found to repeat the previous one, when looked for
+        self.grey_shots: list[int] | None = None  # the first frames of the black-and-white shots, once known
 
     @classmethod
     def open(cls, dst: Path, job: dict[str, Any], *, restart: bool = False) -> tuple[WorkFolder, str | None]:
@@ -86,6 +87,7 @@ class WorkFolder:
                 work.extradata = bytes.fromhex(previous["extradata"]) if previous.get("extradata") else None
                 work.cuts = previous.get("cuts")
                 work.repeats = previous.get("repeats")
+                work.grey_shots = previous.get("grey_shots")
                 if work.segments:
                     note = (
                         f"resuming: {len(work.segments)} finished segment(s), {work.done_frames} frames, "
@@ -139,9 +141,11 @@ class WorkFolder:
         self.segments.append(Segment(name, windows, frames))
         self._save()
 
-    def set_cuts(self, cuts: list[int], repeats: list[int] | None = None) -> None:
+    def set_scan(self, cuts: list[int], repeats: list[int] | None, grey_shots: list[int]) -> None:
+        """What the scan of the input found, kept so that a resumed run need not scan again."""
         self.cuts = list(cuts)
         self.repeats = None if repeats is None else list(repeats)
+        self.grey_shots = list(grey_shots)
         self._save()
 
     def packets(self, segment: Segment) -> Iterator[EncodedPacket]:
@@ -158,6 +162,7 @@ class WorkFolder:
         self.extradata = None
         self.cuts = None
         self.repeats = None
+        self.grey_shots = None
 
     def _save(self) -> None:
         manifest = {
@@ -166,6 +171,7 @@ class WorkFolder:
             "extradata": self.extradata.hex() if self.extradata else None,
             "cuts": self.cuts,
             "repeats": self.repeats,
+            "grey_shots": self.grey_shots,
             "segments": [asdict(s) for s in self.segments],
         }
         tmp = self.path / "manifest.json.partial"

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stvsr_cli.models.ops.losses import charbonnier
+from stvsr_cli.models.registry import ARCHITECTURES
 
 
 class VideoSRNet(nn.Module):
@@ -22,29 +23,50 @@ class VideoSRNet(nn.Module):
     ``[B, fps_x*(N-1)+1, 3, scale*h, scale*w]`` (output ``fps_x*i`` is input frame i), and, where
     ``arbitrary_times``, ``forward(frames, fps_x, times=[...])`` one frame per time (0 to N-1).
 
+    Where ``shot_edges``, ``forward(frames, fps_x, edges=(opens_shot, closes_shot))`` is told whether
+    the window's first and last frames are the first and last of their shot (else the clip goes on
+    beyond them).
+
     ``forward`` may assume ``h`` and ``w`` are multiples of ``size_multiple``; call ``run``, which pads
     to that multiple (``pad_mode``, the edge replicated unless the network says otherwise) and crops the
     output, to take any size.
     """
 
     scale: int = 4
+    # What the architecture can do, from its entry in ``registry.ARCHITECTURES`` (declared there once):
     time_factors: ClassVar[tuple[int, ...] | None] = (2,)  # the fps_x it is made (and trained) for; None: any
     arbitrary_times: ClassVar[bool] = False  # forward takes ``times``
+    window_param: ClassVar[str | None] = None  # the constructor parameter that sizes it for its window
+    shot_edges: ClassVar[bool] = False  # forward takes ``edges``: which window edges are its shot's
+    exact_tiles: ClassVar[bool] = True  # False where a layer pools over the whole frame: tiles change the output
     size_multiple: int = 1  # input height and width must be multiples of this
     pad_mode: str = "replicate"  # how ``run`` pads to it (``F.pad`` mode)
-    window_param: ClassVar[str | None] = None  # the constructor parameter that sizes it for its window
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        for arch in ARCHITECTURES.values():
+            if arch.path == f"{cls.__module__}:{cls.__qualname__}":
+                cls.time_factors, cls.arbitrary_times, cls.window_param = (
+                    arch.time_factors, arch.arbitrary_times, arch.window_param
+                )  # fmt: skip
+                cls.shot_edges, cls.exact_tiles = arch.shot_edges, arch.exact_tiles
     stage_ends: ClassVar[tuple[float, ...]] = ()  # training schedule stages, as shares of the run
     loss_description: ClassVar[str] = "Charbonnier loss"
 
-    def run(self, frames: torch.Tensor, fps_x: int = 2, times: list[float] | None = None) -> torch.Tensor:
-        """``forward`` on any frame size: pad to ``size_multiple`` once, here, and crop back."""
+    def run(
+        self, frames: torch.Tensor, fps_x: int = 2, times: list[float] | None = None,
+        edges: tuple[bool, bool] | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """``forward`` on any frame size: pad to ``size_multiple`` once, here, and crop back.
+        ``times`` and ``edges`` go to ``forward`` where given."""
         *lead, h, w = frames.shape
         m = self.size_multiple
         ph, pw = -h % m, -w % m
         if ph or pw:
             flat = frames.reshape(-1, *frames.shape[-3:])
             frames = F.pad(flat, (0, pw, 0, ph), mode=self.pad_mode).view(*lead, h + ph, w + pw)
-        out = self(frames, fps_x, times=times) if times is not None else self(frames, fps_x)
+        facts = {key: value for key, value in (("times", times), ("edges", edges)) if value is not None}
+        out = self(frames, fps_x, **facts)
         return out[..., : self.scale * h, : self.scale * w] if ph or pw else out
 
     @classmethod

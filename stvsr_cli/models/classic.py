@@ -25,11 +25,9 @@ class Classic(VideoSRNet):
     """Bicubic x``scale`` per frame (half-pixel centres, clamped to [0, 1]), then linear blending.
 
     Input ``[B, N, 3, H, W]`` in [0, 1]; output ``[B, k(N-1)+1, 3, sH, sW]``: output ``k*i`` is input
-    frame i upscaled, output ``k*i + s`` is ``(1 - s/k) * up(i) + (s/k) * up(i+1)``.
+    frame i upscaled, output ``k*i + s`` is ``(1 - s/k) * up(i) + (s/k) * up(i+1)``. Any scale, any
+    time factor or times (``registry.ARCHITECTURES["classic"]``).
     """
-
-    time_factors = None  # any integer factor
-    arbitrary_times = True  # or any times between the inputs
 
     def __init__(self, *, scale: int = 4) -> None:
         super().__init__()

@@ -53,42 +53,47 @@ class Upscaler:
         return self.spec.arbitrary_times
 
     @property
+    def shot_edges(self) -> bool:
+        """Whether the network treats a window's edges differently where its shot ends (``edges=``)."""
+        return self.module.shot_edges
+
+    @property
     def size_multiple(self) -> int:
-        """The network pads its input to this multiple (tiles cut at it waste nothing)."""
+        """The network pads its input to this multiple (tiles cut at it waste nothing)..."""
         return self.module.size_multiple
 
-    def __call__(self, frames: torch.Tensor, fps_x: int, times: list | None = None) -> torch.Tensor:
+    @property
+    def pad_mode(self) -> str:
+        """... this way (``F.pad`` mode): tiles of a frame are cut from it padded the same."""
+        return self.module.pad_mode
+
+    @property
+    def exact_tiles(self) -> bool:
+        """Whether tiles give what whole frames do (not where a layer pools over the whole frame)."""
+        return self.module.exact_tiles
+
+    def __call__(self, frames: torch.Tensor, fps_x: int, **facts) -> torch.Tensor:
         """``[N, 3, H, W]`` in [0, 1] on ``device`` -> ``[fps_x*(N-1)+1, 3, sH, sW]`` clamped to [0, 1];
-        or, with ``times`` (positions from 0 to N-1, for models with arbitrary times), one frame per time."""
-        return self.batch(frames.unsqueeze(0), fps_x, times)[0]
+        or, with ``times`` (positions from 0 to N-1, for models with arbitrary times), one frame per
+        time. ``edges=(opens_shot, closes_shot)`` goes to networks with ``shot_edges``."""
+        return self.batch(frames.unsqueeze(0), fps_x, **facts)[0]
 
     @torch.inference_mode()
-    def batch(self, windows: torch.Tensor, fps_x: int, times: list | None = None) -> torch.Tensor:
+    def batch(
+        self, windows: torch.Tensor, fps_x: int, times: list | None = None, edges: tuple[bool, bool] | None = None
+    ) -> torch.Tensor:
         """Several windows of one shape in one call: ``[B, N, 3, H, W]`` -> ``[B, M, 3, sH, sW]``."""
+        times = None if times is None else [float(t) for t in times]
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.half):
-            out = self.module.run(windows.float(), fps_x, times=None if times is None else [float(t) for t in times])
-        out = out.float().clamp_(0, 1)
-        for inputs, outputs in zip(windows, out):
-            grey = grey_if_grey(inputs, outputs)
-            if grey is not outputs:
-                outputs.copy_(grey)
-        return out
+            out = self.module.run(windows.float(), fps_x, times=times, edges=edges if self.shot_edges else None)
+        return out.float().clamp_(0, 1)
 
 
-# Grey input: every pixel's channels within this of their mean (8-bit YUV with neutral chroma decodes
-# to RGB within a level of grey; a tinted or sepia film is further off).
-GREY_TOLERANCE = 1.5 / 255
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # BT.601; for a near-grey picture the matrix changes Y by far under a level
-
-
-def grey_if_grey(inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
-    """Black-and-white in, black-and-white out: when every input frame ``[N, 3, H, W]`` is grey, the
-    outputs become their luma in all three channels. A network trained on colour (or on films made
-    grey at random, as ``--degradation film`` does) otherwise guesses colour from grey, a faint tint."""
-    if (inputs - inputs.mean(dim=1, keepdim=True)).abs().amax() > GREY_TOLERANCE:
-        return outputs
-    weights = torch.tensor(LUMA_WEIGHTS, dtype=outputs.dtype, device=outputs.device).view(1, 3, 1, 1)
-    return (outputs * weights).sum(dim=1, keepdim=True).expand_as(outputs).contiguous()
+def refuse_half_off_cuda(half: bool | None, device: torch.device) -> None:
+    """float16 only on CUDA: CPUs without AVX512-FP16 (most) run its convolutions 15-50x slower
+    than float32 (``training.trainer.cpu_autocast_is_fast``)."""
+    if half and device.type != "cuda":
+        raise UnsupportedOptionError("--half needs a CUDA device", "drop --half to run in float32 on the CPU")
 
 
 def load_model(
@@ -101,13 +106,15 @@ def load_model(
     offline: bool | None = None,
     progress: hub.Progress | None = None,
     speed: Speed | None = None,
+    random_weights: bool = False,
 ) -> Upscaler:
     """Build ``spec``'s network for ``scale``, load its weights strictly, move it to the device.
 
     The weights are the registry's (downloaded, verified and cached on first use; ``offline``
     forbids the download) unless ``weights`` names a local file (safetensors or a PyTorch state
-    dict) to use instead. ``half=None`` means float16 autocast on CUDA where the model allows it.
-    ``speed`` says how it runs (layout, compiling; see ``models.speed``).
+    dict) to use instead. A learned network with neither is refused, unless ``random_weights``
+    (for tests and benchmarks: its seeded initialisation). ``half=None`` means float16 autocast on
+    CUDA where the model allows it. ``speed`` says how it runs (layout, compiling; see ``models.speed``).
     """
     spec.check_factors(scale=scale)
     speed = speed or Speed()
@@ -115,8 +122,7 @@ def load_model(
     speed.check_device(dev.type)
     if half is None:
         half = dev.type == "cuda" and spec.half
-    if half and dev.type != "cuda":
-        raise UnsupportedOptionError("--half needs a CUDA device", "drop --half to run in float32 on the CPU")
+    refuse_half_off_cuda(half, dev)
     if half and not spec.half:
         raise UnsupportedOptionError(f"model '{spec.name}' does not support float16", "use --no-half")
 
@@ -130,6 +136,11 @@ def load_model(
         path = Path(weights)
     elif spec.weights is not None:
         path = hub.weights_file(spec, offline=offline, progress=progress)
+    elif spec.architecture.learned and not random_weights:
+        raise hub.WeightsError(
+            f"model '{spec.name}' has no weights: an untrained '{spec.arch}' network would make noise",
+            "name them in its registry entry ('weights'), or give --weights FILE",
+        )
     else:
         path = None
     if path is not None:

@@ -1,7 +1,12 @@
 """The model registry: every fact about a named model, declared once, read by the pipeline.
 
-Entries come from ``weights/registry.toml`` (shipped inside the package as ``stvsr_cli.weights``).
-The pipeline asks a ``ModelSpec`` what a model can do; it never branches on a model's name.
+What an architecture can do (its scales, time factors, arbitrary times, ...) is declared once, in its
+``Architecture`` below: the network class carries those facts (``models.base.VideoSRNet`` reads them
+from here), and the registry checks entries against them without importing PyTorch (``stvsr
+models``, classic on the decoded arrays). A registry entry (``weights/registry.toml``, shipped inside
+the package as ``stvsr_cli.weights``, or a user's file) says what is its own: weights, licence,
+window, context, and a narrower choice where it makes one; asking for more than the architecture can
+do is refused in one line. The pipeline asks a ``ModelSpec``; it never branches on a model's name.
 """
 
 from __future__ import annotations
@@ -19,14 +24,34 @@ from typing import Any
 
 from stvsr_cli.errors import StvsrError, UnknownModelError, UnsupportedOptionError, UsageError
 
-# Architecture key -> "module:Class". Imported only when a model of that architecture is built.
-ARCHITECTURES: dict[str, str] = {
-    "classic": "stvsr_cli.models.classic:Classic",
-    "zsm": "stvsr_cli.models.zsm:ZoomingSlowMo",
-    "stvun": "stvsr_cli.models.stvun:STVUN",
-    "tpsr": "stvsr_cli.models.tpsr:TPSR",
-    "davsr": "stvsr_cli.models.davsr:DAVSR",
-    "stinet": "stvsr_cli.models.stinet:STINet",
+
+@dataclass(frozen=True)
+class Architecture:
+    """What a network architecture can do, whatever its weights."""
+
+    path: str  # "module:Class", imported only when a network of it is built
+    learned: bool = True  # runs only with weights (untrained, it would make noise)
+    scales: tuple[int, ...] | None = (4,)  # spatial factors (None: any integer, the constructor's ``scale``)
+    time_factors: tuple[int, ...] | None = (2,)  # the fps_x its forward takes (None: any integer)
+    arbitrary_times: bool = False  # forward takes ``times``: frames at any time between two inputs
+    min_frames: int = 2  # fewest input frames its forward takes
+    window_param: str | None = None  # the constructor parameter that sizes it for a window of exactly that many frames
+    shot_edges: bool = False  # forward takes ``edges``: whether a window's ends are its shot's
+    exact_tiles: bool = True  # False where a layer pools over the whole frame: tiles cannot give what whole frames do
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    "classic": Architecture(
+        "stvsr_cli.models.classic:Classic", learned=False, scales=None, time_factors=None, arbitrary_times=True
+    ),
+    "zsm": Architecture("stvsr_cli.models.zsm:ZoomingSlowMo"),
+    "stvun": Architecture("stvsr_cli.models.stvun:STVUN", time_factors=None, arbitrary_times=True, window_param="frames"),
+    # Channel attention over a whole temporal profile (a row or column of the frame) in its refinement.
+    "tpsr": Architecture("stvsr_cli.models.tpsr:TPSR", exact_tiles=False),
+    # Its FFT data step is circular in time: it mirrors the clip at a shot's real ends only.
+    "davsr": Architecture("stvsr_cli.models.davsr:DAVSR", shot_edges=True),
+    # Its graph reasoning pools each node over the whole frame.
+    "stinet": Architecture("stvsr_cli.models.stinet:STINet", time_factors=(2, 4, 6), exact_tiles=False),
 }
 
 REGISTRY_ENV = "STVSR_REGISTRY"
@@ -38,12 +63,12 @@ WEIGHTS_FORMATS = ("safetensors", "zsm-official-pth", "pth")
 _ENTRY_KEYS = {
     "arch": "architecture key (see ARCHITECTURES)",
     "params": "constructor keyword arguments",
-    "scale": 'spatial factor: an integer, a list of integers, or "any"',
-    "fps_x": 'temporal factors: an integer, a list of integers, or "any"',
-    "times": '"any" when the network makes frames at any time between its inputs (--fps RATE)',
+    "scale": 'spatial factors, narrower than the architecture\'s: an integer, a list of integers, or "any"',
+    "fps_x": 'temporal factors, narrower than the architecture\'s: an integer, a list of integers, or "any"',
+    "times": '"fixed" to make only the fps_x steps where the architecture could make any time',
     "window": "input frames per model call (the planner's default)",
     "overlap": "input frames shared by consecutive calls (the planner's default)",
-    "min_frames": "fewest input frames the network accepts (shorter clips are padded)",
+    "min_frames": "fewest input frames the network accepts, if more than the architecture's (shorter clips are padded)",
     "context": "input pixels around a tile or crop that its output pixels depend on (tiles overlap by this)",
     "half": "whether the network may run in float16",
     "weights": "hf://OWNER/REPO/PATH@REVISION, https://..., or a file relative to the registry file",
@@ -87,6 +112,10 @@ class ModelSpec:
     description: str = ""
 
     @property
+    def architecture(self) -> Architecture:
+        return ARCHITECTURES[self.arch]
+
+    @property
     def short_license(self) -> str:
         """The licence for a table column: ``license_short``, else ``short_licence(license)``."""
         return self.license_short or short_licence(self.license)
@@ -128,8 +157,7 @@ class ModelSpec:
         overlap = min(self.overlap, window - 1) if overlap is None else overlap
         if window < max(2, self.min_frames):
             raise UsageError(f"--window must be at least {max(2, self.min_frames)} for model '{self.name}'")
-        # No params, nothing sized: then the architecture (and PyTorch with it) need not be imported.
-        param = architecture(self).window_param if self.params and self.arch in ARCHITECTURES else None
+        param = ARCHITECTURES[self.arch].window_param if self.arch in ARCHITECTURES else None
         sized = self.params.get(param) if param else None  # a network built for windows of exactly this size
         if sized is not None and window != sized:
             raise UsageError(f"model '{self.name}' works on windows of exactly {sized} frames", "leave out --window")
@@ -183,8 +211,22 @@ def _factors(value: Any, key: str, where: str) -> tuple[int, ...] | None:
     return tuple(values)
 
 
+def _narrowed(
+    table: dict, key: str, allowed: tuple[int, ...] | None, arch: str, where: str
+) -> tuple[int, ...] | None:
+    """An entry's factors, at most what the architecture allows (``allowed``; None: any)."""
+    if key not in table:
+        return allowed
+    asked = _factors(table[key], key, where)
+    if allowed is not None and (asked is None or not set(asked) <= set(allowed)):
+        can = ", ".join(map(str, allowed))
+        raise StvsrError(f"{where}: {key} {table[key]!r} asks for more than arch '{arch}' can do ({key} {can})")
+    return asked
+
+
 def parse_entry(name: str, table: Any, where: str, base_dir: Path) -> ModelSpec:
-    """Turn one ``[models.NAME]`` table into a spec, naming the file and entry in every error.
+    """Turn one ``[models.NAME]`` table into a spec, naming the file and entry in every error. Facts
+    of the architecture an entry leaves out are the architecture's; those it gives must be narrower.
 
     A local weights path is taken relative to ``base_dir``, the folder of the registry file."""
     where = f"{where}: model '{name}'"
@@ -193,18 +235,24 @@ def parse_entry(name: str, table: Any, where: str, base_dir: Path) -> ModelSpec:
     unknown = sorted(set(table) - set(_ENTRY_KEYS))
     if unknown:
         raise StvsrError(f"{where}: unknown key(s) {', '.join(unknown)}", "known keys: " + ", ".join(_ENTRY_KEYS))
-    arch = table.get("arch")
-    if arch not in ARCHITECTURES:
-        raise StvsrError(f"{where}: unknown arch {arch!r}", "known: " + ", ".join(sorted(ARCHITECTURES)))
+    arch_name = table.get("arch")
+    if arch_name not in ARCHITECTURES:
+        raise StvsrError(f"{where}: unknown arch {arch_name!r}", "known: " + ", ".join(sorted(ARCHITECTURES)))
+    arch = ARCHITECTURES[arch_name]
     params = table.get("params", {})
     if not isinstance(params, dict):
         raise StvsrError(f"{where}: 'params' must be a table")
+    sized = params.get(arch.window_param) if arch.window_param else None
+    least = max(arch.min_frames, sized if isinstance(sized, int) else 0)
     ints = {}
-    for key, default, low in (("window", 7, 2), ("overlap", 2, 1), ("min_frames", 2, 1), ("context", 16, 4)):
+    for key, default, low in (("window", 7, 2), ("overlap", 2, 1), ("min_frames", least, 1), ("context", 16, 4)):
         value = table.get(key, default)
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise StvsrError(f"{where}: '{key}' must be an integer >= {low}")
         ints[key] = value
+    if ints["min_frames"] < least:
+        raise StvsrError(f"{where}: min_frames {ints['min_frames']} asks for more than arch '{arch_name}' can do "
+                         f"(min_frames {least})")  # fmt: skip
     if ints["overlap"] >= ints["window"] or ints["min_frames"] > ints["window"]:
         raise StvsrError(f"{where}: need overlap < window and min_frames <= window")
     for key in ("weights", "sha256", "git_blob_sha1", "format", "license", "license_short", "description"):
@@ -219,15 +267,20 @@ def parse_entry(name: str, table: Any, where: str, base_dir: Path) -> ModelSpec:
         weights = str((base_dir / weights).resolve())
     if not isinstance(table.get("half", True), bool):
         raise StvsrError(f"{where}: 'half' must be true or false")
-    if table.get("times", "fixed") not in ("any", "fixed"):
+    # An entry that narrows fps_x asks for those steps only, unless it says times = "any" too.
+    times = table.get("times", "any" if arch.arbitrary_times and "fps_x" not in table else "fixed")
+    if times not in ("any", "fixed"):
         raise StvsrError(f'{where}: \'times\' must be "any" or "fixed"')
+    if times == "any" and not arch.arbitrary_times:
+        raise StvsrError(f"{where}: times \"any\" asks for more than arch '{arch_name}' can do (fixed time steps)")
+    any_time = times == "any"
     return ModelSpec(
         name=name,
-        arch=arch,
+        arch=arch_name,
         params=dict(params),
-        scales=_factors(table.get("scale", 4), "scale", where),
-        fps_x=_factors(table.get("fps_x", 2), "fps_x", where),
-        arbitrary_times=table.get("times") == "any",
+        scales=_narrowed(table, "scale", arch.scales, arch_name, where),
+        fps_x=_narrowed(table, "fps_x", arch.time_factors, arch_name, where) if "fps_x" in table or not any_time else None,
+        arbitrary_times=any_time,
         half=table.get("half", True),
         weights=weights,
         sha256=table.get("sha256"),
@@ -276,5 +329,5 @@ def load_registry(extra: Path | str | None = None) -> Registry:
 
 def architecture(spec: ModelSpec) -> type:
     """The ``nn.Module`` class of a spec's architecture, imported on first use."""
-    module_name, class_name = ARCHITECTURES[spec.arch].split(":")
+    module_name, class_name = ARCHITECTURES[spec.arch].path.split(":")
     return getattr(importlib.import_module(module_name), class_name)

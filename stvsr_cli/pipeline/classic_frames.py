@@ -35,7 +35,7 @@ class ClassicFrames:
 
     def __init__(self, scale: int) -> None:
         self.scale = scale
-        self.notes: list[str] = []  # the runner interface: nothing to report (no tiles, no retries)
+        self.notes: list[str] = []  # the runner interface: warnings for the run (no tiles, no retries here)
         self._scaler: _Scaler | None = None
         self._upscaled: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # id(input) -> (input, upscaled)
 

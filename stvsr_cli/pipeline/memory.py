@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Self
 from stvsr_cli.errors import UsageError
 from stvsr_cli.hub import cache_dir
 from stvsr_cli.pipeline.run import WindowModel
-from stvsr_cli.pipeline.tiles import MIN_TILE, OutOfMemoryFallback, is_out_of_memory, release_freed_memory
+from stvsr_cli.pipeline.tiles import MIN_TILE, OutOfMemoryFallback, is_out_of_memory, min_tile, release_freed_memory
 
 if TYPE_CHECKING:  # PyTorch is imported where a model is measured: a run on arrays never needs it
     import torch
@@ -82,14 +82,16 @@ class MemoryProfile:
         return int(self.fixed + self.per_pixel * pixels)
 
 
-def tile_for_budget(profile: MemoryProfile, budget: int, height: int, width: int, multiple: int = 1) -> int | None:
+def tile_for_budget(
+    profile: MemoryProfile, budget: int, height: int, width: int, multiple: int = 1, smallest: int = MIN_TILE
+) -> int | None:
     """The tile side (LR pixels) whose predicted peak fits ``budget``: 0 when the whole frame fits,
-    None when not even the smallest tile does. A pure function."""
+    None when not even the ``smallest`` tile does. A pure function."""
     if profile.peak(height * width) <= budget:
         return 0
     side = math.isqrt(max(0, int((budget - profile.fixed) / max(profile.per_pixel, 1e-9))))
     side -= side % multiple
-    return side if side >= MIN_TILE else None
+    return side if side >= smallest else None
 
 
 class PeakMeter:
@@ -125,17 +127,25 @@ class PeakMeter:
             self.peak = _read_status("VmHWM") - self.start
 
 
-def measure_profile(model: WindowModel, frames: int, fps_x: int, sides: tuple[int, int] = PROBE_SIDES) -> MemoryProfile:
+def measure_profile(
+    model: WindowModel, frames: int, fps_x: int, sides: tuple[int, int] = PROBE_SIDES, notes: list[str] | None = None
+) -> MemoryProfile:
     """Run ``model`` on random windows of ``frames`` frames at two sizes; fit ``fixed + per_pixel * pixels``.
 
     On the CPU the probes run in a fresh process: a process's resident size grows only where the
     allocator has nothing left from earlier work, so in a long-lived process (a batch, a test
     session) the same call measured 10-20 % lower from one time to the next; a fresh process
-    measures what the call needs. Where the model cannot be sent there, it is measured here."""
+    measures what the call needs. Where the model cannot be sent there, it is measured here, and
+    ``notes`` hears so."""
     if model.device.type == "cpu" and PeakMeter.works_on_cpu():
         measured = _probe_in_fresh_process(model, frames, fps_x, sides)
         if measured is not None:
             return _fit(*measured)
+        if notes is not None:
+            notes.append(
+                "the memory budget's model could not be measured in a fresh process, so it was measured in this one, "
+                "where earlier work can make it read up to 20 % low"
+            )
     return _fit(*_probe(model, frames, fps_x, sides))
 
 
@@ -240,25 +250,50 @@ def budgeted_runner(
     """The model runner for frames of ``height`` x ``width``: tiled at ``tile`` when given, else at
     the largest tile whose predicted peak fits ``max_memory`` (default: a share of what is free
     now), overlapping by the model's context; and a note saying what was chosen, if tiling.
-    ``batch_windows`` windows a call where whole frames fit that many times over (tiles: one)."""
-    note, batches_fit = None, True
+    ``batch_windows`` windows a call where whole frames fit that many times over (tiles: one).
+    Where the budget cannot be measured, the runner's ``notes`` say what it then rests on."""
+    warnings: list[str] = []
+    tiling, batches_fit = None, True
     if not tile and height * width > max(PROBE_SIDES) ** 2:  # no forced size, a frame bigger than the probe
-        tile, note, batches_fit = _tile_for_memory(upscaler, window, fps_x, height, width, max_memory, batch_windows)
-    runner = OutOfMemoryFallback(upscaler, upscaler.scale, tile, overlap=upscaler.spec.context)
+        tile, tiling, batches_fit = _tile_for_memory(
+            upscaler, window, fps_x, height, width, max_memory, batch_windows, warnings
+        )
+    elif not tile and max_memory is not None and not _can_measure(upscaler.device):
+        warnings.append(_unmeasured(max_memory))
+    runner = OutOfMemoryFallback(
+        upscaler, upscaler.scale, tile, context=upscaler.spec.context, exact_tiles=upscaler.exact_tiles
+    )
+    runner.notes.extend(warnings)
     if batch_windows > 1 and not batches_fit and not tile:
         runner.unbatch(f"{batch_windows} windows a call do not fit the memory budget: one window a call")
-    return runner, note
+    return runner, tiling
+
+
+def _can_measure(device: torch.device) -> bool:
+    return device.type != "cpu" or PeakMeter.works_on_cpu()
+
+
+def _unmeasured(max_memory: int) -> str:
+    return (
+        f"--max-memory {format_size(max_memory)}: this system cannot measure a process's memory (no "
+        "/proc/self/clear_refs), so the budget rests on running out: whole frames, then smaller tiles each time "
+        "memory runs out"
+    )
 
 
 def _tile_for_memory(
-    upscaler: Upscaler, window: int, fps_x: int, height: int, width: int, max_memory: int | None, batch_windows: int
-) -> tuple[int, str | None, bool]:
+    upscaler: Upscaler, window: int, fps_x: int, height: int, width: int, max_memory: int | None, batch_windows: int,
+    warnings: list[str],
+) -> tuple[int, str | None, bool]:  # fmt: skip
     """``budgeted_runner``'s choice: the tile (0: whole frames), its note, and whether
-    ``batch_windows`` whole windows fit in one call."""
+    ``batch_windows`` whole windows fit in one call; what the budget rests on, where it cannot be
+    measured, goes to ``warnings``."""
     import torch
 
     spec, device = upscaler.spec, upscaler.device
-    if device.type == "cpu" and not PeakMeter.works_on_cpu():
+    if not _can_measure(device):
+        if max_memory is not None:
+            warnings.append(_unmeasured(max_memory))
         return 0, None, True  # nothing to measure with: whole frames, and the out-of-memory fallback
     budget = max_memory if max_memory is not None else default_budget(device)
     key = "|".join(
@@ -270,7 +305,7 @@ def _tile_for_memory(
     )  # fmt: skip
     try:
         profile = cached_profile(
-            key, lambda: measure_profile(upscaler, window, fps_x), cache_dir() / "memory-profiles.json"
+            key, lambda: measure_profile(upscaler, window, fps_x, notes=warnings), cache_dir() / "memory-profiles.json"
         )
     except Exception as exc:
         if not is_out_of_memory(exc):
@@ -287,11 +322,12 @@ def _tile_for_memory(
         batched = MemoryProfile(cautious.fixed, cautious.per_pixel * batch_windows)
         if tile_for_budget(batched, budget - in_use - outputs * batch_windows, height, width) == 0:
             return 0, None, True
-    chosen = tile_for_budget(cautious, budget - in_use - outputs, height, width, upscaler.size_multiple)
+    smallest = min_tile(spec.context, upscaler.size_multiple)
+    chosen = tile_for_budget(cautious, budget - in_use - outputs, height, width, upscaler.size_multiple, smallest)
     if chosen is None:
         raise UsageError(
             f"--max-memory {format_size(budget)} is too small for model '{spec.name}' on {width}x{height} frames "
-            f"(at least {format_size(in_use + outputs + cautious.peak(MIN_TILE * MIN_TILE))})",
+            f"(at least {format_size(in_use + outputs + cautious.peak(smallest * smallest))})",
             "raise --max-memory, or use a shorter --window or a lighter model",
         )
     if not chosen:

@@ -6,14 +6,17 @@ progress is reported through another. Only the frames the current and next windo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from fractions import Fraction
+from itertools import islice
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from stvsr_cli.pipeline.grey import luma_array, luma_tensor
 from stvsr_cli.pipeline.stages import StageClock, clock_or_nothing
-from stvsr_cli.pipeline.transfer import Frame, Pending, Transfers
+from stvsr_cli.pipeline.transfer import Frame, Transfers
 from stvsr_cli.pipeline.windows import Step, Window, WindowPlan
 
 if TYPE_CHECKING:  # PyTorch is imported where tensors are made: a run on arrays never needs it
@@ -23,20 +26,23 @@ if TYPE_CHECKING:  # PyTorch is imported where tensors are made: a run on arrays
 class WindowModel(Protocol):
     """``[N, 3, H, W]`` in [0, 1] -> ``[fps_x*(N-1)+1, 3, sH, sW]`` in [0, 1]. A model whose
     ``arbitrary_times`` is true also takes ``times=`` (positions 0..N-1) and returns one frame each;
-    ``size_multiple`` is the frame size rule its network pads to. ``Upscaler`` is one."""
+    one whose ``shot_edges`` is true also takes ``edges=(opens_shot, closes_shot)``, whether the
+    window's first and last frames are its shot's; ``size_multiple`` is the frame size rule its
+    network pads to. ``Upscaler`` is one."""
 
     device: torch.device
     arbitrary_times: bool
+    shot_edges: bool
     size_multiple: int
 
-    def __call__(self, frames: torch.Tensor, fps_x: int) -> torch.Tensor: ...
+    def __call__(self, frames: torch.Tensor, fps_x: int, **facts) -> torch.Tensor: ...
 
 
 @runtime_checkable
 class BatchModel(Protocol):
     """A window model that also takes several windows of one shape at once: ``[B, N, 3, H, W]``."""
 
-    def batch(self, windows: torch.Tensor, fps_x: int, times: list | None = None) -> torch.Tensor: ...
+    def batch(self, windows: torch.Tensor, fps_x: int, **facts) -> torch.Tensor: ...
 
 
 @runtime_checkable
@@ -47,154 +53,152 @@ class FrameModel(Protocol):
     def frames_at(self, frames: list[np.ndarray], times: list[Fraction]) -> list[np.ndarray]: ...
 
 
-def start_window_outputs(
-    model: WindowModel | FrameModel,
-    windows: list[list[np.ndarray]],
-    fps_x: int,
-    needed: list[int],
-    pin_memory: bool = True,
-    clock: StageClock | None = None,
-    transfers: Transfers | None = None,
-) -> Callable[[], list[list[Frame]]]:
-    """Model calls on ``windows`` (each a list of frames; all of one shape) queued, their results
-    collected by the call returned: for each window, the output frames at ``needed`` (in units of
-    1/``fps_x`` from its first frame), as arrays of the input's dtype or the encoder's planes, as
-    ``transfers`` says. Several windows go through one call where the model takes batches
-    (``batch``). With a copy stream (``transfers.deferred``) the caller queues the next windows
-    before collecting, so that copies and model overlap. ``clock`` times the stages "upload",
-    "model" and "download"."""
+@dataclass
+class Call:
+    """Consecutive windows that go through the model together: of one length, needing the same
+    outputs (in units of 1/fps_x from their first frame), with the same shot facts."""
+
+    numbers: list[int]  # the windows' places among the plan's calls
+    windows: list[Window]
+    steps: list[list[Step]]  # per window, the output frames it gives, in order
+    needed: list[int]
+    grey: bool  # in a black-and-white shot: the outputs become their luma
+
+    @property
+    def edges(self) -> tuple[bool, bool]:
+        return self.windows[0].opens_shot, self.windows[0].closes_shot
+
+    def joins(self, window: Window, needed: list[int], grey: bool, batch: int) -> bool:
+        first = self.windows[0]
+        same = (len(window.frames), window.opens_shot, window.closes_shot, needed, grey)
+        return len(self.windows) < batch and same == (
+            len(first.frames), first.opens_shot, first.closes_shot, self.needed, self.grey
+        )
+
+
+def plan_calls(
+    plan: WindowPlan, skip_windows: int = 0, batch_windows: int = 1, grey: Callable[[Window], bool] | None = None
+) -> Iterator[Call]:
+    """``plan``'s model calls after the first ``skip_windows`` windows, up to ``batch_windows``
+    windows a call; ``grey`` says which windows lie in black-and-white shots."""
+    call = None
+    for number, (window, steps) in islice(enumerate(plan.calls()), skip_windows, None):
+        needed, in_grey = sorted({step.index for step in steps}), grey is not None and grey(window)
+        if call is not None and call.joins(window, needed, in_grey, batch_windows):
+            call.numbers.append(number), call.windows.append(window), call.steps.append(steps)
+            continue
+        if call is not None:
+            yield call
+        call = Call([number], [window], [steps], needed, in_grey)
+    if call is not None:
+        yield call
+
+
+class HeldFrames:
+    """The decoded frames the coming windows need, read in order from ``frames`` (which starts at
+    ``first``); earlier ones are let go."""
+
+    def __init__(self, frames: Iterable[np.ndarray], first: int, total: int) -> None:
+        self._source, self._next, self._total = iter(frames), first, total
+        self._held: dict[int, np.ndarray] = {}
+
+    def window(self, window: Window) -> list[np.ndarray]:
+        for i in [i for i in self._held if i < window.start]:
+            del self._held[i]
+        while self._next <= window.last:
+            frame = next(self._source, None)
+            if frame is None:
+                raise RuntimeError(f"the frame source ended after {self._next} of {self._total} frames")
+            if self._next >= window.start:
+                self._held[self._next] = frame
+            self._next += 1
+        return [self._held[i] for i in window.frames]
+
+
+def start_call(
+    model: WindowModel | FrameModel, call: Call, frames: list[list[np.ndarray]], fps_x: int,
+    transfers: Transfers | None, clock: StageClock | None = None,
+) -> Callable[[], list[list[Frame]]]:  # fmt: skip
+    """``call`` queued on the model (``frames``: its windows' frames); the call returned collects,
+    for each window, the output frames at ``call.needed`` (arrays of the input's dtype, or the
+    encoder's planes, as ``transfers`` says). ``clock`` times "upload", "model" and "download"."""
     timed = clock_or_nothing(clock)
-    times = [Fraction(i, fps_x) for i in needed]
+    times = [Fraction(i, fps_x) for i in call.needed]
     if isinstance(model, FrameModel):
         with timed("model"):
-            made = [model.frames_at(frames, times) for frames in windows]
-        return lambda: made
-    if transfers is None:
-        transfers = Transfers(model.device, pinned=pin_memory)
-    if len(windows) == 1 or not isinstance(model, BatchModel):
-        pending = [_one_call(model, transfers, frames, fps_x, needed, times, timed) for frames in windows]
-
-        def collect_each() -> list[list[Frame]]:
-            with timed("download"):
-                return [collect() for collect in pending]
-
-        return collect_each
+            made = [model.frames_at(window, times) for window in frames]
+        return lambda: [[luma_array(f) for f in m] if call.grey else m for m in made]
+    facts = {"times": times} if model.arbitrary_times else {}
+    if model.shot_edges:
+        facts["edges"] = call.edges
+    batched = len(frames) > 1 and isinstance(model, BatchModel)
     with timed("upload"):
-        flat = transfers.upload([frame for frames in windows for frame in frames])
-    inputs = flat.view(len(windows), len(windows[0]), *flat.shape[1:])
+        inputs = [transfers.upload([f for window in frames for f in window])] if batched else [
+            transfers.upload(window) for window in frames
+        ]  # fmt: skip
     with timed("model"):
-        result = model.batch(inputs, fps_x, times) if model.arbitrary_times else model.batch(inputs, fps_x)[:, needed]
+        if batched:
+            flat = inputs[0].view(len(frames), len(frames[0]), *inputs[0].shape[1:])
+            results = [model.batch(flat, fps_x, **facts).flatten(0, 1)]
+        else:
+            results = [model(window, fps_x, **facts) for window in inputs]
+        if not model.arbitrary_times:  # the model made every 1/fps_x step: keep those needed
+            made = fps_x * (len(frames[0]) - 1) + 1
+            results = [r.unflatten(0, (-1, made))[:, call.needed].flatten(0, 1) for r in results]
+        results = [luma_tensor(r) if call.grey else r for r in results]
     with timed("download"):
-        collect = transfers.download(result.flatten(0, 1), windows[0][0].dtype)
+        pending = [transfers.download(r, frames[0][0].dtype) for r in results]
 
-    def collect_batch() -> list[list[Frame]]:
+    def collect() -> list[list[Frame]]:
         with timed("download"):
-            made = collect()
-        return [made[i * len(needed) : (i + 1) * len(needed)] for i in range(len(windows))]
+            made = [frame for wait in pending for frame in wait()]
+        return [made[i * len(call.needed) : (i + 1) * len(call.needed)] for i in range(len(frames))]
 
-    return collect_batch
-
-
-def _one_call(
-    model: WindowModel, transfers: Transfers, frames: list[np.ndarray], fps_x: int, needed: list[int],
-    times: list[Fraction], timed: Callable,
-) -> Pending:  # fmt: skip
-    with timed("upload"):
-        inputs = transfers.upload(frames)  # uint8 until it is on the device
-    with timed("model"):
-        # Models with arbitrary times make only the frames needed, at their exact times.
-        result = model(inputs, fps_x, times=times) if model.arbitrary_times else model(inputs, fps_x)[needed]
-    with timed("download"):
-        return transfers.download(result, frames[0].dtype)
+    return collect
 
 
 def run_windows(
-    frames: Iterable[np.ndarray],
-    plan: WindowPlan,
-    model: WindowModel | FrameModel,
-    emit: Callable[[np.ndarray], None],
-    progress: Callable[[int], None] | None = None,
-    *,
-    skip_windows: int = 0,
-    first_frame: int = 0,
-    on_window_done: Callable[[int, int], None] | None = None,
-    pin_memory: bool = True,
-    batch_windows: int = 1,
-    clock: StageClock | None = None,
-    transfers: Transfers | None = None,
-) -> int:
-    """Feed ``plan``'s windows through ``model`` and ``emit`` every output frame once, in order.
+    frames: Iterable[np.ndarray], plan: WindowPlan, model: WindowModel | FrameModel, emit: Callable[[Frame], None],
+    progress: Callable[[int], None] | None = None, *, skip_windows: int = 0, first_frame: int = 0,
+    on_window_done: Callable[[int, int], None] | None = None, pin_memory: bool = True, batch_windows: int = 1,
+    clock: StageClock | None = None, transfers: Transfers | None = None, grey: Callable[[Window], bool] | None = None,
+) -> int:  # fmt: skip
+    """Feed ``plan``'s windows through ``model`` and ``emit`` every output frame once, in order;
+    returns the number emitted. ``frames`` yields ``[H, W, 3]`` arrays from ``first_frame`` on.
 
-    ``frames`` must yield at least ``plan.n_frames`` arrays ``[H, W, 3]``. Only windows that supply
-    output frames are run. The first ``skip_windows`` of them are not (their frames were made by an
-    earlier, interrupted run); their output frames count as done, and ``frames`` may then start at
-    ``first_frame`` (``plan.first_frame_after(skip_windows)`` at most). ``on_window_done(windows, frames)``
-    follows each window run, with the numbers of windows and output frames done so far. Returns the
-    number of frames emitted. ``pin_memory=False`` copies frames to a GPU from pageable memory (the
-    plain baseline of benchmarks). ``batch_windows`` consecutive windows of the same length that
-    need the same outputs go through one model call where the model takes batches. ``clock``
-    times the model call's stages. ``transfers`` says how frames travel to the model's device and
-    back (default: RGB arrays, pinned as ``pin_memory`` says); with a copy stream, each call's
-    frames are collected after the next call is queued. Memory stays flat: the plan is streamed,
-    and only the frames of the current windows are held.
+    The first ``skip_windows`` model calls are not made (an earlier, interrupted run made their
+    frames, which count as done; ``frames`` may start at ``plan.first_frame_after(skip_windows)``).
+    ``on_window_done(windows, frames)`` follows each window with the counts so far. Up to
+    ``batch_windows`` windows go through one model call (``plan_calls``); the outputs of the
+    windows ``grey`` names become their luma. ``transfers`` says how frames travel to the model's
+    device and back (default: RGB arrays, page-locked as ``pin_memory`` says); with a copy stream a
+    call's frames are collected after the next call is queued. ``clock`` times the stages.
     """
-    source = iter(frames)
-    held: dict[int, np.ndarray] = {}
-    next_index = first_frame
-    done = emitted = 0
-    pending: list[tuple[int, Window, list[Step], list[int]]] = []  # windows read, waiting for their call
-    queued: list[tuple[list, Callable[[], list[list[Frame]]]]] = []  # calls whose frames are not collected yet
-    deferred = transfers is not None and transfers.deferred
+    held = HeldFrames(frames, first_frame, plan.n_frames)
+    if transfers is None and not isinstance(model, FrameModel):
+        transfers = Transfers(model.device, pinned=pin_memory)
+    done = sum(len(steps) for _, steps in islice(plan.calls(), skip_windows))
+    emitted, queued = done, []
 
-    def emit_outputs(calls: list, collect: Callable[[], list[list[Frame]]]) -> None:
-        nonlocal done, emitted
-        needed = calls[0][3]
-        for (number, _, steps, _), outputs in zip(calls, collect()):
-            made = dict(zip(needed, outputs))
+    def finish(call: Call, collect: Callable[[], list[list[Frame]]]) -> None:
+        nonlocal emitted
+        for number, steps, outputs in zip(call.numbers, call.steps, collect()):
+            made = dict(zip(call.needed, outputs))
             for step in steps:
                 emit(made[step.index])
                 emitted += 1
-                done += 1
                 if progress is not None:
-                    progress(done)
+                    progress(emitted)
             if on_window_done is not None:
-                on_window_done(number + 1, done)
+                on_window_done(number + 1, emitted)
 
-    def run_pending() -> None:
-        windows = [[held[i] for i in window.frames] for _, window, _, _ in pending]
-        collect = start_window_outputs(model, windows, plan.fps_x, pending[0][3], pin_memory, clock, transfers)
-        calls = list(pending)
-        pending.clear()
+    for call in plan_calls(plan, skip_windows, batch_windows, grey):
+        collect = start_call(model, call, [held.window(w) for w in call.windows], plan.fps_x, transfers, clock)
         while queued:  # the previous call's copy ran beside this call's model
-            emit_outputs(*queued.pop(0))
-        if deferred:
-            queued.append((calls, collect))
-        else:
-            emit_outputs(calls, collect)
-
-    for number, (window, steps) in enumerate(plan.calls()):
-        if number < skip_windows:
-            done += len(steps)
-            continue
-        needed = sorted({step.index for step in steps})
-        if pending and (
-            len(pending) >= batch_windows or len(window.frames) != len(pending[0][1].frames) or needed != pending[0][3]
-        ):
-            run_pending()
-        first_held = pending[0][1].start if pending else window.start
-        for i in [i for i in held if i < first_held]:
-            del held[i]
-        while next_index <= window.last:
-            try:
-                frame = next(source)
-            except StopIteration:
-                raise RuntimeError(f"the frame source ended after {next_index} of {plan.n_frames} frames") from None
-            if next_index >= window.start:
-                held[next_index] = frame
-            next_index += 1
-        pending.append((number, window, steps, needed))
-    if pending:
-        run_pending()
+            finish(*queued.pop(0))
+        queued.append((call, collect))
+        if not (transfers is not None and transfers.deferred):
+            finish(*queued.pop(0))
     while queued:
-        emit_outputs(*queued.pop(0))
-    return emitted
+        finish(*queued.pop(0))
+    return emitted - done

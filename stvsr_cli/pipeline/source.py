@@ -1,6 +1,6 @@
-"""The source stage: the input probed, whether it is deinterlaced, where its shots are cut (and
-which frames repeat the previous one), and a reader of its frames from wherever a run (or a
-resumed one) starts."""
+"""The source stage: the input probed, whether it is deinterlaced, the scan (where its shots are cut,
+which frames repeat the previous one, which shots are black-and-white), and a reader of its frames
+from wherever a run (or a resumed one) starts."""
 
 from __future__ import annotations
 
@@ -8,14 +8,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stvsr_cli.io.decode import VideoInfo, VideoReader, can_seek_exactly, probe
-from stvsr_cli.pipeline.repeats import Dedup, scan_repeats
-from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD, find_cuts, frame_differences
+from stvsr_cli.io.decode import Thumbnail, VideoInfo, VideoReader, can_seek_exactly, probe
+from stvsr_cli.io.workdir import WorkFolder
+from stvsr_cli.pipeline.grey import grey_shots
+from stvsr_cli.pipeline.repeats import Dedup, choose_repeats, scan_repeats
+from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD, frame_differences
 from stvsr_cli.pipeline.stages import StageClock
 from stvsr_cli.pipeline.windows import WindowPlan
+
+if TYPE_CHECKING:
+    from stvsr_cli.options import UpscaleOptions
 
 Progress = Callable[[int, int], None]  # (frames done, frames in all)
 
@@ -44,29 +50,56 @@ def open_source(
     return Source(info, deinterlace == "on" or (deinterlace == "auto" and info.interlaced))
 
 
+@dataclass(frozen=True)
+class Scan:
+    """What one pass over the input's thumbnails found, before any model runs."""
+
+    cuts: list[int]  # frames (on the constant-rate grid) that start a shot
+    repeats: list[int] | None  # frames that repeat the previous one (None: not looked for)
+    grey_shots: list[int]  # the first frames of the shots whose every frame is black-and-white
+
+
+def scan(
+    info: VideoInfo, *, threshold: float | None = DEFAULT_SCENE_THRESHOLD, dedup: str = "off",
+    progress: Progress | None = None,
+) -> Scan:  # fmt: skip
+    """The cuts (none when ``threshold`` is None), the repeated frames ``--dedup`` looks for (unless
+    ``off``) and the black-and-white shots, from one pass over the thumbnails (8 bytes a frame kept)."""
+    greys: list[bool] = []
+
+    def lumas(thumbnails: Iterator[Thumbnail]) -> Iterator[np.ndarray]:
+        for thumbnail in thumbnails:
+            greys.append(thumbnail.grey)
+            yield thumbnail.luma
+
+    with VideoReader(info, thumbnails=True) as reader:
+        differences = list(frame_differences(lumas(_counted(reader.frames(), info.frame_count, progress))))
+    cuts, found = scan_repeats(differences, threshold, dedup) if differences else ([], None)
+    repeats = None if dedup == "off" else list(found.repeated) if found is not None else []
+    return Scan(cuts, repeats, grey_shots(greys, cuts))
+
+
 def find_scene_cuts(
     info: VideoInfo, threshold: float = DEFAULT_SCENE_THRESHOLD, progress: Progress | None = None
 ) -> list[int]:
     """The frames of ``info`` (indices on its constant-rate grid) that start a new shot."""
-    if info.frame_count < 2:
-        return []
-    with VideoReader(info, thumbnails=True) as reader:
-        return find_cuts(_counted(reader.frames(), info.frame_count, progress), threshold)
+    return scan(info, threshold=threshold, progress=progress).cuts
 
 
-def find_cuts_and_repeats(
-    info: VideoInfo, threshold: float | None, mode: str, progress: Progress | None = None
-) -> tuple[list[int], Dedup | None]:
-    """The cuts (none when ``threshold`` is None) and the repeated frames ``--dedup mode`` drops,
-    from one pass over the thumbnails (their differences are kept: 8 bytes a frame)."""
-    if info.frame_count < 2:
-        return [], None
-    with VideoReader(info, thumbnails=True) as reader:
-        differences = list(frame_differences(_counted(reader.frames(), info.frame_count, progress)))
-    return scan_repeats(differences, threshold, mode)
+def scan_once(
+    work: WorkFolder, info: VideoInfo, options: UpscaleOptions, progress: Progress | None = None
+) -> tuple[Scan, Dedup | None]:
+    """The job's scan, made once: a resumed run reuses what its work folder recorded; and the
+    repeated frames to drop that it implies (``--dedup``)."""
+    if work.cuts is None or work.grey_shots is None or (options.dedup != "off" and work.repeats is None):
+        threshold = options.scene_threshold if options.scene_detect else None
+        found = scan(info, threshold=threshold, dedup=options.dedup, progress=progress)
+        work.set_scan(found.cuts, found.repeats, found.grey_shots)
+    found = Scan(work.cuts, work.repeats, work.grey_shots)
+    return found, choose_repeats(options.dedup, info.frame_count, found.cuts, found.repeats or [])
 
 
-def _counted(thumbnails: Iterator[np.ndarray], total: int, progress: Progress | None) -> Iterator[np.ndarray]:
+def _counted(thumbnails: Iterator[Thumbnail], total: int, progress: Progress | None) -> Iterator[Thumbnail]:
     for done, thumb in enumerate(thumbnails, 1):
         yield thumb
         if progress is not None and (done % 64 == 0 or done == total):

@@ -29,10 +29,14 @@ class Window:
     """One model call: the input frame indices it is fed, in order.
 
     Normally a run of consecutive indices. A clip shorter than the model's minimum window is padded
-    by repeating its last frame; outputs past the last real frame are never used.
+    by repeating its last frame; outputs past the last real frame are never used. ``opens_shot`` and
+    ``closes_shot`` say whether its first and last frames are the first and last of their shot (a
+    real edge) or have neighbours beyond the window (an edge of the window only).
     """
 
     frames: tuple[int, ...]
+    opens_shot: bool = True
+    closes_shot: bool = True
 
     @property
     def start(self) -> int:
@@ -141,7 +145,8 @@ class WindowPlan:
             yield Window(tuple(real + [shot.stop - 1] * max(0, self.min_frames - length)))
             return
         for start in window_starts(length, self.window, self.overlap):
-            yield Window(tuple(range(shot.start + start, shot.start + start + self.window)))
+            frames = tuple(range(shot.start + start, shot.start + start + self.window))
+            yield Window(frames, opens_shot=start == 0, closes_shot=start + self.window == length)
 
     @cached_property
     def windows(self) -> tuple[Window, ...]:

@@ -61,18 +61,18 @@ class TrainConfig:
         """The model being trained, as a registry entry: validation, the final evaluation and the
         exported registry entry all run it this way (windows as long as the training samples)."""
         window = max(self.frames_in, 2)
-        cls = _arch_class(self.arch) if self.arch else None
-        any_time = cls is not None and cls.arbitrary_times
+        arch = ARCHITECTURES.get(self.arch or "")
+        any_time = arch is not None and arch.arbitrary_times
         return ModelSpec(
             name=self.name,
             arch=self.arch or "",
             params=self.params,
             scales=(self.scale,),
-            fps_x=None if any_time else (cls.time_factors if cls is not None else None) or (self.fps_x,),
+            fps_x=None if any_time else (arch.time_factors if arch is not None else None) or (self.fps_x,),
             arbitrary_times=any_time,
             window=window,
             overlap=max(1, window // 2),
-            min_frames=window if cls is not None and cls.window_param in self.params else 2,  # sized for its window
+            min_frames=window if arch is not None and arch.window_param in self.params else 2,  # sized for its window
         )
 
 
@@ -84,10 +84,6 @@ class StepLog:
     lr: float
     seconds: float  # wall time of the run so far, resumed runs included
     val_psnr: float | None = None
-
-
-def _arch_class(arch: str) -> type | None:
-    return architecture(ModelSpec(name="", arch=arch)) if arch in ARCHITECTURES else None
 
 
 def lr_factor(step: int, steps: int, warmup: int) -> float:
@@ -131,6 +127,34 @@ def _amp_dtype(amp: str | None, device: torch.device) -> torch.dtype | None:
     if amp == "fp16" and device.type != "cuda":
         raise UsageError("--amp fp16 needs a CUDA device", "use --amp bf16 or none on the CPU")
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+
+
+def cpu_autocast_is_fast(dtype: torch.dtype) -> bool:
+    """Whether this CPU runs ``dtype`` convolutions about as fast as float32 (torch's kernels for it).
+
+    Measured 2026-12-07 on a 2-core AMD EPYC (Zen 5: AVX-512 with AVX512_BF16, no AVX512_FP16 or AMX;
+    torch 2.14.1, oneDNN 3.12), a 64-channel 3x3 convolution on 96x96, narrower CPUs simulated with
+    ONEDNN_MAX_CPU_ISA (and ATEN_CPU_CAPABILITY): bfloat16 takes 1.5-1.8x float32's time wherever
+    torch reports AVX512 (with AVX512_BF16 or without), 15-50x with AVX2 only; float16 15-50x even
+    with AVX-512 (the range: the machine busy or idle). oneDNN's fast float16 needs AVX512_FP16 or
+    AMX-FP16 (not measured here)."""
+    if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+        return False
+    if dtype == torch.bfloat16:
+        return True
+    features = torch.cpu.get_capabilities()
+    return dtype == torch.float16 and bool(features.get("avx512_fp16") or features.get("amx_fp16"))
+
+
+def amp_slowdown_note(amp: torch.dtype | None, device: torch.device) -> str | None:
+    """One line for ``stvsr train`` when the mixed precision asked for is far slower than float32 here."""
+    if amp is None or device.type != "cpu" or cpu_autocast_is_fast(amp):
+        return None
+    flag, dtype = {torch.bfloat16: ("bf16", "bfloat16"), torch.float16: ("fp16", "float16")}[amp]
+    return (
+        f"--amp {flag} will be far slower than float32 on this CPU ({torch.backends.cpu.get_cpu_capability()}: "
+        f"no fast {dtype} convolutions); --amp none trains faster here"
+    )
 
 
 class Trainer:
