@@ -32,14 +32,110 @@ def test_any_window_and_size_gives_k_frames_per_gap_at_four_times_the_size(fps_x
     assert torch.isfinite(out).all()
 
 
-def test_eq1_adapts_the_flows_linearly_and_interleave_keeps_time_order():
-    f01, f10 = torch.randn(1, 2, 4, 4), torch.randn(1, 2, 4, 4)
-    to_before, to_after = adapted_flows(torch.tensor(0.25), f01, f10)
-    torch.testing.assert_close(to_before, 0.25 * f10)
-    torch.testing.assert_close(to_after, 0.75 * f01)
+def texture(xs: torch.Tensor, rows: int = 6) -> torch.Tensor:
+    """A smooth picture, ``[1, 3, rows, len(xs)]``, sampled at the (any real) columns ``xs``."""
+    y, x = torch.arange(rows, dtype=torch.float32)[:, None], xs[None, :]
+    planes = [
+        0.5 + 0.3 * torch.sin(0.5 * x + 0.3 * y),
+        0.5 + 0.3 * torch.cos(0.35 * x - 0.5 * y),
+        0.5 + 0.2 * torch.sin(0.8 * x),
+    ]
+    return torch.stack(torch.broadcast_tensors(*planes))[None]
+
+
+@pytest.mark.parametrize(("tau", "back", "ahead"), [(0.25, -1.0, 3.0), (0.5, -2.0, 2.0), (0.75, -3.0, 1.0)])
+def test_eq1_flows_to_an_in_between_time_warp_both_neighbours_onto_the_picture_at_that_time(tau, back, ahead):
+    """A texture moving 4 px right per frame: f(0->1) = +4 px, f(1->0) = -4 px (``warp(frame 1, f01)`` is
+    frame 0). At time tau the picture has moved 4 tau px, so its flow to frame 0 is -4 tau px and to
+    frame 1 is 4 (1 - tau) px (worked out by hand: -1 and +3 at tau = 1/4), and warping either frame
+    by its flow gives the picture at tau."""
+    xs = torch.arange(20, dtype=torch.float32)
+    frame0, frame1, middle = texture(xs), texture(xs - 4), texture(xs - 4 * tau)
+    f01, f10 = torch.zeros(1, 2, 6, 20), torch.zeros(1, 2, 6, 20)
+    f01[:, 0], f10[:, 0] = 4.0, -4.0
+    to_before, to_after = adapted_flows(torch.tensor(tau), f01, f10)
+    assert to_before[:, 0].unique().tolist() == [back] and to_after[:, 0].unique().tolist() == [ahead]
+    assert to_before[:, 1].abs().max() == 0 and to_after[:, 1].abs().max() == 0
+    inner = (..., slice(3, -3))  # where neither warp reads past the frame's edge
+    torch.testing.assert_close(warp(frame0, to_before)[inner], middle[inner], rtol=0, atol=1e-6)
+    torch.testing.assert_close(warp(frame1, to_after)[inner], middle[inner], rtol=0, atol=1e-6)
+
+
+def test_interleave_keeps_time_order():
     keys = torch.tensor([[0.0, 3.0, 6.0]])  # times 0, 1, 2 at fps_x 3
     middles = torch.tensor([[[1.0, 2.0], [4.0, 5.0]]])
     assert interleave(keys, middles).tolist() == [[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]]
+
+
+class Rolls(torch.nn.Module):
+    """The true flow between frames of a texture that moves by whole pixels (``warp(z, flow(a, z)) == a``),
+    found by trying every shift: a flow network that is never wrong."""
+
+    def forward(self, a: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        shifts = range(-8, 9)
+        errors = torch.stack([(torch.roll(a, s, -1) - z).abs().mean((1, 2, 3)) for s in shifts])  # [shifts, N]
+        flow = torch.zeros(a.shape[0], 2, *a.shape[-2:])
+        flow[:, 0] = torch.tensor(list(shifts), dtype=torch.float32)[errors.argmin(0)].view(-1, 1, 1)
+        return flow
+
+
+def test_motion_consistency_of_a_texture_moving_at_half_the_true_speed_and_of_one_turning_back():
+    """Worked by hand, flows at LR size (frames pooled x1/4). The target moves 8 HR px a frame, i.e. 2 LR px
+    (4 at distance 2); an output moving 4 HR px a frame has flows 1 and 2: l_abs is the mean over the
+    distances of the mean squared error over both flow channels, ((1 - 2)^2 / 2 + (2 - 4)^2 / 2) / 2 =
+    1.25, and l_rel 0 (steady motion: the far flow is not behind the near one). An output that moves 4 px
+    and comes back has near flow +1 and far flow 0 at t = 0: l_rel = relu(1 * (1 - 0)) on the x channel,
+    0 on y, mean 0.5 (with l_abs ((1-2)^2 + (-1-2)^2) / 4 / 2 + (0 - 4)^2 / 2 / 2 = 1.25 + 4)."""
+    model = tiny()
+    model.flow = Rolls()
+    picture = torch.rand(1, 3, 8, 64)
+
+    def video(positions):
+        return torch.stack([torch.roll(picture, p, -1) for p in positions], 1)
+
+    target = video([0, 8, 16])
+    with torch.no_grad():
+        torch.testing.assert_close(model.motion_consistency(target, target), torch.tensor(0.0))
+        torch.testing.assert_close(model.motion_consistency(video([0, 4, 8]), target), torch.tensor(1.25))
+        torch.testing.assert_close(model.motion_consistency(video([0, 4, 0]), target), torch.tensor(1.25 + 4 + 0.5))
+
+
+def test_hr_offsets_are_the_lr_offsets_in_hr_pixels():
+    """ST-LR with Inet rigged to pass offsets through: the LR predictor says the previous frame's
+    content sits 1 LR px to the right (a texture moving 4 HR px left per frame, x4), the HR predictor
+    says nothing, and the HR offsets are Inet's mix alone. The deformable convolutions (centre tap only)
+    then sample each neighbour at the offset, so the aligned previous frame is the current one at both
+    sizes only if the mix reaches HR as 4 px, not 1."""
+    torch.manual_seed(0)
+    module, o = stinet.STLR(3, 1, 4), 18
+    with torch.no_grad():
+        for predictor, dx in ((module.lr_offsets, 1.0), (module.hr_offsets, 0.0)):
+            predictor[-1].weight.zero_()
+            predictor[-1].bias.zero_()
+            predictor[-1].bias[1:o:2] = dx  # (dy, dx) per tap
+            predictor[-1].bias[o:] = 30.0  # masks of 1
+        for conv in (module.inet_mix, module.inet_lr, module.inet_hr):
+            conv.weight.zero_()
+            conv.bias.zero_()
+        for channel in range(o):
+            module.inet_mix.weight[channel, channel, 1, 1] = 1.0  # mix = lrelu(LR offsets)
+            module.inet_hr.weight[channel, channel, 1, 1] = 1.0  # HR offsets = 0 + mix at HR
+        for align in (module.lr_align, module.hr_align):
+            align.weight.zero_()
+            align.bias.zero_()
+            for channel in range(3):
+                align.weight[channel, channel, 1, 1] = 1.0
+    aligned = {}
+    module.lr_align.register_forward_hook(lambda m, i, out: aligned.update(lr=out))
+    module.hr_align.register_forward_hook(lambda m, i, out: aligned.update(hr=out))
+    lr_xs, hr_xs = torch.arange(10, dtype=torch.float32), (torch.arange(40, dtype=torch.float32) + 0.5) / 4 - 0.5
+    lr = torch.stack([texture(lr_xs - k)[0] for k in (1, 0, -1)])[None]  # frames 0, 1, 2: moving left
+    hr = torch.stack([texture(hr_xs - k, rows=24)[0] for k in (1, 0, -1)])[None]
+    with torch.no_grad():
+        module(lr, hr)
+    previous_of_frame1 = 1  # [before, after] x [frames]: the before half, frame 1
+    torch.testing.assert_close(aligned["lr"][previous_of_frame1][..., :-1], lr[0, 1][..., :-1], rtol=0, atol=1e-5)
+    torch.testing.assert_close(aligned["hr"][previous_of_frame1][..., :-4], hr[0, 1][..., :-4], rtol=0, atol=1e-5)
 
 
 def test_warp_moves_a_shifted_picture_back():

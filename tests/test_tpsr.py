@@ -30,15 +30,20 @@ def test_feature_shuffling_doubles_the_width_from_channel_pairs():
             assert torch.equal(out[:, c, :, i::2], features[:, 2 * c + i])
 
 
-def test_tpsrm_residual_base_is_classic_at_half_the_width():
-    """Bicubic x2 in height on classic's half-pixel grid, linear blending in time (the docstring's claim)."""
-    video = torch.rand(2, 4, 3, 6, 5)
+def test_tpsrm_residual_base_is_classic_s_picture():
+    """``profile_base`` is x2 in height and x1 in width (time is the profile's width); classic is x2 in
+    both. On a video whose rows are flat, classic's x2 in width changes nothing, so every column of
+    ``Classic(scale=2)`` is the base's picture: bicubic on the same grid, clamped to [0, 1], blended in
+    time. Stripes of 0 and 1 make bicubic overshoot, so the clamp shows."""
+    torch.manual_seed(0)
+    rows = torch.randint(0, 2, (2, 4, 3, 6, 1)).float()  # [B, T, C, h, 1]: black and white stripes
+    video = rows.expand(-1, -1, -1, -1, 5)
     base = from_profiles(profile_base(to_profiles(video)), 2)  # [2, 7, 3, 12, 5]
-    tall = F.interpolate(video.flatten(0, 1), size=(12, 5), mode="bicubic", align_corners=False).unflatten(0, (2, 4))
-    torch.testing.assert_close(base[:, 0::2], tall)  # input frames: classic's bicubic, column by column
-    torch.testing.assert_close(base[:, 1::2], (tall[:, :-1] + tall[:, 1:]) / 2)  # between: the blend, not a cubic
-    corners = F.interpolate(video.flatten(0, 1), size=(12, 5), mode="bicubic", align_corners=True).unflatten(0, (2, 4))
-    assert (base[:, 0::2] - corners).abs().max() > 0.05  # the grid the code once used differs
+    classic = Classic(scale=2)(video, fps_x=2)  # [2, 7, 3, 12, 10]
+    torch.testing.assert_close(base, classic[..., ::2], rtol=0, atol=1e-6)
+    torch.testing.assert_close(base, classic[..., 1::2], rtol=0, atol=1e-6)
+    raw = F.interpolate(video.flatten(0, 1), size=(12, 5), mode="bicubic", align_corners=False)
+    assert raw.max() > 1.05 and raw.min() < -0.05  # unclamped bicubic leaves [0, 1] here
 
 
 def test_papers_configuration_has_the_papers_size_and_no_long_skip():

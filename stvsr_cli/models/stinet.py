@@ -54,9 +54,9 @@ Deviations from the paper, and our choices where it is silent, each with its rea
   the adapted flows upsampled and multiplied by ``scale``.
 - ST-LR: DCNv2 (offsets and sigmoid masks; only the offsets go through Inet) with ``groups``
   deformable groups; the HR offsets are average-pooled and divided by ``scale`` (LR pixels) before
-  Inet mixes them, the mix is upsampled bilinearly for the HR branch; Inet's refinements and the
-  fusion are residual (``s + conv(...)``, ``X + convs(...)``) and start small, so an untrained
-  module is close to the identity.
+  Inet mixes them, the mix is upsampled bilinearly and multiplied by ``scale`` (HR pixels) for the
+  HR branch; Inet's refinements and the fusion are residual (``s + conv(...)``, ``X + convs(...)``)
+  and start small, so an untrained module is close to the identity.
 - ST-GR: edge weights ``softmax(a . (E_F, E_P, E_T))`` over a node's neighbours (``a`` learned,
   starting at ones); GraphSAGE ``h' = W_self h + W_neigh sum_u w_u h_u``, LeakyReLU between layers,
   none after the last; cosine similarities and softmax in float32.
@@ -257,7 +257,8 @@ class STLR(nn.Module):
         # Inet: both offset sets in LR pixels at LR size, mixed, then each refined by the mix.
         mix = lrelu(self.inet_mix(torch.cat([s_lr, F.avg_pool2d(s_hr, self.scale) / self.scale], 1)))
         s_lr = s_lr + self.inet_lr(torch.cat([mix, s_lr], 1))
-        mix_hr = F.interpolate(mix, size=s_hr.shape[-2:], mode="bilinear", align_corners=False)
+        # The mix is in LR pixels: HR offsets move `scale` times as many pixels for the same motion.
+        mix_hr = self.scale * F.interpolate(mix, size=s_hr.shape[-2:], mode="bilinear", align_corners=False)
         s_hr = s_hr + self.inet_hr(torch.cat([mix_hr, s_hr], 1))
         lr_out = self._fuse(self.lr_fusion, lr_x, self.lr_align(lr_nb, s_lr, m_lr))
         hr_out = self._fuse(self.hr_fusion, hr_x, self.hr_align(hr_nb, s_hr, m_hr))
@@ -323,9 +324,9 @@ class STGR(nn.Module):
 
 
 class STINet(VideoSRNet):
-    """x``scale`` in space, x``fps_x`` in time: ``[B, T, 3, h, w]`` -> ``[B, fps_x(T-1)+1, 3, sh, sw]``."""
+    """x``scale`` in space, x``fps_x`` in time: ``[B, T, 3, h, w]`` -> ``[B, fps_x(T-1)+1, 3, sh, sw]``;
+    made for fps_x 2, 4 and 6 (``registry.ARCHITECTURES["stinet"]``)."""
 
-    time_factors = (2, 4, 6)
     loss_description = (
         "Charbonnier (output and phase-1 LR/HR) + 0.1 motion consistency + 0.1 flow photometric (no perceptual term)"
     )

@@ -44,29 +44,10 @@ Each kept on purpose; the reason follows.
   that window one frame at a time, and its EFST is trained to fuse for the centre frame. Ours
   decodes every input position and every gap of its window from one fused guide, edge frames
   included, and is trained on all of them; the pipeline's windows (4 frames, overlap 2 for the
-  shipped models) then need half the model calls of a one-frame slide, and the planner
-  (``pipeline/windows.py``) still takes each output frame from the window in which it is most
-  central. The paper's decoding is one option away: ``--window 4 --overlap 3`` slides by one frame
-  and takes every output from the middle gap of a window (positions 1 to 2 of 0..3), except in the
-  first and last gap of a shot, which no window has in its middle; ``benchmarks/stvun_centre_windows.py
-  --mode centre`` also pads each clip with one reflected frame at each end, so that every output,
-  the first and last included, comes from a middle gap. Measured with stvun-gpu on the 18 shared
-  eval clips (``stvsr eval`` protocol, x4 x2; 2-core CPU, 2026-12-05,
-  ``benchmarks/stvun-centre-windows-2026-12-05-cpu.json``), PSNR-Y dB / SSIM-Y:
-
-  | decoding | all frames | input positions | in-between |
-  |---|---|---|---|
-  | ours: window 4, overlap 2 (weights/stvun-gpu.md) | 35.10 / 0.9131 | 37.39 | 32.07 |
-  | ``--overlap 3`` (stride 1) | 35.10 / 0.9131 | - | 32.07 |
-  | centre gap everywhere (stride 1, ends padded) | 35.11 / 0.9131 | 37.38 | 32.10 |
-
-  ``--overlap 3`` changes only the two clips longer than one window (BasketballPass 28.68 / 0.7974,
-  ToFlow 32.57 / 0.9150, in-between 28.13 and 31.56, against the card's 28.68 / 0.7973, 32.57 /
-  0.9149, 28.13 and 31.57; its 18-clip input-position mean was not recomputed); the centre-gap
-  decoding moves single clips by -0.09 to +0.08 dB and the mean by +0.01 dB. Neither is worth its
-  cost: the model time of a 10-frame clip is 1.45x ours with ``--overlap 3`` and 1.8x with the
-  padded ends (2.2x for a 4-frame clip; one thread, 112x64 input). So ours stays the default: for a
-  network trained on every position of its window, decoding only the middle gains nothing measurable.
+  shipped models) then need half the model calls of a one-frame slide, and the planner still takes
+  each output frame from the window in which it is most central. The paper's decoding is one option
+  away (``--window 4 --overlap 3``; ``benchmarks/stvun_centre_windows.py`` also pads the clip ends);
+  measured, it gains nothing worth its 1.45-2.2x model time (weights/stvun-gpu.md, "Decoding").
 - **theta and delta** are 3x3 convolutions (the paper: 1x1). The shipped weights were trained so,
   and a 3x3 confidence sees a frame's neighbourhood, some slack for frames that are not aligned;
   whether it beats 1x1 was not measured (that needs a training run per choice). ``efst_kernel=1``
@@ -109,7 +90,7 @@ from torch import nn
 from stvsr_cli.models.base import VideoSRNet
 from stvsr_cli.models.ops.blocks import lrelu
 from stvsr_cli.models.ops.losses import charbonnier
-from stvsr_cli.models.ops.motion import FlowNet, resize, warp
+from stvsr_cli.models.ops.motion import FlowNet, resize, resize_flow, warp
 
 
 class DenseBlock(nn.Module):
@@ -171,9 +152,8 @@ def flows_at(t: float, f01: torch.Tensor, f10: torch.Tensor) -> tuple[torch.Tens
 
 
 class STVUN(VideoSRNet):
-    time_factors = None  # any integer factor
-    arbitrary_times = True  # t enters only the flows: any time between two inputs
-    window_param = "frames"  # EFST fuses exactly ``frames`` inputs
+    # Any time between two inputs (t enters only the flows), windows of exactly ``frames`` (EFST's
+    # fusion is sized for it): registry.ARCHITECTURES["stvun"].
 
     def __init__(
         self,
@@ -230,10 +210,11 @@ class STVUN(VideoSRNet):
                 a, z = frames[:, i], frames[:, i + 1]
                 flows[i] = (self.flow(a, z), self.flow(z, a))  # f(i->i+1), f(i+1->i)
             to_first, to_second = flows_at(t, *flows[i])
+            # A level at another size than the frames needs the flows' vectors rescaled, not only resampled.
             middle = [
                 (
-                    warp(level[:, i], resize(to_first, level.shape[-2:]))
-                    + warp(level[:, i + 1], resize(to_second, level.shape[-2:]))
+                    warp(level[:, i], resize_flow(to_first, level.shape[-2:]))
+                    + warp(level[:, i + 1], resize_flow(to_second, level.shape[-2:]))
                 )
                 / 2
                 for level in feats

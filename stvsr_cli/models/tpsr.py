@@ -21,8 +21,8 @@ Where the paper is silent, the simplest choice, said here: IMDN as its authors p
 down- and pixel-shuffle up-sampling; and ``global_residual`` (on by default): the network adds its
 output to ``classic`` (bicubic + blending), which trains much faster on a CPU and is no new
 parameter; with it TPSRM too learns a residual, on ``profile_base``: its profile bicubic x2 in
-height on classic's pixel grid (half-pixel centres) and linear in time (input frames exact, the
-frames between their blend), i.e. classic's own picture at half the width. Training (``training_loss``) follows the paper's schedule in three equal parts of
+height on classic's pixel grid (half-pixel centres), clamped to [0, 1] as classic's, and linear in
+time (input frames exact, the frames between their blend), i.e. classic's own picture at half the width. Training (``training_loss``) follows the paper's schedule in three equal parts of
 the run: TPSRM alone against the target shrunk 1/2 in height and 1/4 in width (antialiased bicubic);
 FSM + cascaded IMDN with TPSRM frozen, against the target; then all three with L1 + 0.1 (1 - SSIM)
 + the cycle term (the output's even frames shrunk by the eval protocol's antialiased bicubic x1/4,
@@ -77,10 +77,11 @@ def from_profiles(profiles: torch.Tensor, batch: int) -> torch.Tensor:
 
 def profile_base(profiles: torch.Tensor) -> torch.Tensor:
     """Classic's picture in the profile domain: ``[N, C, h, T]`` -> ``[N, C, 2h, 2T-1]``, bicubic x2 in
-    height with half-pixel centres (classic's grid) and linear blending in time."""
+    height with half-pixel centres (classic's grid), clamped to [0, 1] as classic clamps, and linear
+    blending in time."""
     _, _, h, t = profiles.shape
     # Width (time) kept at T: at scale 1 with half-pixel centres bicubic samples exactly, so this is height only.
-    tall = F.interpolate(profiles, size=(2 * h, t), mode="bicubic", align_corners=False)
+    tall = F.interpolate(profiles, size=(2 * h, t), mode="bicubic", align_corners=False).clamp(0, 1)
     return blend(tall.movedim(-1, 1), 2).movedim(1, -1)
 
 

@@ -2,64 +2,41 @@
 
 Our own implementation of what the official network computes (../shared/reference/zsm_notes.md),
 with the official parameter names, so the authors' checkpoint ``xiang2020zooming.pth`` loads with
-``strict=True``. The deformable convolutions run through ``ops.dcn`` (pure PyTorch, or
-torchvision's kernel on CUDA): no compiled DCNv2 extension is needed.
+``strict=True``. The deformable convolutions run through ``ops.dcn`` (pure PyTorch, torchvision's
+kernel or a Triton one): no compiled DCNv2 extension is needed.
 
-Layout: input ``[B, N, 3, H, W]`` RGB in [0, 1], N >= 2, any H and W; output
-``[B, 2N-1, 3, 4H, 4W]``, not clamped. Output 2i is input frame i, output 2i+1 the frame halfway
-between inputs i and i+1. Every output depends on every input (bidirectional recurrence).
+Layout: input ``[B, N, 3, H, W]`` RGB in [0, 1], N >= 2, H and W multiples of 4 (``run`` pads any
+size); output ``[B, 2N-1, 3, 4H, 4W]``, not clamped. Output 2i is input frame i, output 2i+1 the
+frame halfway between inputs i and i+1. Every output depends on every input (bidirectional
+recurrence). Under autocast only the deformable layers' sampling positions stay in float32 (in
+``ops.dcn``); torchvision's kernel runs in float32 under CUDA autocast.
 
-Half precision: nothing here needs float32 under autocast, the ConvLSTM states included (at the
-official size, float16 stays 73 dB from float32, bfloat16 53 dB: tests/test_half.py); only the
-deformable layers' sampling positions are computed in float32, inside ``ops.dcn``. torchvision's
-kernel runs in float32 under CUDA autocast.
-
-Training (``training_loss``). By default the CVPR 2020 objective: Charbonnier (eps 1e-3) on every
-output frame, the TPAMI paper's Eq. 7. ``cyclic_loss=True`` adds the TPAMI version's guided feature
-interpolation learning (../shared/papers/zsm_zooming_slow_mo_tpami.txt, Sec. 3.5, Eqs. 8-10):
-
-- the **LR synthesis module** rho (``lr_synthesis``: ``lr_synthesis_blocks`` residual blocks, k3 in
-  the paper, then a 3x3 convolution to RGB, at LR size) turns a feature map into an LR frame;
-- the **first-order** term ``l_i1`` (Eq. 8): Charbonnier between rho of each interpolated feature
-  ``F_2t`` (the ``fusion(pcd_align(...))`` output that enters the ConvLSTM in place of the missing
-  frame) and that frame's LR ground truth;
-- the **second-order** term ``l_i2`` (Eq. 9): the interpolated features of neighbouring gaps are
-  interpolated again, by the same interpolation module (the top-level pyramid convolutions,
-  ``pcd_align`` and ``fusion``, shared weights), which gives features at the inner input frames
-  (N - 2 of them; none for N = 2), and rho of those is compared with those frames' LR ground truth;
-- the loss is Eq. 10, ``l_rec + w1 l_i1 + w2 l_i2`` with ``(w1, w2) = cyclic_weights``.
-
-rho only serves the loss: the output does not depend on it. It is built only when
-``cyclic_loss=True`` (and last, so the rest of the network gets the same initial weights from the
-same seed), so the official configuration's state dict and outputs are unchanged; its parameters
-sit under ``lr_synthesis.``. A state dict without them (the official checkpoint) still loads with
-``strict=True`` into a model built with ``cyclic_loss=True``, rho keeping its initial weights, so
-``stvsr train --init zsm --params '{"cyclic_loss": true}'`` fine-tunes the CVPR checkpoint with the
-TPAMI objective; every other missing or unexpected key still fails the load. Example:
-``stvsr train --arch zsm --params '{"cyclic_loss": true, "lr_synthesis_blocks": 5}' ...``.
+Training (``training_loss``): by default the CVPR 2020 objective, Charbonnier (eps 1e-3) on every
+output frame (the TPAMI paper's Eq. 7). ``cyclic_loss=True`` adds the TPAMI version's guided feature
+interpolation learning (Sec. 3.5, Eqs. 8-10): an **LR synthesis module** rho (``lr_synthesis``:
+``lr_synthesis_blocks`` residual blocks, then a 3x3 convolution to RGB) turns a feature map into an
+LR frame; the **first-order** term (Eq. 8) compares rho of each interpolated feature (the
+``fusion(pcd_align(...))`` output that enters the ConvLSTM in place of a missing frame) with that
+frame's LR ground truth; the **second-order** term (Eq. 9) interpolates the interpolated features of
+neighbouring gaps again with the same module, giving features at the N - 2 inner input frames,
+compared the same way; the loss is ``l_rec + w1 l_i1 + w2 l_i2`` (Eq. 10, ``cyclic_weights``).
+rho only serves the loss and is built last, under ``lr_synthesis.``, only with ``cyclic_loss``: the
+official state dict still loads with ``strict=True`` (rho keeps its initial weights), so ``stvsr
+train --init zsm --params '{"cyclic_loss": true}'`` fine-tunes the CVPR checkpoint with the TPAMI loss.
 
 Deviations from the paper:
 
-- The shipped network is the CVPR 2020 one (the authors' checkpoint ``xiang2020zooming.pth``, whose
-  state dict has no LR synthesis module); the TPAMI version's cyclic loss and its LR synthesis
-  module are a training option, off by default, so that the official weights load and the outputs
-  stay as they are.
-- ``global_residual`` (the constructor's docstring) is ours and off by default.
-- The paper gives no value for k3 (the LR synthesis module's residual blocks) nor for the loss
-  weights lambda_1..3 of Eq. 10: ours are ``lr_synthesis_blocks=5`` (k1, the feature extractor's
-  count) and lambda_1 = 1, ``cyclic_weights=(1.0, 1.0)``.
-- Our reading where the paper is not explicit: the LR ground truth ``I^LGT_t`` of every frame is
-  the HR target shrunk by the training data's own downscaler (antialiased bicubic x1/scale, as
-  ``evaluation.downscale_tensor``) without its 8-bit rounding, and clean whatever
-  ``--degradation`` made the input; the second-order interpolation reuses the first-order module
-  (the paper says it "conducts feature interpolation" on the interpolated features, with no new
-  module); rho has no activation between its residual blocks and its output convolution, and
-  adds no upsampled copy of anything (the paper only says residual blocks and a convolution).
-- Every Charbonnier term is ``sqrt(d^2 + eps^2)`` per pixel and channel, averaged over pixels,
-  channels and frames (Eq. 7 writes ``sqrt(||I^GT_t - I^H_t||^2 + eps^2)``, which we read per
-  pixel, as Charbonnier losses are; a sum instead of the mean would only rescale the loss).
-- Optimiser and schedule are the trainer's (AdamW, warm-up, cosine decay; ``stvsr train``), not
-  the paper's Adam with cosine annealing from 4e-4 to 1e-7 at batch 24 (its Sec. 3.6).
+- The shipped network is the CVPR 2020 one (the authors' checkpoint has no LR synthesis module);
+  the cyclic loss is a training option, off by default. ``global_residual`` is ours, off by default.
+- The paper gives no value for k3 (rho's residual blocks) nor for the weights of Eq. 10: ours are
+  ``lr_synthesis_blocks=5`` (k1, the feature extractor's count) and ``cyclic_weights=(1.0, 1.0)``.
+- Where the paper is not explicit: the LR ground truth of a frame is the HR target shrunk by the
+  training data's own downscaler (``evaluation.downscale_tensor``) without its 8-bit rounding, and
+  clean whatever ``--degradation`` made the input; the second-order interpolation reuses the
+  first-order module; rho has no activation before its output convolution and adds no upsampled copy.
+- Charbonnier is per pixel and channel, averaged (Eq. 7's norm inside the root, read per pixel).
+- Optimiser and schedule are the trainer's (AdamW, warm-up, cosine decay), not the paper's Adam
+  with cosine annealing from 4e-4 to 1e-7 at batch 24 (its Sec. 3.6).
 """
 
 from __future__ import annotations

@@ -47,6 +47,18 @@ def resize_flow(flow: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch
     return torch.cat([out[:, :1] * (size[1] / w), out[:, 1:] * (size[0] / h)], 1)
 
 
+def upsample_flow(flow: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """A flow on an ``avg_pool2d(x, 2, ceil_mode=True)`` level, brought to the ``size`` it was pooled from.
+
+    Coarse pixel j averages fine pixels 2j and 2j+1, so the coarse grid is the fine one at twice the
+    spacing, overhanging an odd size by half a coarse pixel: vectors scale by exactly 2 and positions
+    map on that grid, i.e. ``resize_flow`` to twice the coarse size, cropped. Resizing to ``size``
+    itself would stretch the grid on odd sizes (by ``size / coarse``, not 2), misplacing the flow by up
+    to a pixel, and scaling its vectors so would shrink a translation that moved exactly 2x."""
+    h, w = flow.shape[-2:]
+    return resize_flow(flow, (2 * h, 2 * w))[..., : size[0], : size[1]]
+
+
 class FlowNet(nn.Module):
     """Coarse-to-fine flow ``f = flow(a, b)`` with ``warp(b, f) ~ a`` (SpyNet-like): at each level of
     an average-pooled pyramid, a 4-conv block refines the upsampled coarser flow from
@@ -83,7 +95,6 @@ class FlowNet(nn.Module):
         flow = None
         for level in reversed(range(self.levels)):
             a, b = pyramid[level]
-            # x2 per level (not the exact size ratio) on odd sizes too: the shipped weights learnt it so
-            flow = a.new_zeros(a.shape[0], 2, *a.shape[-2:]) if flow is None else 2 * resize(flow, a.shape[-2:])
+            flow = a.new_zeros(a.shape[0], 2, *a.shape[-2:]) if flow is None else upsample_flow(flow, a.shape[-2:])
             flow = flow + self.basic[level](torch.cat([a, warp(b, flow), flow], 1))
         return flow
