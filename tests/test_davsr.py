@@ -1,4 +1,5 @@
-"""DAVSR: the Fourier data transform's closed form, the blur degradation, shapes, training and eval."""
+"""DAVSR: the Fourier data transform's closed form, the blur degradation, window edges, shapes, training
+and eval."""
 
 import json
 from pathlib import Path
@@ -6,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from click.testing import CliRunner
 from media import make_training_clips, make_video, pattern, stream_facts, train_tiny
 
@@ -19,10 +21,14 @@ from stvsr_cli.models.davsr import (
     QUANTISATION_SIGMA,
     bicubic_taps,
     box_taps,
+    degrade_circular,
     fourier_data_transform,
     kernel_spectrum,
+    pad_symmetric,
 )
 from stvsr_cli.models.registry import load_registry
+from stvsr_cli.pipeline.run import run_windows
+from stvsr_cli.pipeline.windows import plan_windows
 
 TINY = {"nf": 8, "blocks": 1, "flow_nf": 8, "deform_groups": 2}
 F64 = torch.float64
@@ -82,6 +88,13 @@ def test_fdt_recovers_a_known_video_from_noise_free_data():
     torch.testing.assert_close(z, truth, rtol=0, atol=1e-6)
 
 
+def test_degrade_circular_is_the_degradation_written_out():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, *GRID, dtype=F64)
+    fx = torch.fft.fftn(x, dim=(-3, -2, -1))
+    torch.testing.assert_close(degrade_circular(fx, spectrum(), SCALE), blur_and_subsample(x), rtol=0, atol=1e-12)
+
+
 def test_fdt_is_differentiable():
     torch.manual_seed(0)
     grid, scale = (4, 4, 4), (2, 2, 2)
@@ -129,6 +142,132 @@ def test_blur_degradation_on_a_hand_made_clip():
         assert ours.shape == (3, 3, 2, 3)
         torch.testing.assert_close(ours, degrade_tensor(hr, 2, 4, degradation), rtol=0, atol=1.01 / 255)
     torch.testing.assert_close(degrade_tensor(hr, 2, 4, "standard"), degrade_tensor(hr[::2], 1, 4, "blur"))
+
+
+def mirrored_data_step(model: DAVSR, estimate: torch.Tensor, frames: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """The data step with both window edges mirrored, written out: what a window whose edges are both
+    real must give, bit for bit."""
+
+    def mirror_time(x: torch.Tensor) -> torch.Tensor:  # frames 0..N-1, then N-2 down to 1
+        return torch.cat([x, x[:, 1:-1].flip(1)], 1)
+
+    pad, s = model.fdt_pad, model.scale
+    x = pad_symmetric(mirror_time(estimate), s * pad).transpose(1, 2)
+    y = pad_symmetric(mirror_time(frames), pad).transpose(1, 2)
+    grid = tuple(x.shape[-3:])
+    spectrum = kernel_spectrum((model.temporal_taps, bicubic_taps(s), bicubic_taps(s)), grid, x.device)
+    z = fourier_data_transform(x, y, spectrum, (grid[0] // y.shape[-3], s, s), alpha)
+    n, h, w, e = estimate.shape[1], estimate.shape[-2], estimate.shape[-1], s * pad
+    return z.transpose(1, 2)[:, :n, :, e : e + h, e : e + w]
+
+
+class EdgeRecorder:
+    """The pipeline's view of a tiny DAVSR (``pipeline.run.WindowModel``), noting the edges of each call."""
+
+    device = torch.device("cpu")
+    arbitrary_times, shot_edges, size_multiple = False, True, 1
+
+    def __init__(self, module: DAVSR) -> None:
+        self.module, self.edges, self.outputs = module, [], []
+
+    def __call__(self, frames: torch.Tensor, fps_x: int, edges: tuple[bool, bool]) -> torch.Tensor:
+        self.edges.append(edges)
+        with torch.no_grad():
+            self.outputs.append(self.module(frames[None], fps_x, edges=edges)[0])
+        return self.outputs[-1].clamp(0, 1)
+
+
+def test_real_edges_give_the_mirrored_output_bit_for_bit_and_a_one_window_clip_is_unchanged(monkeypatch):
+    torch.manual_seed(0)
+    model = DAVSR(**TINY).eval()
+    frames = torch.rand(1, 3, 3, 5, 6)
+    estimate, alpha = model.initial(frames), model.alpha_beta()[0][0].detach()
+    mirrored = mirrored_data_step(model, estimate, frames, alpha)
+    assert torch.equal(model.data_step(estimate, frames, alpha), mirrored)
+    assert torch.equal(model.data_step(estimate, frames, alpha, (True, True)), mirrored)
+    for edges in ((False, False), (True, False), (False, True)):
+        assert not torch.equal(model.data_step(estimate, frames, alpha, edges), mirrored)
+
+    with torch.no_grad():
+        default, real = model(frames), model(frames, edges=(True, True))
+        interior = model(frames, edges=(False, False))
+    assert torch.equal(default, real) and not torch.equal(default, interior)
+    assert interior.shape == default.shape and torch.isfinite(interior).all()
+
+    # Through the run loop: a clip of one window has both edges real; a longer clip's windows are
+    # told which of their edges are the clip's.
+    clip = [np.asarray(f.permute(1, 2, 0) * 255).round().astype(np.uint8) for f in torch.rand(4, 3, 5, 6)]
+    ours = EdgeRecorder(model)
+    run_windows(clip, plan_windows(4, 4, 2, 2), ours, lambda frame: None)
+    monkeypatch.setattr(model, "data_step", lambda e, f, a, edges: mirrored_data_step(model, e, f, a))
+    before = EdgeRecorder(model)
+    run_windows(clip, plan_windows(4, 4, 2, 2), before, lambda frame: None)
+    assert ours.edges == [(True, True)] and torch.equal(ours.outputs[0], before.outputs[0])
+    monkeypatch.undo()
+    ours = EdgeRecorder(model)
+    run_windows(clip + clip, plan_windows(8, 4, 2, 2), ours, lambda frame: None)
+    assert ours.edges == [(True, False), (False, False), (False, True)]
+
+
+def test_started_at_the_truth_the_data_step_keeps_it_where_the_clip_holds_still_past_the_window():
+    """Flat frames under ``--degradation blur``; windows of 3 inputs. Past an edge that is not the clip's
+    the data step extends the window by its edge frame, so where the clip holds still beyond the
+    window it fits the input exactly and keeps the truth; the mirror reads the frame beyond as the one
+    inside, and does not where they differ."""
+    levels = torch.tensor([0, 9, 9, 3, 30, 30, 30, 30, 12, 6, 0], dtype=torch.float32) / 255  # multiples of 3/255
+    truth = levels.view(11, 1, 1, 1).expand(11, 3, 12, 8).contiguous()
+    inputs = degrade_tensor(truth, 2, 4, "blur")[None]  # frames 0, 2, ..., 10, each the mean of 3
+    expected = torch.tensor([6, 7, 21, 30, 16, 4], dtype=torch.float32) / 255
+    torch.testing.assert_close(inputs[0, :, 0, 0, 0], expected)
+    model, alpha = DAVSR(**TINY), torch.tensor(0.01)
+    for first, edges, mirror_holds in ((0, (True, False), False), (1, (False, False), False), (3, (False, True), True)):
+        gt, frames = truth[None, 2 * first : 2 * first + 5], inputs[:, first : first + 3]
+        torch.testing.assert_close(model.data_step(gt, frames, alpha, edges), gt, rtol=0, atol=1e-5)
+        mirrored = (model.data_step(gt, frames, alpha) - gt).abs().max()
+        assert mirrored < 1e-5 if mirror_holds else mirrored > 1 / 255  # over one 8-bit level
+
+
+def moving_texture(frames: int, height: int, width: int, speed: int) -> torch.Tensor:
+    """``[frames, 3, height, width]`` in [0, 1]: a smooth random texture moving ``speed`` pixels a frame
+    to the left."""
+    g = torch.Generator().manual_seed(0)
+    texture = torch.rand(1, 3, height + 8, width + speed * frames + 8, generator=g)
+    texture = F.avg_pool2d(F.avg_pool2d(texture, 9, 1, 4), 9, 1, 4)[0, :, 4:-4, 4:-4]
+    texture = (texture - texture.min()) / (texture.max() - texture.min())
+    return torch.stack([texture[:, :, speed * t : speed * t + width] for t in range(frames)])
+
+
+def test_a_window_inside_the_clip_has_no_false_reflection_at_its_edges():
+    """12 ground-truth frames under ``--degradation blur``: 6 input frames, each the mean of 3 frames
+    (then bicubic 1/4). A window of inputs 1-4 (frames 2-8): its first input also averages frame 1,
+    its last frame 9, which lie outside it. Mirrored there, the data step reads them as frames 3 and 7
+    (the picture moving the other way) and makes the edge frames worse than where it started; told
+    the edges are not the clip's, it improves them as it does the middle."""
+    truth = moving_texture(12, 48, 64, speed=2)
+    inputs = degrade_tensor(truth, 2, 4, "blur")[None]
+    assert inputs.shape == (1, 6, 3, 12, 16)
+    model = DAVSR(**TINY)
+    alpha = model.alpha_beta()[0][0].detach()
+
+    def errors(window: slice, edges: tuple[bool, bool] | None) -> list[float]:
+        frames = inputs[:, window]
+        start = model.initial(frames)
+        out = start if edges is None else model.data_step(start, frames, alpha, edges)
+        gt = truth[2 * window.start : 2 * window.stop - 1]
+        return [(o - g).square().mean().sqrt().item() for o, g in zip(out[0], gt, strict=True)]
+
+    inside = slice(1, 5)
+    start, mirrored, told = errors(inside, None), errors(inside, (True, True)), errors(inside, (False, False))
+    for edge in (0, -1):
+        assert told[edge] < start[edge] < mirrored[edge]
+        assert told[edge] < 0.95 * mirrored[edge]
+    assert told[3] == pytest.approx(mirrored[3], rel=0.01)  # the middle, far from both edges
+    # The first window: its first frame is the clip's (the degradation reflects there, as the mirror
+    # does), its last is not.
+    first = slice(0, 4)
+    mirrored, told = errors(first, (True, True)), errors(first, (True, False))
+    assert told[0] == pytest.approx(mirrored[0], rel=0.01)
+    assert told[-1] < 0.95 * mirrored[-1]
 
 
 @pytest.mark.parametrize(("frames", "h", "w"), [(2, 5, 7), (3, 8, 8), (5, 3, 6)])

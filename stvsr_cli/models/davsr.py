@@ -1,92 +1,49 @@
 """DAVSR (Geng et al., ECCV 2022): deep alternating video super-resolution for blurry input.
 
-No official code is used; this follows the paper (../shared/papers/davsr_deep_alternating_eccv2022.txt).
-The degradation is Eq. 1, ``Y = (X * K) subsampled by s = (s_t, s_h, s_w)``; half-quadratic
-splitting alternates, K = 3 times, a data step (Eq. 4) and a prior step (Eq. 5):
+Our code, from the paper (../shared/papers/davsr_deep_alternating_eccv2022.txt). The degradation is
+Eq. 1, ``Y = (X * K) subsampled by s = (s_t, s_h, s_w)``; half-quadratic splitting alternates, K = 3
+times, a data step (Eq. 4) and a prior step (Eq. 5):
 
 - **FDT** (Fourier data transform, Eq. 6, no weights): the exact minimiser of
-  ``|Y - (Z * K)subsampled|^2 + alpha_k |Z - X_{k-1}|^2`` for circular convolution, in closed form with
-  ``torch.fft``. With ``d = conj(FK) F(Y zero-upsampled) + alpha_k F(X_{k-1})``:
-  ``Z = F^-1((d - conj(FK) * repeat(mean_blocks(FK d) / (mean_blocks(|FK|^2) + alpha_k))) / alpha_k)``,
-  where ``mean_blocks`` averages the s_t x s_h x s_w distinct blocks of the spectrum (the aliasing
-  of subsampling) and ``repeat`` tiles it back (the printed Eq. 6 differs, see the deviations);
-  ``fourier_data_transform`` is checked against a dense solve.
-- **K**, the blur the FDT inverts, is separable: in time the box of ``exposure`` frames centred on
-  each kept frame (``exposure = 3`` is ``stvsr train/eval --degradation blur`` at x2, see
-  ``evaluation.temporal_blur``; ``exposure = 1`` is the standard protocol, no motion blur); in
-  space the protocol's antialiased bicubic 1/4 kernel, measured from ``F.interpolate`` itself
-  (``bicubic_taps``), with its centre shift (Eq. 1 with a shifted kernel, as the paper notes).
-- **Boundaries.** The FDT is circular. In time the clip is extended by its mirror image first,
-  which makes the circular model exact for the degradation's reflected clip ends: T input and
-  2T-1 output frames become 2T-2 and 4T-4 (the FFT's s_t T_l frames are one period of the
-  reflected clip) and the 2T-1 real frames are cropped back out. In space the frames get
-  ``FDT_PAD`` LR pixels (x4 in HR) of half-pixel-symmetric padding, cropped after: the protocol's
-  bicubic truncates its kernel at the borders, so no extension is exact there, and on natural
-  clips 4 pixels score as a full mirror (2h x 2w, 4x the FFT) does and 0.1 dB above none.
-- **RVE** (recurrent video enhancement, Eqs. 8-10), one set of weights shared by the K iterations
-  and told the iteration by the noise level ``beta_k`` (an extra input plane): features ``g`` from
-  ``[Z_k; beta_k]``, then ``branches`` propagation branches alternating backward / forward in time,
-  each a second-order flow-guided deformable alignment ``G`` (BasicVSR++ style: the offsets are
-  the flows to the two previous frames plus learned residuals, at most ``max_offset`` pixels)
-  followed by ``C``, a 3x3 fusion of ``[branch below; aligned]`` and ``blocks`` residual blocks;
-  ``X_k = Z_k + reconstruction``.
-- ``alpha_k`` (the FDT's weight on ``X_{k-1}``) and ``beta_k`` (the RVE's noise level), one pair
-  per iteration, learned: apart by default, or tied to one ``mu_k`` as the paper does (see the
-  deviations).
+  ``|Y - (Z * K)subsampled|^2 + alpha_k |Z - X_{k-1}|^2`` for circular convolution, in closed form
+  (``fourier_data_transform``, checked against a dense solve). K is separable: in time the box of
+  ``exposure`` frames centred on each kept frame (3 is ``--degradation blur`` at x2, 1 the standard
+  protocol), in space the protocol's antialiased bicubic 1/4 read off ``F.interpolate``.
+- **Boundaries.** The FDT is circular, a window is not. In space the frames get ``FDT_PAD`` LR pixels
+  of symmetric padding, cropped after (the protocol's bicubic truncates its kernel at the borders:
+  no extension is exact there). In time, at a real window edge (the first or last frame of its
+  shot: ``forward``'s ``edges``) the degradation reflects the clip, so the window is extended by
+  its mirror image, exact there. At an edge inside the clip the edge input frame also averages a
+  frame beyond the window, which a mirror would take for the one inside (wrong wherever the picture
+  moves); there ``X_{k-1}`` is extended by repeating its edge frame as far as the blur reaches, and
+  the extension's input frames are that extension degraded: nil residual, so the data term says
+  nothing past the edge and the frame beyond is a free unknown of the edge input frame (``time_axis``).
+- **RVE** (recurrent video enhancement, Eqs. 8-10), one set of weights for the K iterations, told
+  the iteration by the noise level ``beta_k`` (an input plane): features from ``[Z_k; beta_k]``, then
+  ``branches`` propagation branches alternating backward and forward, each a second-order
+  flow-guided deformable alignment ``G`` (BasicVSR++ style) and ``C``, a fusion of ``[branch below;
+  aligned]`` with ``blocks`` residual blocks; ``X_k = Z_k + reconstruction``.
 
-Where the paper is silent, the simplest choice, said here. Two branches (BasicVSR++ has four),
-guided by ``g^i`` as Eq. 9 says; the flows come from the shared coarse-to-fine ``ops.motion.FlowNet``
-(zero padding when warping) trained with the model (no pretrained weights, no compiled ops),
-computed at each iteration on ``Z_k`` shrunk to the LR size, the second-order flow composed from two
-first-order ones. ``X_0`` (Algorithm 1: "initialise X_0 on Y in space and time"): with
-``global_residual`` (default) it is ``classic`` (bicubic + linear blending), so an untrained network
-starts at classic refined by the FDT, and trains fast on a CPU; without it, USRNet's
-nearest-neighbour start (in time: the previous input frame). The RVE's last convolution starts at
-zero, so the untrained network is ``classic`` refined by the FDT alone: on natural clips under
-``--degradation blur`` that scores 1.5 to 2 dB above ``classic`` (0.7 dB with ``exposure=1`` on the
-standard protocol), with ``alpha_init = 0.003``, about where the FDT alone scores best.
-The loss is the paper's Charbonnier loss (Eq. 11, per pixel: see below), the trainer's default.
+Where the paper is silent, the simplest choice: two branches, flows from the shared
+``ops.motion.FlowNet`` trained with the model; ``X_0`` is ``classic`` (bicubic + linear blending;
+without ``global_residual``, nearest-neighbour). The RVE's last convolution starts at zero, so the
+untrained network is ``classic`` refined by the FDT alone.
 
 Deviations from the paper, each kept for a reason:
 
-- **alpha_k and beta_k learned apart** (``log_alpha``, ``log_beta``; the default and the shipped
-  weights). The paper ties both to the HQS penalty ``mu_k`` of Eq. 3: ``alpha_k = mu_k sigma^2``
-  (under Eq. 6) and ``beta_k = sqrt(lambda / mu_k)`` (Eq. 8), sigma the noise level of Eq. 1 and
-  lambda the prior's weight in Eq. 2; it does not say how ``mu_k`` is set (USRNet, which it
-  follows, predicts alpha_k and beta_k from sigma and s with a small network). Tied,
-  ``alpha_k beta_k^2 = lambda sigma^2`` at every iteration, a constant the paper gives no value for,
-  and our input has no noise of Eq. 1's kind, only its rounding to 8 bits. Kept because the shipped
-  weights were trained so; ``tie_to_mu=True`` builds the paper's form: one learned ``log_mu`` per
-  iteration, ``noise_sigma`` fixed (default ``QUANTISATION_SIGMA``, the rounding's
-  1 / (255 sqrt 12)) and ``prior_lambda`` fixed (default: the lambda at which the tied model starts
-  where the untied one does, ``alpha_k = alpha_init`` and ``beta_k = beta_init``).
-- **Eq. 6 as printed** writes ``R = F(K)F(Y up) - alpha X`` and ``s alpha + (...)``: we read ``R``
-  as ``d`` above (USRNet's form, the one that solves Eq. 4) and the block operator as an average in
-  both places, which is the printed form with block *sums* and ``s = s_t s_h s_w``. Kept: the
-  printed ``R`` does not minimise Eq. 4; ours does (checked against a dense solve).
-- **The blur averages 3 frames, REDS' 5.** The paper's data, REDS "blur" (and Vid4 made the same
-  way), averages five subsequent frames into each input frame, one whole input frame interval
-  there (500 ground-truth frames to 100 input frames). Our ``--degradation blur``
-  (``evaluation.temporal_blur``, in ``stvsr train`` and ``stvsr eval`` alike) averages
-  ``blur_window(2) = 3``, ground-truth frames 2i-1, 2i and 2i+1 for input i, and ``exposure = 3`` is
-  the K the shipped FDT inverts. Why: our clips are at their recorded rate and the model is x2 in
-  time, so one input frame interval is 2 ground-truth frames; centred on the kept frame (so that
-  input i stays at output 2i) the box needs an odd count, and 3 is the nearest to an interval (it
-  shares one frame with each neighbour). Five of our frames would be 2.5 intervals, an exposure
-  well past the time between frames.
-- **The RVE runs at the LR resolution**: the HR frames enter by pixel-unshuffle (x4, lossless) and
-  leave by pixel-shuffle, where the paper calls its RVE multi-scale (its ``G`` is detailed in a
-  supplement that is not public). Kept: the prior then costs what a plain VSR network does, which
-  a CPU can train.
-- **Eq. 11 as printed** puts one square root around the whole squared norm; the trainer's
-  Charbonnier is the usual per-pixel one, ``mean(sqrt(d^2 + eps^2))``, with the paper's
-  ``eps = 1e-3``. Kept: the printed form is an L2 loss, without the robustness to outliers the
-  paper chooses Charbonnier for.
-- **Size and training.** The constructor's defaults are the paper's (64 channels, 7 residual blocks
-  per branch, K = 3); the shipped ``davsr`` is 0.25 M parameters (``nf = 24``, 3 blocks), trained
-  1,500 steps on a CPU on our clips (``weights/davsr-cpu.md``), where the paper trains 300K
-  iterations on REDS (batch 4, 64 x 64 LR patches, Adam, cosine decay from 1e-4). Kept: no GPU was
-  lent for that training.
+- **alpha_k and beta_k learned apart** (the shipped weights). The paper ties both to the HQS penalty
+  ``mu_k`` (``alpha_k = mu_k sigma^2``, ``beta_k = sqrt(lambda / mu_k)``) without saying how
+  ``mu_k`` is set; ``tie_to_mu=True`` builds that form.
+- **Eq. 6 as printed** (``R = F(K)F(Y up) - alpha X``, block sums) does not minimise Eq. 4; we use
+  USRNet's form above, which does.
+- **The blur averages 3 frames, REDS' 5**: one input frame interval is 2 of our ground-truth frames
+  at x2, and a box centred on the kept frame needs an odd count.
+- **The RVE runs at the LR resolution** (pixel-unshuffle in, pixel-shuffle out; the paper's is
+  multi-scale, its supplement not public), costing what a plain VSR network does.
+- **Eq. 11 as printed** is an L2 loss; the trainer's Charbonnier is per pixel (``eps = 1e-3``), robust
+  as the paper intends.
+- **Size**: the constructor's defaults are the paper's (64 channels, 7 blocks, K = 3); the shipped
+  weights are a smaller configuration trained on a CPU (``weights/davsr-cpu.md``).
 
 Layout: input ``[B, T, 3, h, w]`` in [0, 1], any T >= 2, any h and w; output
 ``[B, 2T-1, 3, 4h, 4w]``, not clamped: output 2i is input frame i, 2i+1 the frame between.
@@ -168,27 +125,58 @@ def _tile(x: torch.Tensor, scale: tuple[int, int, int]) -> torch.Tensor:
 
 
 def fourier_data_transform(
-    estimate: torch.Tensor, low: torch.Tensor, spectrum: torch.Tensor, scale: tuple[int, int, int], alpha: torch.Tensor
-) -> torch.Tensor:
+    estimate: torch.Tensor, low: torch.Tensor, spectrum: torch.Tensor, scale: tuple[int, int, int], alpha: torch.Tensor,
+    *, estimate_fft: torch.Tensor | None = None,
+) -> torch.Tensor:  # fmt: skip
     """Eq. 6: ``argmin_Z |low - (Z * K) subsampled by scale|^2 + alpha |Z - estimate|^2``, circular.
 
     ``estimate`` ``[..., T, H, W]`` real; ``low`` ``[..., T/s_t, H/s_h, W/s_w]``; ``spectrum`` F(K) on
     the ``[T, H, W]`` grid; ``alpha`` > 0 broadcasts against the leading axes. Subsampling keeps
-    indices 0, s, 2s, ... Differentiable in all inputs."""
+    indices 0, s, 2s, ... ``estimate_fft``: F(estimate), where the caller has it already.
+    Differentiable in all inputs."""
     dims = (-3, -2, -1)
     conj = spectrum.conj()
+    if estimate_fft is None:
+        estimate_fft = torch.fft.fftn(estimate, dim=dims)
     # F(zero-upsampled Y) is F(Y) tiled: no need to build the upsampled video.
-    d = conj * _tile(torch.fft.fftn(low, dim=dims), scale) + alpha * torch.fft.fftn(estimate, dim=dims)
+    d = conj * _tile(torch.fft.fftn(low, dim=dims), scale) + alpha * estimate_fft
     ratio = mean_blocks(spectrum * d, scale) / (
         mean_blocks(spectrum.real.square() + spectrum.imag.square(), scale) + alpha
     )
     return torch.fft.ifftn((d - conj * _tile(ratio, scale)) / alpha, dim=dims).real
 
 
-def mirror_time(x: torch.Tensor) -> torch.Tensor:
-    """``[B, N, ...]`` -> ``[B, 2N-2, ...]`` (N >= 2): frames 0..N-1, then N-2 down to 1, one period of
-    the clip reflected about its end frames."""
-    return torch.cat([x, x[:, 1:-1].flip(1)], 1)
+def degrade_circular(estimate_fft: torch.Tensor, spectrum: torch.Tensor, scale: tuple[int, int, int]) -> torch.Tensor:
+    """``(X * K) subsampled by scale``, circular, from ``estimate_fft`` = F(X) on the grid of ``spectrum``:
+    subsampling averages the spectrum's blocks."""
+    dims = (-3, -2, -1)
+    return torch.fft.ifftn(mean_blocks(spectrum * estimate_fft, scale), dim=dims).real
+
+
+def time_axis(frames: int, step: int, reach: int, edges: tuple[bool, bool]) -> tuple[int, int, list[int]]:
+    """The FDT's time axis for a window of ``frames`` input frames, ``step`` output frames apart, whose
+    blur reaches ``reach`` output frames either side of an input frame; ``edges`` says whether the
+    window's first and last frames are the clip's. Returns ``(before, after, source)``: the window's
+    output frames get ``before`` frames ahead and ``after`` behind, beyond each edge that is not
+    real (as many as the blur reaches past it, ``before`` a multiple of ``step`` so that input 0 stays
+    on a kept frame), and grid position t holds frame ``source[t]`` of that extended window: the
+    extended window then its reflection where an edge is real, else the extended window alone
+    (circular), ``after`` grown to a whole number of input frames."""
+    before = 0 if edges[0] else step * -(-reach // step)
+    after = 0 if edges[1] else reach
+    length = before + step * (frames - 1) + 1 + after
+    if any(edges):
+        return before, after, [*range(length), *range(length - 2, 0, -1)]
+    whole = -length % step
+    return before, after + whole, list(range(length + whole))
+
+
+def extend_time(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
+    """``[B, N, ...]`` -> ``[B, before + N + after, ...]``: the first frame repeated ``before`` times
+    ahead, the last ``after`` times behind."""
+    if not before and not after:
+        return x
+    return torch.cat([x[:, :1].expand(-1, before, *x.shape[2:]), x, x[:, -1:].expand(-1, after, *x.shape[2:])], 1)
 
 
 def pad_symmetric(x: torch.Tensor, pad: int) -> torch.Tensor:
@@ -330,12 +318,12 @@ class RVE(nn.Module):
 
 
 class DAVSR(VideoSRNet):
-    """x4 in space, x2 in time: ``[B, T, 3, h, w]`` -> ``[B, 2T-1, 3, 4h, 4w]``."""
+    """x4 in space, x2 in time: ``[B, T, 3, h, w]`` -> ``[B, 2T-1, 3, 4h, 4w]``; told which window
+    edges are its shot's (``registry.ARCHITECTURES["davsr"]``)."""
 
     loss_description = "Charbonnier loss (the paper's Eq. 11)"
     scale = 4
     fps_x = 2
-    time_factors = (2,)
 
     def __init__(
         self, *, nf: int = 64, blocks: int = 7, branches: int = 2, iterations: int = 3, deform_groups: int = 8,
@@ -390,22 +378,37 @@ class DAVSR(VideoSRNet):
         up = up.view(b, t, c, h * self.scale, w * self.scale)
         return up.repeat_interleave(self.fps_x, 1)[:, : self.fps_x * (t - 1) + 1]
 
-    def data_step(self, estimate: torch.Tensor, frames: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-        """``T(X_{k-1} | Y, K, s, alpha_k)`` on the mirrored clip (float32; see the module docstring)."""
+    def data_step(
+        self, estimate: torch.Tensor, frames: torch.Tensor, alpha: torch.Tensor, edges: tuple[bool, bool] = (True, True)
+    ) -> torch.Tensor:
+        """``T(X_{k-1} | Y, K, s, alpha_k)`` (float32), the window extended in time as ``edges`` (whether
+        its first and last frames are the clip's) says: see the module docstring."""
         n, hh, ww = estimate.shape[1], estimate.shape[-2], estimate.shape[-1]
         with torch.autocast(estimate.device.type, enabled=False):
-            pad = self.fdt_pad
-            x = pad_symmetric(mirror_time(estimate.float()), self.scale * pad).transpose(1, 2)  # [B, 3, T, H, W]
-            y = pad_symmetric(mirror_time(frames.float()), pad).transpose(1, 2)
-            grid = tuple(x.shape[-3:])
-            taps = (self.temporal_taps, bicubic_taps(self.scale), bicubic_taps(self.scale))
-            spectrum = kernel_spectrum(taps, grid, x.device)
-            scale = (grid[0] // y.shape[-3], self.scale, self.scale)
-            z = fourier_data_transform(x, y, spectrum, scale, alpha.float())
-        edge = self.scale * pad
-        return z.transpose(1, 2)[:, :n, :, edge : edge + hh, edge : edge + ww].to(estimate.dtype)
+            pad, s, st = self.fdt_pad, self.scale, self.fps_x
+            taps = (self.temporal_taps, bicubic_taps(s), bicubic_taps(s))
+            first, after, source = time_axis(frames.shape[1], st, -self.temporal_taps[0], edges)
+            extended = extend_time(estimate.float(), first, after)
+            x = pad_symmetric(extended[:, source], s * pad).transpose(1, 2)
+            spectrum = kernel_spectrum(taps, tuple(x.shape[-3:]), x.device)
+            fx = torch.fft.fftn(x, dim=(-3, -2, -1))
+            # Each input frame of the grid: which of the window's it is, or -1 past an edge that is
+            # not real, where it is the extended estimate degraded: no residual, so no information.
+            which = [source[t] - first for t in range(0, len(source), st)]
+            which = [i // st if 0 <= i < n and i % st == 0 else -1 for i in which]
+            mine = [t for t, i in enumerate(which) if i >= 0]
+            low = pad_symmetric(frames.float(), pad).transpose(1, 2)
+            if len(mine) == len(which):
+                y = low[:, :, which]
+            else:
+                y = degrade_circular(fx, spectrum, (st, s, s))
+                y = y.index_copy(2, torch.tensor(mine, device=y.device), low[:, :, [which[t] for t in mine]])
+            z = fourier_data_transform(x, y, spectrum, (st, s, s), alpha.float(), estimate_fft=fx)
+        edge = s * pad
+        return z.transpose(1, 2)[:, first : first + n, :, edge : edge + hh, edge : edge + ww].to(estimate.dtype)
 
-    def forward(self, frames: torch.Tensor, fps_x: int = 2) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, fps_x: int = 2, edges: tuple[bool, bool] | None = None) -> torch.Tensor:
+        """``edges``: whether the window's first and last frames are its shot's (None: both)."""
         if fps_x != self.fps_x:
             raise ValueError(f"DAVSR makes x{self.fps_x} in time, not x{fps_x}")
         if frames.shape[1] < 2:
@@ -413,6 +416,6 @@ class DAVSR(VideoSRNet):
         x = self.initial(frames)
         alphas, betas = self.alpha_beta()
         for k in range(self.iterations):
-            z = self.data_step(x, frames, alphas[k])
+            z = self.data_step(x, frames, alphas[k], (True, True) if edges is None else tuple(edges))
             x = self.rve(z, betas[k])
         return x
