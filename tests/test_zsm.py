@@ -62,14 +62,30 @@ def test_any_size_gives_two_n_minus_one_frames_at_four_times_the_size(n, h, w):
     assert out.shape == (1, 2 * n - 1, 3, 4 * h, 4 * w)
 
 
-def test_padding_does_not_leak_into_the_visible_frame():
-    # The official rule: pad bottom/right, run, crop. Our crop of a 17x23 input must equal the
-    # top-left of running the explicitly zero-padded 20x24 input.
-    frames = torch.rand(1, 2, 3, 17, 23)
-    padded = torch.nn.functional.pad(frames, (0, 1, 0, 3))
-    model = tiny(1)
+@pytest.mark.parametrize("global_residual", [False, True], ids=["official", "global-residual"])
+def test_an_off_size_frame_gives_the_top_left_of_forward_on_the_frame_continued_as_the_network_declares(
+    global_residual,
+):
+    """``run`` on a 17x23 frame gives exactly 68x92, and that is the top-left 68x92 of ``forward`` on
+    the 20x24 frame that continues it down and right the way the network says it pads (``pad_mode``):
+    black for the official network (as the authors' test scripts pad), the edge repeated with the
+    classic residual (so the bicubic baseline stays as it is at the border). The other continuation
+    gives another picture at this size, so a ``run`` that pads the other way, pads at the top or left,
+    or crops one row or column off fails here."""
+    torch.manual_seed(1)
+    model = ZoomingSlowMo(**TINY, global_residual=global_residual).eval()
+    visible = torch.rand(1, 2, 3, 17, 23)
+    black = torch.zeros(1, 2, 3, 20, 24)
+    black[..., :17, :23] = visible
+    edge = visible[..., [min(i, 16) for i in range(20)], :][..., [min(j, 22) for j in range(24)]]
+    assert torch.equal(edge[..., :17, :23], visible) and torch.equal(edge[..., 19, 23], visible[..., 16, 22])
+    declared, other = (edge, black) if global_residual else (black, edge)
     with torch.no_grad():
-        torch.testing.assert_close(model.run(frames), model(padded)[..., :68, :92])
+        out = model.run(visible)
+        expected, wrong = model(declared)[..., :68, :92], model(other)[..., :68, :92]
+    assert out.shape == (1, 3, 3, 68, 92)
+    torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+    assert (out - wrong).abs().max() > 1e-4
 
 
 def test_forward_refuses_sizes_off_the_multiple_and_run_takes_them():
@@ -84,10 +100,33 @@ def test_one_frame_is_refused():
         tiny()(torch.rand(1, 1, 3, 8, 8))
 
 
+def untrained(model):
+    """The parameters whose gradient is missing, not finite, or zero everywhere."""
+    return [
+        name
+        for name, p in model.named_parameters()
+        if p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.any()
+    ]
+
+
 def test_gradients_reach_every_parameter():
+    """Every parameter gets a finite gradient that is not zero everywhere, but on the first step the
+    deformable alignments' offset branches (``L*_offset_conv*``), which get exactly zero by design: they
+    feed only the ``conv_offset_mask`` convolutions, which start at zero (a ``DCNPack`` starts as a
+    plain convolution). After one optimiser step has moved those, the offset branches learn too."""
     model = tiny().train()
-    model(torch.rand(1, 2, 3, 8, 8)).mean().backward()
-    assert all(p.grad is not None for p in model.parameters())
+    frames, target = torch.rand(1, 2, 3, 8, 8), torch.rand(1, 3, 3, 32, 32)
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.training_loss(frames, target, 2, 0.0).backward()
+    offset_branches = {name for name, _ in model.named_parameters() if "_offset_conv" in name}
+    assert len(offset_branches) == 3 * 2 * 8 * 2  # 3 alignments (top level, h, c) x 2 branches x 8 convs x w, b
+    idle = untrained(model)
+    assert set(idle) == offset_branches, sorted(set(idle) ^ offset_branches)  # exactly those, and exactly zero
+    optimiser.step()
+    optimiser.zero_grad()
+    model.training_loss(frames, target, 2, 0.0).backward()
+    idle = untrained(model)
+    assert not idle, idle
 
 
 def test_zsm_runs_in_the_pipeline_from_local_weights(tmp_path):
@@ -102,7 +141,7 @@ def test_zsm_runs_in_the_pipeline_from_local_weights(tmp_path):
     registry = tmp_path / "models.toml"
     registry.write_text(
         '[models.tiny-zsm]\narch = "zsm"\nparams = { nf = 16, groups = 8, front_rbs = 1, back_rbs = 2 }\n'
-        'scale = 4\nfps_x = 2\nwindow = 3\noverlap = 2\nweights = "tiny.safetensors"\n'
+        'window = 3\noverlap = 2\ncontext = 4\nweights = "tiny.safetensors"\n'  # context 4: tiles of 32 px allowed
     )
     src = tmp_path / "in.mp4"
     make_video(src, frames=5, size=(40, 36))
@@ -249,9 +288,16 @@ def test_cyclic_terms_train_rho_and_reach_the_interpolation_module_through_both_
             grad = model.get_parameter(name).grad
             assert grad is not None and grad.abs().sum() > 0, (term, name)
         assert model.recon_trunk[0].conv1.weight.grad is None  # the reconstruction branch is not in these terms
-    model = cyclic().train()
+    model = cyclic().train()  # the whole loss trains every parameter, as test_gradients_reach_every_parameter
+    optimiser = torch.optim.Adam(model.parameters(), lr=1e-3)
     model.training_loss(frames, target, 2, 0.0).backward()
-    assert all(p.grad is not None for p in model.parameters())
+    idle = untrained(model)
+    assert idle and all("_offset_conv" in name for name in idle), idle
+    optimiser.step()
+    optimiser.zero_grad()
+    model.training_loss(frames, target, 2, 0.0).backward()
+    idle = untrained(model)
+    assert not idle, idle
 
 
 def test_stvsr_train_takes_the_cyclic_loss_and_exports_a_model_that_loads(tmp_path):
