@@ -26,8 +26,11 @@ one ends (a stage that overruns is killed and the next one starts; nothing earli
    learning-rate schedule ends inside the time left; checkpoints copied to DIR as they are written,
    then the export (weights, card, registry entry, an evaluation on the carried eval clips).
 
-``--dry-run`` runs every stage on the CPU at tiny sizes in seconds (part of the test suite, so the
-campaign cannot rot), on synthetic clips when the carried data is absent, and checks the payload.
+``--dry-run`` runs every stage on the CPU at small sizes (a few minutes on 2 cores), on synthetic
+clips when the carried data is absent, and checks the payload; ``--dry-run --quick`` runs them at
+the smallest sizes (tiny networks, the CUDA test file alone), about a minute of CPU time: the
+test suite runs that (tests/test_gpu_campaign.py), so the campaign cannot rot. A dry run has no time
+boxes that a busy CPU can break: each stage gets ``DRY_BOX``, a guard against a hang.
 
 What comes back from the device is at most 8 files, 16 MB each, so DIR holds: campaign.json,
 campaign.log (every stage's output), the latest checkpoint (split into 15 MB parts if bigger),
@@ -115,8 +118,47 @@ FRAME_MODELS = ["zsm", "stvun-gpu", "stinet", "tpsr", "davsr"]
 FRAME_CAPS_GIB = (80, 24)
 FRAME_SIZES = ((480, 270), (960, 540))  # peak memory of one call at each
 FRAMES_DRY = {"models": ["stvun"], "caps": (0.25, 0.12), "sizes": ((32, 24), (64, 48)), "sides": (24, 48)}
+# ``--dry-run --quick``: tpsr as a tiny network (the "params" of a worker's spec: the cheapest network
+# under torch's FLOP counter, 6 s of CPU a row against tiny stvun's 25), one bench row for the speed
+# switches together, one memory cap, one probe candidate, the CUDA test file alone (skipped off CUDA).
+QUICK_PARAMS = {"tpsr": {"imdn_nf": 8, "imdn_blocks": 1, "nf": 8, "rs_blocks": 1, "refine_nf": 8}}
+BENCH_QUICK = [
+    ("classic", (64, 48), {}),
+    ("classic", (64, 48), {"plain": True}),
+    ("tpsr", (32, 24), {"codec": "libx264", "batch_windows": 2, "device_colour": True, "stage_times": True}),
+]
+FRAMES_QUICK = {"models": ["tpsr"], "caps": (0.05,), "sizes": ((32, 24),), "sides": (24, 48)}  # ~45 KiB a pixel
+PYTEST_QUICK = ("tests/test_cuda.py",)
 # Training steps/s of CHOSEN at TRAIN's batch and patch when the probe is not run (H200, 2026-11-30).
 KNOWN_RATE = 8.379
+
+# Each stage's time box on the GPU (seconds), at most what the budget leaves minus KEEP (kept for the
+# stages after it); training takes the rest. A stage killed at its box gets STOP_GRACE more to save.
+BOXES = {"pytest": 80, "bench": 200, "dcn": 45, "frames": 60, "probe": 50}
+KEEP = {"pytest": 60, "bench": 60, "dcn": 60, "frames": 60, "probe": 30, "train": 10}
+STOP_GRACE = 20.0
+DEVICE_CALL_LIMIT = 600  # the device tool's limit on one command (seconds)
+DRY_BOX = 300  # a dry run's stages: a guard against a hang, never a share of a budget
+
+
+def time_box(stage: str, left: float, dry_run: bool = False) -> float:
+    """Seconds ``stage`` may run with ``left`` seconds of the budget left."""
+    if dry_run:
+        return DRY_BOX
+    if stage == "train":
+        return left - KEEP["train"]
+    return min(BOXES[stage], left - KEEP[stage])
+
+
+def planned_boxes(budget: float, only: tuple[str, ...]) -> dict[str, float]:
+    """The time boxes of the stages in ``only`` when each one before runs to its box: the plan of
+    a campaign of ``budget`` seconds, its worst case (what a stage leaves goes to training)."""
+    boxes, left = {}, budget
+    for stage in ("pytest", "bench", "dcn", "frames", "probe", "train"):
+        if stage in only:
+            boxes[stage] = time_box(stage, left)
+            left -= boxes[stage]
+    return boxes
 
 
 # -- the record ---------------------------------------------------------------------------------
@@ -125,6 +167,7 @@ class Campaign:
     out: Path
     dry_run: bool
     budget: float
+    quick: bool = False  # with dry_run: the smallest sizes
     began: float = field(default_factory=time.monotonic)
     record: dict = field(default_factory=dict)
 
@@ -132,13 +175,23 @@ class Campaign:
         self.out.mkdir(parents=True, exist_ok=True)
         self.log_path = self.out / "campaign.log"
         self.record.update(
-            campaign="stvsr GPU campaign", dry_run=self.dry_run, budget_s=self.budget,
+            campaign="stvsr GPU campaign", dry_run=self.dry_run, quick=self.quick, budget_s=self.budget,
             started=time.strftime("%Y-%m-%d %H:%M:%S %Z"), stages={},
         )  # fmt: skip
         self.save()
 
     def left(self) -> float:
         return self.budget - (time.monotonic() - self.began)
+
+    @property
+    def scratch(self) -> Path:
+        """Where stages keep their working files: /tmp on the device; beside DIR in a dry run (two
+        dry runs at once, as two test sessions on one machine, must not share them)."""
+        if not self.dry_run:
+            return Path("/tmp")
+        folder = self.out.parent / "dry-tmp"
+        folder.mkdir(exist_ok=True)
+        return folder
 
     def save(self) -> None:
         self.record["elapsed_s"] = round(time.monotonic() - self.began, 1)
@@ -174,7 +227,7 @@ def run_boxed(campaign: Campaign, name: str, cmd: list[str], seconds: float, env
     return {"rc": proc.returncode, "timed_out": timed_out, "seconds": round(time.monotonic() - began, 1)}
 
 
-def _stop(proc: subprocess.Popen, grace: float = 20.0) -> None:
+def _stop(proc: subprocess.Popen, grace: float = STOP_GRACE) -> None:
     """SIGTERM (a trainer saves its checkpoint), then SIGKILL after ``grace`` seconds."""
     try:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -271,12 +324,14 @@ def stage_machine(campaign: Campaign) -> dict:
 
 # -- stage 2: the CUDA tests -------------------------------------------------------------------------
 def stage_pytest(campaign: Campaign, seconds: float) -> dict:
-    junit = Path("/tmp/stvsr-cuda-junit.xml")
+    junit = campaign.scratch / "stvsr-cuda-junit.xml"
+    junit.unlink(missing_ok=True)
+    paths = PYTEST_QUICK if campaign.quick else ("tests",)
     result = run_boxed(
         campaign, "pytest -m cuda",
         python_cmd(
             "-m", "pytest", "-m", "cuda", "-s", "-rA", "-p", "no:cacheprovider", "--continue-on-collection-errors",
-            f"--junitxml={junit}", "tests",
+            f"--junitxml={junit}", *paths,
         ),
         seconds,
     )  # fmt: skip
@@ -307,12 +362,13 @@ def _junit_summary(path: Path) -> dict:
 
 # -- stage 3: the speed matrix -----------------------------------------------------------------------
 def stage_bench(campaign: Campaign, seconds: float) -> dict:
-    rows_path = Path("/tmp/stvsr-bench.jsonl")
+    rows_path = campaign.scratch / "stvsr-bench.jsonl"
     rows_path.unlink(missing_ok=True)
-    matrix = BENCH_DRY if campaign.dry_run else BENCH
-    spec = json.dumps(
-        {"rows": matrix, "device": "cpu" if campaign.dry_run else "cuda", "frames": 8 if campaign.dry_run else 24}
-    )
+    matrix = BENCH_QUICK if campaign.quick else BENCH_DRY if campaign.dry_run else BENCH
+    spec = json.dumps({
+        "rows": matrix, "device": "cpu" if campaign.dry_run else "cuda", "frames": 8 if campaign.dry_run else 24,
+        "params": QUICK_PARAMS if campaign.quick else {},
+    })  # fmt: skip
     result = run_boxed(campaign, "bench", python_cmd(__file__, "--worker", "bench", spec, str(rows_path)), seconds)
     rows = [json.loads(line) for line in rows_path.read_text().splitlines()] if rows_path.is_file() else []
     result.update(rows=rows, planned=len(matrix))
@@ -325,18 +381,36 @@ def worker_bench(spec_text: str, rows_path: str) -> None:
     from stvsr_cli.models.speed import Speed
 
     spec = json.loads(spec_text)
+    registry = _registry_with(spec.get("params", {}))
     speed_keys = {"channels_last", "compile", "cuda_graphs", "batch_windows", "copy_stream", "deform_conv"}
     for model, size, options in spec["rows"]:
         began = time.monotonic()
         speed = Speed(**{k: v for k, v in options.items() if k in speed_keys})
         rest = {"stage_times": False, **{k: v for k, v in options.items() if k not in speed_keys}}
         try:
-            row = bench(model, size=tuple(size), frames=spec["frames"], device=spec["device"], speed=speed, **rest)
+            row = bench(
+                model, size=tuple(size), frames=spec["frames"], device=spec["device"], speed=speed, registry=registry,
+                **rest,
+            )  # fmt: skip
             row = row.to_json()
         except Exception as exc:  # one row failing must not lose the others
             row = {"model": model, "width": size[0], "height": size[1], "error": f"{type(exc).__name__}: {exc}"}
         row.update(options=options, wall_s=round(time.monotonic() - began, 1))
         _emit_row(row, rows_path)
+
+
+def _registry_with(params: dict):
+    """The registry, with the models named in ``params`` built with those params instead (a dry
+    run's tiny networks; their weights, made for the registered size, are not loaded)."""
+    import dataclasses
+
+    from stvsr_cli.models.registry import Registry, load_registry
+
+    registry = load_registry()
+    models = dict(registry.models)
+    for name, values in params.items():
+        models[name] = dataclasses.replace(models[name], params=dict(values), weights=None)
+    return Registry(models=models, default=registry.default)
 
 
 def _emit_row(row: dict, path: str) -> None:
@@ -376,9 +450,9 @@ def stage_dcn(campaign: Campaign, seconds: float) -> dict:
 
 # -- stage: the largest untiled frame under a memory cap ---------------------------------------------
 def stage_frames(campaign: Campaign, seconds: float) -> dict:
-    out = Path("/tmp/stvsr-frames.jsonl")
+    out = campaign.scratch / "stvsr-frames.jsonl"
     out.unlink(missing_ok=True)
-    spec = FRAMES_DRY if campaign.dry_run else {
+    spec = {**FRAMES_QUICK, "params": QUICK_PARAMS} if campaign.quick else FRAMES_DRY if campaign.dry_run else {
         "models": FRAME_MODELS, "caps": FRAME_CAPS_GIB, "sizes": FRAME_SIZES, "sides": (128, 256),
     }  # fmt: skip
     result = run_boxed(
@@ -398,21 +472,20 @@ def worker_frames(spec_text: str, out_path: str) -> None:
     import torch
 
     from stvsr_cli.models.loader import load_model
-    from stvsr_cli.models.registry import load_registry
     from stvsr_cli.pipeline.memory import measure_profile
     from stvsr_cli.pipeline.tiles import is_out_of_memory
 
     spec = json.loads(spec_text)
+    registry = _registry_with(spec.get("params", {}))
     cuda = torch.cuda.is_available()
     total = torch.cuda.get_device_properties(0).total_memory if cuda else None
     for name in spec["models"]:
         row: dict = {"model": name}
         try:
-            registered = load_registry().get(name)
-            model_spec = dataclasses.replace(registered, weights=None)
+            model_spec = dataclasses.replace(registry.get(name), weights=None)
             scale = 4 if model_spec.scales is None else model_spec.scales[0]
             fps_x = 2 if model_spec.fps_x is None else model_spec.fps_x[0]
-            upscaler = load_model(model_spec, scale=scale, device="cuda" if cuda else "cpu")
+            upscaler = load_model(model_spec, scale=scale, device="cuda" if cuda else "cpu", random_weights=True)
             window, multiple = model_spec.window, max(8, upscaler.size_multiple)
             weights = sum(p.numel() * p.element_size() for p in upscaler.module.parameters())
             row.update(window=window, half=upscaler.half, weights_gib=_gib(weights))
@@ -503,9 +576,11 @@ def training_clips(campaign: Campaign) -> tuple[list[str], list[str]]:
 
 # -- stage 4: the candidates' speed --------------------------------------------------------------------
 def stage_probe(campaign: Campaign, seconds: float, data: list[str]) -> dict:
-    out = Path("/tmp/stvsr-probe.jsonl")
+    out = campaign.scratch / "stvsr-probe.jsonl"
     out.unlink(missing_ok=True)
-    spec = json.dumps({"data": data, "dry": campaign.dry_run})
+    candidates = [CHOSEN] if campaign.quick else list(CANDIDATES)
+    cache = str(campaign.scratch / "stvsr-frame-cache")
+    spec = json.dumps({"data": data, "dry": campaign.dry_run, "candidates": candidates, "cache": cache})
     result = run_boxed(campaign, "probe", python_cmd(__file__, "--worker", "probe", spec, str(out)), seconds)
     result["candidates"] = [json.loads(line) for line in out.read_text().splitlines()] if out.is_file() else []
     return result
@@ -522,10 +597,11 @@ def worker_probe(spec_text: str, out_path: str) -> None:
 
     spec = json.loads(spec_text)
     dry = spec["dry"]
-    cache = load_frames(spec["data"], Path("/tmp/stvsr-frame-cache"))
+    cache = load_frames(spec["data"], Path(spec["cache"]))
     settings = TRAIN_DRY if dry else TRAIN
     steps, timed_from = (3, 1) if dry else (25, 10)
-    for label, (arch, params) in CANDIDATES.items():
+    for label in spec.get("candidates", CANDIDATES):
+        arch, params = CANDIDATES[label]
         params = DRY_PARAMS[arch] if dry else params
         row: dict = {"candidate": label, "arch": arch, "params": params, **settings}
         try:
@@ -567,14 +643,14 @@ def stage_train(
     startup, export = (0, 0) if dry else (15, 25)  # H200, 2026-11-30: 13 s for both together
     rate = rate or 5.0  # a guess, if the probe did not finish
     steps = 4 if dry else max(50, int(rate * (seconds - startup - export) * 0.9))
-    run = Path("/tmp/stvsr-train") / CHOSEN
+    run = campaign.scratch / "stvsr-train" / CHOSEN
     shutil.rmtree(run, ignore_errors=True)
     name = "stvun-gpu"
     cmd = python_cmd(
         "-m", "stvsr_cli", "train", "--arch", arch, "--params", json.dumps(params), "--out", str(run),
         "--name", name, "--steps", str(steps), "--batch", str(settings["batch"]), "--patch", str(settings["patch"]),
         "--lr", str(settings["lr"]), "--frames-in", str(settings["frames_in"]), "--save-every", str(max(1, steps // 4)),
-        "--log-every", "50" if not dry else "1", "--cache-dir", "/tmp/stvsr-frame-cache",
+        "--log-every", "50" if not dry else "1", "--cache-dir", str(campaign.scratch / "stvsr-frame-cache"),
         "--device", "cpu" if dry else "auto", *(["--init", init] if init else []),
         *[a for d in data for a in ("--data", d)], *[a for d in evaluate for a in ("--eval", d)],
     )  # fmt: skip
@@ -772,10 +848,15 @@ DEFAULT_STAGES = ("machine", "pytest", "bench", "dcn", "frames", "train")
 
 def campaign_main(
     out: Path, dry_run: bool, budget: float, only: tuple[str, ...] = STAGES, init: str | None = None,
-    rate: float | None = None, lr: float | None = None,
+    rate: float | None = None, lr: float | None = None, quick: bool = False,
 ) -> dict:  # fmt: skip
-    """The stages in ``only`` (all by default; setup always), in order, within ``budget`` seconds."""
-    campaign = Campaign(out, dry_run, budget)
+    """The stages in ``only`` (all by default; setup always), in order, within ``budget`` seconds
+    (a dry run: each stage within DRY_BOX)."""
+    campaign = Campaign(out, dry_run, budget, quick=dry_run and quick)
+
+    def box(stage: str) -> float:
+        return time_box(stage, campaign.left(), dry_run)
+
     campaign.record.update(only=list(only), init=init)
     campaign.record["payload"] = payload_check()
     try:
@@ -783,27 +864,22 @@ def campaign_main(
         began = time.monotonic()
         if "machine" in only:
             campaign.stage("machine", {**stage_machine(campaign), "seconds": round(time.monotonic() - began, 1)})
-        # Shares of the budget: later stages get what earlier ones leave; training takes the rest.
-        scale = 0.5 if dry_run else 1.0
+        # Each stage's box (time_box): later stages get what earlier ones leave; training takes the rest.
         if "pytest" in only:
-            campaign.stage("pytest", stage_pytest(campaign, min(80 * scale, campaign.left() - 60)))
+            campaign.stage("pytest", stage_pytest(campaign, box("pytest")))
         if "bench" in only:
-            campaign.stage(
-                "bench", stage_bench(campaign, min(200 * scale + (60 if dry_run else 0), campaign.left() - 60))
-            )
+            campaign.stage("bench", stage_bench(campaign, box("bench")))
         if "dcn" in only:
-            campaign.stage("dcn", stage_dcn(campaign, min(45, campaign.left() - 60)))
+            campaign.stage("dcn", stage_dcn(campaign, box("dcn")))
         if "frames" in only:
-            campaign.stage(
-                "frames", stage_frames(campaign, min(60 * scale + (60 if dry_run else 0), campaign.left() - 60))
-            )
+            campaign.stage("frames", stage_frames(campaign, box("frames")))
         data, evaluate = training_clips(campaign)
         if "probe" in only:
-            probe = stage_probe(campaign, min(50 if not dry_run else 120, campaign.left() - 30), data)
+            probe = stage_probe(campaign, box("probe"), data)
             campaign.stage("probe", probe)
             rate = next((c.get("steps_per_s") for c in probe["candidates"] if c["candidate"] == CHOSEN), rate)
         if "train" in only:
-            campaign.stage("train", stage_train(campaign, campaign.left() - 10, data, evaluate, rate, init, lr))
+            campaign.stage("train", stage_train(campaign, box("train"), data, evaluate, rate, init, lr))
     except Exception as exc:  # the record says what broke; what was measured stays
         campaign.record["error"] = f"{type(exc).__name__}: {exc}"
         campaign.log(f"campaign error: {exc!r}")
@@ -825,7 +901,10 @@ def stage_ok(result: dict) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, help="Folder for campaign.json, the log, checkpoints and weights.")
-    parser.add_argument("--dry-run", action="store_true", help="Every stage on the CPU at tiny sizes, in seconds.")
+    parser.add_argument("--dry-run", action="store_true", help="Every stage on the CPU at small sizes.")
+    parser.add_argument(
+        "--quick", action="store_true", help="With --dry-run: the smallest sizes, in seconds (the test suite's)."
+    )
     parser.add_argument("--budget", type=float, default=560, help="Seconds for the whole campaign.")
     parser.add_argument("--prepare", action="store_true", help="Build .gpu/ here and check the payload.")
     parser.add_argument("--wheel", type=Path, default=None, help="PyAV wheel for the device's Python (--prepare).")
@@ -863,9 +942,9 @@ def main(argv: list[str] | None = None) -> int:
     init = None if args.dry_run or args.init.lower() == "none" else args.init  # a dry run's network is tiny
     lr = args.lr or (CONTINUE_LR if init else None)
     rate = args.rate or (None if args.dry_run else KNOWN_RATE)
-    record = campaign_main(
-        args.out, args.dry_run, args.budget if not args.dry_run else min(args.budget, 240), only, init, rate, lr
-    )
+    if args.quick and not args.dry_run:
+        parser.error("--quick sizes a dry run: give --dry-run too")
+    record = campaign_main(args.out, args.dry_run, args.budget, only, init, rate, lr, quick=args.quick)
     summary = {k: record.get(k) for k in ("complete", "failed_stages", "error")}
     print(json.dumps({**summary, "out": str(args.out)}))
     return 0 if record["complete"] and not record["failed_stages"] and not record.get("error") else 1

@@ -210,6 +210,10 @@ def run(
         if ray_address is not None:
             address = None if ray_address == "local" else ray_address
             return run_batch_ray(plan, options, address=address, gpus_per_task=ray_gpus, on_result=on_result)
+        if options.half:  # refused once here rather than once per file (Ray's workers may have GPUs)
+            from stvsr_cli.models.loader import refuse_half_off_cuda, resolve_device
+
+            refuse_half_off_cuda(True, resolve_device(options.device))
         devices = _spread_devices(options.device)
         return run_batch(
             plan, options, jobs=jobs or len(devices) or 1, devices=devices or None, on_start=on_start,

@@ -38,7 +38,9 @@ def loaded(
     ``half`` is float16 autocast: load_model's own on CUDA; forced on the CPU only to try these helpers."""
     device = torch.device(device)
     torch.manual_seed(0)
-    upscaler = load_model(spec, scale=4, device=device, half=half and device.type == "cuda")
+    upscaler = load_model(
+        spec, scale=4, device=device, half=half and device.type == "cuda", random_weights=spec.weights is None
+    )
     if like is not None:
         upscaler.module.load_state_dict(like.module.state_dict())
     return dataclasses.replace(upscaler, half=half)
@@ -68,13 +70,20 @@ def crop_for(name: str) -> int:
     return 32 if name == "zsm" else 64  # the official-size network's CPU reference is the slow part
 
 
+def shortest_window(name: str) -> int:
+    """The fewest input frames ``name`` runs on (2, or the frames a fixed-window network needs)."""
+    return max(2, spec_of(name).min_frames)
+
+
 @functools.cache
-def cpu_reference(name: str, crop: int | None = None) -> tuple[Upscaler, torch.Tensor, torch.Tensor]:
-    """The model in float32 on the CPU, its input window (real frames, ``crop`` pixels square) and
-    its output (shared by the dtypes)."""
+def cpu_reference(
+    name: str, crop: int | None = None, frames: int | None = None
+) -> tuple[Upscaler, torch.Tensor, torch.Tensor]:
+    """The model in float32 on the CPU, its input window (``frames`` real frames, default its
+    window, ``crop`` pixels square) and its output (shared by the dtypes)."""
     spec = spec_of(name)
     model = loaded(spec, "cpu")
-    frames = example_frames(spec.window, crop or crop_for(name))
+    frames = example_frames(frames or spec.window, crop or crop_for(name))
     if spec.weights is None:
         like_trained(model.module, frames[None])
     return model, frames, model(frames, first_fps_x(spec))
@@ -113,25 +122,26 @@ def like_trained(net: torch.nn.Module, batch: torch.Tensor, offset_std: float = 
 
 
 def autocast_vs_cpu(
-    name: str, device: torch.device | str, dtype: torch.dtype, crop: int | None = None
+    name: str, device: torch.device | str, dtype: torch.dtype, crop: int | None = None, frames: int | None = None
 ) -> tuple[float, float]:
     """PSNR (and max |error|) of model ``name`` on ``device`` under ``dtype`` autocast against the
-    same weights in float32 on the CPU, on one window of real frames. float16 goes through
+    same weights in float32 on the CPU, on one window of real frames (``crop`` and ``frames`` as
+    ``cpu_reference``'s). float16 goes through
     ``Upscaler(half=True)`` (the product's path), bfloat16 through the network's ``run`` under autocast.
     The raw network output (before the clamp to [0, 1]) must hold no inf or NaN."""
     spec = spec_of(name)
     fps_x = first_fps_x(spec)
-    reference, frames, want = cpu_reference(name, crop)
+    reference, window, want = cpu_reference(name, crop, frames)
     device = torch.device(device)
     model = loaded(spec, device, half=dtype == torch.float16, like=reference)
     raw = []
     hook = model.module.register_forward_hook(lambda module, args, out: raw.append(out.detach()))
     try:
         if dtype == torch.float16:
-            got = model(frames.to(device), fps_x)
+            got = model(window.to(device), fps_x)
         else:
             with torch.inference_mode(), torch.autocast(device.type, dtype=dtype):
-                got = model.module.run(frames.to(device)[None], fps_x)[0].float().clamp(0, 1)
+                got = model.module.run(window.to(device)[None], fps_x)[0].float().clamp(0, 1)
     finally:
         hook.remove()
     assert len(raw) == 1 and raw[0].dtype in (dtype, torch.float32)

@@ -1,5 +1,8 @@
-"""The GPU campaign (benchmarks/gpu_campaign.py) is run here in its dry-run form, so that the one
-command a lent GPU gets cannot rot; and its helpers for the payload are checked on real files."""
+"""The GPU campaign (benchmarks/gpu_campaign.py) is run here in its quick dry-run form (every stage
+on the CPU at its smallest sizes, no time box a busy CPU can break), so that the one command a lent
+GPU gets cannot rot; its plan of the GPU's time is checked as arithmetic, its time box on a process
+that sleeps, and its helpers for the payload on real files. The full dry run (larger sizes, a few
+minutes): benchmarks/README.md."""
 
 import importlib.util
 import json
@@ -28,12 +31,12 @@ def _campaign():
 def test_dry_run_writes_a_complete_record(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--dry-run", "--out", str(out), "--only", ",".join(STAGES)],
-        capture_output=True, text=True, timeout=400,
+        [sys.executable, str(SCRIPT), "--dry-run", "--quick", "--out", str(out), "--only", ",".join(STAGES)],
+        capture_output=True, text=True, timeout=1800,  # a guard against a hang, not a measure of speed
     )  # fmt: skip
     record = json.loads((out / "campaign.json").read_text())
     assert proc.returncode == 0, (record.get("failed_stages"), record.get("error"), proc.stdout[-2000:])
-    assert record["complete"] and record["dry_run"] and not record["failed_stages"]
+    assert record["complete"] and record["dry_run"] and record["quick"] and not record["failed_stages"]
     stages = record["stages"]
     assert stages["machine"]["torch"] and stages["machine"]["av"]
     assert stages["pytest"]["tests"] > 0  # the CUDA tests were collected (and skipped: no GPU here)
@@ -61,6 +64,32 @@ def test_dry_run_writes_a_complete_record(tmp_path):
     assert len(files) <= 8 and all(p.stat().st_size < 16 * 10**6 for p in files)
     assert all(len(p.relative_to(out).parts) <= 3 for p in files)
     assert "fits" in record["payload"]
+
+
+@pytest.mark.parametrize("budget", [560, 565])  # the script's default; benchmarks/README.md's command
+@pytest.mark.parametrize("with_probe", [False, True])
+def test_the_plan_of_the_gpus_time_adds_up(budget, with_probe):
+    """Every stage gets its whole box even when each one before runs out its own, training keeps
+    more than a minute and a half, and the call ends inside the device tool's limit even when
+    training is stopped at its box (the others' overruns come out of training's time)."""
+    campaign = _campaign()
+    only = campaign.DEFAULT_STAGES + (("probe",) if with_probe else ())
+    boxes = campaign.planned_boxes(budget, only)
+    assert set(boxes) == set(only) - {"machine"}
+    assert all(boxes[stage] == campaign.BOXES[stage] for stage in boxes if stage != "train")
+    assert boxes["train"] >= 100
+    assert sum(boxes.values()) + campaign.KEEP["train"] == budget
+    assert budget + campaign.STOP_GRACE <= campaign.DEVICE_CALL_LIMIT - 10  # 10 s: unpacking PyAV, the last save
+    assert campaign.time_box("bench", 5.0, dry_run=True) == campaign.DRY_BOX  # a dry run is never cut short
+
+
+def test_a_stage_that_overruns_its_box_is_stopped(tmp_path):
+    campaign = _campaign()
+    record = campaign.Campaign(tmp_path / "out", dry_run=True, budget=60)
+    sleeper = [sys.executable, "-c", "import time; time.sleep(120)"]
+    result = campaign.run_boxed(record, "sleeper", sleeper, 1.0)
+    assert result["timed_out"] and result["rc"] != 0 and result["seconds"] < 60
+    assert not campaign.stage_ok(result)
 
 
 def test_copy_prefix_keeps_the_first_frames_bit_exact(tmp_path):
