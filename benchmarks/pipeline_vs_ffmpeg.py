@@ -2,20 +2,21 @@
 
     python benchmarks/pipeline_vs_ffmpeg.py [--runs 3] [--json results.json]
 
-Makes the clip of issue 27 once (100 frames of ../shared/data/train/davis2016_val__cows.mp4, bicubic
-to 480x270, x264 CRF 18), then runs, alternately, ``--runs`` times each:
+Makes a clip once (100 frames of ../shared/data/train/davis2016_val__cows.mp4, bicubic to 480x270,
+x264 CRF 18), then runs, alternately, ``--runs`` times each:
 
 - stvsr: ``stvsr upscale cows270.mp4 st.mp4 --model classic --no-scene-detect --quiet``;
 - ffmpeg: ``ffmpeg -i cows270.mp4 -vf scale=1920:1080:flags=bicubic,framerate=fps=50 -c:v libx264
-  -crf 18 -preset medium -pix_fmt yuv420p ff.mp4``; where no ``ffmpeg`` program is installed (as on
-  the development machine), the same filter graph and encoder through PyAV, which is the same
-  libavfilter and libx264 in one process.
+  -crf 18 -preset medium -pix_fmt yuv420p ff.mp4``: the ``ffmpeg`` program where one is installed
+  (``apt-get install ffmpeg``); else the same filter graph and encoder through PyAV, which is the
+  same libavfilter and libx264 in one process. The record says which (``ffmpeg_side``).
 
 Each command runs in its own process; wall time, user + system CPU time and peak resident memory
 come from the kernel (``wait4``). Prints the medians and the ratio stvsr / ffmpeg. Then checks that
 the frames of classic's array path (what upscale runs on the CPU) are the float32 tensor model's to
-rounding (PSNR), and measures a learned model's run on the first frames: the share of its wall time
-spent outside the model (``--learned stvun --learned-frames 8``).
+rounding (PSNR), and its YUV planes the encoder's conversion of those frames (largest difference in
+levels), profiles classic's stages, and measures a learned model's run on the first frames: the
+share of its wall time spent outside the model (``--learned stvun --learned-frames 8``).
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ with av.open(src) as inp, av.open(dst, "w") as out:
 
 
 def make_clip(dst: Path) -> None:
-    """Issue 27's clip: 100 frames of cows, bicubic to 480x270, x264 CRF 18."""
+    """The clip: 100 frames of cows, bicubic to 480x270, x264 CRF 18."""
     with av.open(str(COWS)) as inp, av.open(str(dst), "w") as out:
         vin = inp.streams.video[0]
         rate = Fraction(vin.average_rate or 25)
@@ -133,9 +134,11 @@ print(json.dumps({"wall_s": time.perf_counter() - began, "model_s": inside[0]}))
 
 def frames_check(clip: Path, frames: int) -> dict:
     """The array path's frames against the float32 tensor model's, on the clip's first ``frames``
-    frames (decoded as upscale decodes them): PSNR over all channels, min and mean over frames."""
+    frames (decoded as upscale decodes them): PSNR over all channels, min and mean over frames; and
+    its YUV planes against the encoder's conversion of its RGB frames."""
     import numpy as np
 
+    from stvsr_cli.io.colour import stream_colour
     from stvsr_cli.io.decode import VideoReader, probe
     from stvsr_cli.models.loader import load_model
     from stvsr_cli.models.registry import load_registry
@@ -156,7 +159,23 @@ def frames_check(clip: Path, frames: int) -> dict:
     for a, b in zip(after, before, strict=True):
         mse = float(np.mean((a.astype(np.float64) - b) ** 2))
         psnrs.append(99.0 if mse == 0 else 10 * np.log10(255**2 / mse))
-    return {"frames": len(after), "psnr_min_db": round(min(psnrs), 2), "psnr_mean_db": round(statistics.mean(psnrs), 2)}
+    # The same frames as the encoder's planes (what upscale hands an x264 encoder), against the
+    # encoder's own conversion of the RGB frames.
+    pix_fmt, colour = "yuv420p", stream_colour("yuv420p", 1920, 1080, 1, 1, 1, 1)
+    runner = ClassicFrames(4)
+    runner.encode_as(pix_fmt, colour)
+    planes: list = []
+    run_windows(decoded, plan, runner, planes.append)
+    worst = 0
+    for p, rgb in zip(planes, after, strict=True):
+        converted = av.VideoFrame.from_ndarray(rgb, "rgb24").reformat(format=pix_fmt, **colour.reformat_args(decoding=False))
+        for got, plane in zip(p.arrays, converted.planes, strict=True):
+            want = np.frombuffer(plane, np.uint8).reshape(plane.height, -1)[:, : plane.width]
+            worst = max(worst, int(np.abs(got.astype(np.int64) - want).max()))
+    return {
+        "frames": len(after), "psnr_min_db": round(min(psnrs), 2), "psnr_mean_db": round(statistics.mean(psnrs), 2),
+        "planes_vs_encoder_conversion_max_levels": worst,
+    }  # fmt: skip
 
 
 def learned_share(clip: Path, model: str, frames: int, tmp: Path) -> dict:
@@ -184,14 +203,15 @@ def learned_share(clip: Path, model: str, frames: int, tmp: Path) -> dict:
 
 # Stages of a classic run, by the functions that do them (cProfile's cumulative time, main thread).
 STAGES = {
-    "scan for cuts and repeated frames (thumbnails)": "find_cuts_and_repeats",
+    "scan for cuts, repeated frames and grey shots (thumbnails)": "scan_once",
     "waiting for decoded frames (decoder thread)": "_decoded",
     "upscale (swscale)": "__call__ of _Scaler",
-    "blend": "blend_integer",
-    "encode (RGB to YUV and x264)": "encode of FrameEncoder",
-    "  of which RGB to YUV": "reformat",
+    "RGB to the encoder's YUV (upscaled frames only)": "_upscale of ClassicFrames",
+    "blend (on the YUV planes)": "blend_frames",
+    "encode (x264, and copying the planes in)": "encode of FrameEncoder",
     "join segments, copy audio": "join_segments",
 }
+SUBTRACTED = {"RGB to the encoder's YUV (upscaled frames only)": "upscale (swscale)"}  # cumulative times nest
 
 
 def stage_profile(clip: Path, tmp: Path) -> dict:
@@ -218,6 +238,8 @@ def stage_profile(clip: Path, tmp: Path) -> dict:
             if named and (not owner or _defines(file, owner)):
                 seconds = max(seconds, cumulative)
         stages[stage] = round(seconds, 2)
+    for stage, inner in SUBTRACTED.items():
+        stages[stage] = round(stages[stage] - stages[inner], 2)
     stages["total"] = round(total, 2)
     return stages
 
@@ -250,7 +272,7 @@ def main() -> None:
             how = "ffmpeg program"
         else:
             ffmpeg = [sys.executable, "-c", PYAV_FFMPEG, str(clip), str(Path(tmp) / "ff.mp4")]
-            how = "the ffmpeg command's filter graph and encoder through PyAV (no ffmpeg program here)"
+            how = "the ffmpeg command's filter graph and encoder through PyAV (no ffmpeg program installed)"
         runs: dict[str, list[dict]] = {"stvsr": [], "ffmpeg": []}
         for i in range(args.runs):
             for name, command in (("stvsr", stvsr), ("ffmpeg", ffmpeg)):

@@ -41,8 +41,7 @@ from stvsr_cli.pipeline.transfer import Transfers
 from stvsr_cli.pipeline.windows import WindowPlan
 
 if TYPE_CHECKING:
-    import torch
-
+    from stvsr_cli.io.colour import Colour
     from stvsr_cli.models.loader import Upscaler
 
 
@@ -223,7 +222,7 @@ def upscale(
         on_info(info, job, grid)
     settings = choose_codec(options.encode, model.device.split(":")[0], info.bit_depth)
     fmt = output_format(job.dst)  # the muxer: the encoder's stream is set up for it
-    transfers = None if model.upscaler is None else _transfers(model.upscaler.device, job, fmt, info, grid, settings)
+    transfers = _transfers(model, job, fmt, info, grid, settings)
     work, note = WorkFolder.open(job.dst, _work_record(job, settings, transfers), restart=options.restart)
     for line in (note, model.tiling) if on_note is not None else ():
         if line:
@@ -259,18 +258,26 @@ def _work_record(job: Job, settings: EncodeSettings, transfers: Transfers | None
 
 
 def _transfers(
-    device: torch.device, job: Job, fmt: str, info: VideoInfo, grid: OutputGrid, settings: EncodeSettings
-) -> Transfers:
+    model: ModelStage, job: Job, fmt: str, info: VideoInfo, grid: OutputGrid, settings: EncodeSettings
+) -> Transfers | None:
     """How frames travel to the model's device and back: pinned on CUDA, on copy streams with
     ``--copy-stream`` (neither in the plain baseline); converted there to the encoder's planes
-    with ``--device-colour`` where the output's pixel format allows it (planar YUV)."""
+    with ``--device-colour`` where the output's pixel format allows it (planar YUV). On the decoded
+    arrays nothing travels (None), and classic makes the encoder's planes wherever it takes planar YUV."""
     options = job.options
-    layout = None
-    if options.uses_device_colour(device.type):
-        scale = options.scale
-        width, height = info.width * scale, info.height * scale
+    width, height = info.width * options.scale, info.height * options.scale
+
+    def planar() -> tuple[str, Colour] | None:
         pix_fmt, colour = encoder_pixels(fmt, info, width=width, height=height, rate=grid.rate, settings=settings)
-        layout = plane_layout(pix_fmt, colour, width, height)
+        return (pix_fmt, colour) if plane_layout(pix_fmt, colour, width, height) is not None else None
+
+    if model.upscaler is None:
+        if (pixels := planar()) is not None:
+            model.runner.encode_as(*pixels, source=info)
+        return None
+    device = model.upscaler.device
+    pixels = planar() if options.uses_device_colour(device.type) else None
+    layout = plane_layout(*pixels, width, height) if pixels is not None else None
     side_stream = options.uses_copy_stream(device.type)
     return Transfers(device, pinned=options.pipelined, side_stream=side_stream, layout=layout)
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from fractions import Fraction
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -154,3 +155,67 @@ def test_options_that_size_a_network_are_named_once_when_classic_runs_without_on
     assert result.stderr.count(line) == 1 and json.loads(result.stdout)["warnings"] == [line]
     plain = CliRunner().invoke(main, ["upscale", str(src), str(dst), "-m", "classic", "--overwrite", "--json"])
     assert json.loads(plain.stdout)["warnings"] == []
+
+
+@pytest.mark.parametrize("dtype, pix_fmt", [(np.uint8, "yuv420p"), (np.uint16, "yuv420p10le")])
+def test_the_encoders_planes_are_its_own_conversion_of_the_rgb_frames(dtype, pix_fmt):
+    """Where the encoder takes planar YUV, classic gives its planes: an input's time as the encoder
+    converts the RGB frame (exactly in 8 bits; in 10, swscale's planar and packed RGB inputs round
+    chroma differently, up to 5 of 1023 levels on this noise); an in-between frame blended on the
+    planes, a level more from the conversion of the RGB blend."""
+    from stvsr_cli.io.colour import stream_colour
+    from stvsr_cli.io.encode import Planes
+    from stvsr_cli.pipeline.classic_frames import _samples
+
+    colour = stream_colour(pix_fmt, 148, 108, 1, 1, 1, 1)  # BT.709, limited range
+    frames = [textured(i, 27, 37, dtype) for i in range(3)]
+    times = [Fraction(0), Fraction(1, 3), Fraction(1, 2), Fraction(2)]
+    rgb = ClassicFrames(4).frames_at(frames, times)
+    runner = ClassicFrames(4)
+    runner.encode_as(pix_fmt, colour)
+    for t, planes, picture in zip(times, runner.frames_at(frames, times), rgb, strict=True):
+        assert isinstance(planes, Planes) and planes.pix_fmt == pix_fmt
+        rgb_fmt = "rgb24" if dtype == np.uint8 else "rgb48le"
+        frame = av.VideoFrame.from_ndarray(picture, rgb_fmt).reformat(format=pix_fmt, **colour.reformat_args(decoding=False))
+        for i, (got, plane) in enumerate(zip(planes.arrays, frame.planes, strict=True)):
+            want = _samples(plane, dtype)
+            assert got.shape == want.shape and got.dtype == dtype
+            routes = 5 if (i and dtype == np.uint16) else 0
+            assert np.abs(got.astype(np.int64) - want).max() <= routes + (t != int(t))
+
+
+def test_a_grey_shot_gets_neutral_chroma_on_the_planes():
+    from stvsr_cli.io.encode import Planes
+    from stvsr_cli.pipeline.grey import grey_frame
+
+    y = np.full((4, 6), 90, np.uint8)
+    uv = np.full((2, 3), 140, np.uint8)
+    grey = grey_frame(Planes("yuv420p", (y, uv, uv.copy())))
+    assert (grey.arrays[0] == 90).all() and (grey.arrays[1] == 128).all() and (grey.arrays[2] == 128).all()
+    deep = grey_frame(Planes("yuv420p10le", (y.astype(np.uint16), uv.astype(np.uint16), uv.astype(np.uint16))))
+    assert (deep.arrays[1] == 512).all() and (deep.arrays[2] == 512).all()
+
+
+def test_upscale_hands_the_encoder_planes_that_match_the_rgb_route(tmp_path, monkeypatch):
+    """End to end in lossless YUV: the frames given as planes (the encoder converts nothing) decode to
+    the RGB route's frames: the same at the input frames' times (converted with the source's chroma
+    siting, as the encoder converts), to a level in between."""
+    from stvsr_cli.io.encode import FrameEncoder, Planes
+
+    src = tmp_path / "in.mp4"
+    make_video(src, frames=5, size=(40, 24))  # x264: its frames carry their chroma siting, to be kept
+    lossless = EncodeSettings(codec="ffv1", pix_fmt="yuv420p")
+    kinds = []
+    encode = FrameEncoder.encode
+    monkeypatch.setattr(FrameEncoder, "encode", lambda self, frame: kinds.append(type(frame)) or encode(self, frame))
+    upscale(src, tmp_path / "planes.mkv", model="classic", device="cpu", encode=lossless, scene_detect=False)
+    assert kinds == [Planes] * 10
+    kinds.clear()
+    monkeypatch.setattr(ClassicFrames, "encode_as", lambda self, pix_fmt, colour, source=None: None)  # the RGB route
+    upscale(src, tmp_path / "rgb.mkv", model="classic", device="cpu", encode=lossless, scene_detect=False)
+    assert kinds == [np.ndarray] * 10
+    planes, rgb = read_frames(tmp_path / "planes.mkv", "yuv420p"), read_frames(tmp_path / "rgb.mkv", "yuv420p")
+    assert len(planes) == len(rgb) == 10
+    for j, (a, b) in enumerate(zip(planes, rgb, strict=True)):
+        worst = np.abs(a.astype(np.int64) - b).max()
+        assert worst == 0 if j % 2 == 0 else worst <= 1

@@ -15,7 +15,7 @@ from stvsr_cli.api import upscale
 from stvsr_cli.cli import main
 from stvsr_cli.io.colour import AVCOL_RANGE_JPEG, AVCOL_RANGE_MPEG, AVCOL_SPC_BT709, stream_colour
 from stvsr_cli.io.decode import probe
-from stvsr_cli.io.encode import EncodeSettings, FrameEncoder, Planes, _rgb_template, encoder_pixels
+from stvsr_cli.io.encode import EncodeSettings, FrameEncoder, Planes, rgb_template, encoder_pixels
 from stvsr_cli.models.loader import load_model
 from stvsr_cli.models.registry import load_registry
 from stvsr_cli.pipeline.planes import plane_layout, rgb_to_planes, split_planes
@@ -29,7 +29,7 @@ H, W = 48, 64
 def swscale_planes(info, rgb: np.ndarray, pix_fmt: str, colour) -> list[np.ndarray]:
     """What the RGB path gives the encoder: swscale from a template carrying the source's tags."""
     fmt = "rgb24" if rgb.dtype == np.uint8 else "rgb48le"
-    template = _rgb_template(info, rgb.shape[1], rgb.shape[0], fmt)
+    template = rgb_template(info, rgb.shape[1], rgb.shape[0], fmt)
     view = np.frombuffer(template.planes[0], dtype=rgb.dtype).reshape(template.planes[0].height, -1)
     view[:, : rgb.shape[1] * 3] = rgb.reshape(rgb.shape[0], -1)
     out = template.reformat(format=pix_fmt, **colour.reformat_args(decoding=False))

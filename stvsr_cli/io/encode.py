@@ -148,7 +148,7 @@ class FrameEncoder:
     container of the same format, so the codec's global headers match byte for byte and packets
     of separately encoded segments can be joined into one stream. Output frame j is stamped
     ``first_pts + j`` in frames of ``rate``. ``templates`` caches the RGB template frames (see
-    ``_rgb_template``): pass one dict to all the encoders of a run, so the source is read once.
+    ``rgb_template``): pass one dict to all the encoders of a run, so the source is read once.
     """
 
     def __init__(
@@ -180,12 +180,7 @@ class FrameEncoder:
         fmt = rgb_format(8 if rgb.dtype == np.uint8 else 16)
         key = (fmt, rgb.shape[1], rgb.shape[0])
         if key not in self._templates:  # looked up once, even when there is none
-            template = _rgb_template(self.source, rgb.shape[1], rgb.shape[0], fmt)
-            if template is not None:
-                # Zero the row padding: swscale's vector code reads it, and stale bytes there would
-                # make two encodings of the same frames differ (a resumed run must match exactly).
-                np.frombuffer(template.planes[0], dtype=np.uint8)[:] = 0
-            self._templates[key] = template
+            self._templates[key] = rgb_template(self.source, rgb.shape[1], rgb.shape[0], fmt)
         template = self._templates[key]
         if template is not None:
             plane = template.planes[0]
@@ -408,12 +403,14 @@ def _tag_colour(ctx, source: VideoInfo, width: int, height: int, pix_fmt: str) -
 _TEMPLATE_SEARCH = 8  # decoded frames to look through for one without side data
 
 
-def _rgb_template(source: VideoInfo, width: int, height: int, fmt: str) -> av.VideoFrame | None:
-    """An RGB frame of the output size carrying the tags of the source's decoded frames.
+def rgb_template(source: VideoInfo, width: int, height: int, fmt: str) -> av.VideoFrame | None:
+    """An RGB frame of the output size carrying the tags of the source's decoded frames, its
+    samples zero; None where the source gives no such frame.
 
     Among those tags is the chroma siting, which PyAV cannot set but swscale honours: converting
     our RGB back to YUV from a frame that carries it uses the siting the reader decoded with, so a
-    round trip does not shift the colours by half a chroma sample.
+    round trip does not shift the colours by half a chroma sample. Copy each frame's samples into
+    the template's planes and convert the template.
     """
     try:
         with open_input(source.path) as container:
@@ -435,6 +432,10 @@ def _rgb_template(source: VideoInfo, width: int, height: int, fmt: str) -> av.Vi
     # encoder to make every output frame a keyframe.
     template.pict_type = PictureType.NONE
     template.key_frame = False
+    for plane in template.planes:
+        # Zero the row padding: swscale's vector code reads it, and stale bytes there would make two
+        # encodings of the same frames differ (a resumed run must match exactly).
+        np.frombuffer(plane, dtype=np.uint8)[:] = 0
     return template
 
 

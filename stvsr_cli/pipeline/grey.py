@@ -14,7 +14,10 @@ from bisect import bisect_right
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
+import av
 import numpy as np
+
+from stvsr_cli.io.encode import Planes
 
 if TYPE_CHECKING:
     import torch
@@ -54,6 +57,16 @@ def luma_tensor(frames: torch.Tensor) -> torch.Tensor:
 
     weights = torch.tensor(LUMA_WEIGHTS, dtype=frames.dtype, device=frames.device).view(3, 1, 1)
     return (frames * weights).sum(dim=-3, keepdim=True).expand_as(frames).contiguous()
+
+
+def grey_frame(frame: np.ndarray | Planes) -> np.ndarray | Planes:
+    """A frame made black-and-white: RGB as ``luma_array``; the encoder's planes keep their Y and get
+    neutral chroma (the middle of the range: what swscale makes of R = G = B)."""
+    if not isinstance(frame, Planes):
+        return luma_array(frame)
+    y, u, _ = frame.arrays
+    neutral = np.full_like(u, 1 << (av.VideoFormat(frame.pix_fmt).components[0].bits - 1))
+    return Planes(frame.pix_fmt, (y, neutral, neutral))
 
 
 def luma_array(frame: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
-from stvsr_cli.pipeline.grey import luma_array, luma_tensor
+from stvsr_cli.pipeline.grey import grey_frame, luma_tensor
 from stvsr_cli.pipeline.stages import StageClock, clock_or_nothing
 from stvsr_cli.pipeline.transfer import Frame, Transfers
 from stvsr_cli.pipeline.windows import Step, Window, WindowPlan
@@ -48,9 +48,10 @@ class BatchModel(Protocol):
 @runtime_checkable
 class FrameModel(Protocol):
     """A model that works on the decoded arrays themselves (no tensors, no float frames):
-    ``frames_at(frames, times)`` gives the output arrays at ``times`` (positions 0..N-1)."""
+    ``frames_at(frames, times)`` gives the output frames at ``times`` (positions 0..N-1): arrays,
+    or the encoder's planes."""
 
-    def frames_at(self, frames: list[np.ndarray], times: list[Fraction]) -> list[np.ndarray]: ...
+    def frames_at(self, frames: list[np.ndarray], times: list[Fraction]) -> list[Frame]: ...
 
 
 @dataclass
@@ -127,7 +128,7 @@ def start_call(
     if isinstance(model, FrameModel):
         with timed("model"):
             made = [model.frames_at(window, times) for window in frames]
-        return lambda: [[luma_array(f) for f in m] if call.grey else m for m in made]
+        return lambda: [[grey_frame(f) for f in m] if call.grey else m for m in made]
     facts = {"times": times} if model.arbitrary_times else {}
     if model.shot_edges:
         facts["edges"] = call.edges
