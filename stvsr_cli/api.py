@@ -4,8 +4,8 @@
 >>> result = upscale("in.mp4", "out.mp4", scale=4, fps_x=2)   # doctest: +SKIP
 >>> result.frames_out, result.rate_out                        # doctest: +SKIP
 
-A run is a short composition of stages: the source (probe, deinterlace, scene cuts, repeated
-frames), the plan (output grid, model windows), the model runner (tiles, out-of-memory fallback)
+A run is a short composition of stages: the source (probe, telecine undone or deinterlacing, scene
+cuts, repeated frames), the plan (output grid, model windows), the model runner (tiles, out-of-memory fallback)
 and the sink (encoded segments in a work folder, joined into the output at the end).
 """
 
@@ -66,6 +66,8 @@ class UpscaleResult:
     cuts: list[int] = field(default_factory=list)  # input frames (on the constant-rate grid) that start a shot
     cut_times: list[Fraction] = field(default_factory=list)  # the same, in seconds from the first frame
     deinterlaced: bool = False
+    pulldown_removed: bool = False  # hard telecine undone: frames_in and rate_in are the film's
+    telecine: dict | None = None  # what the check of the first seconds found (found, phase, moving, repeats)
     dedup: bool = False  # repeated frames were dropped from the model's input and the rest re-timed
     repeated_frames: list[int] = field(default_factory=list)  # input frames dropped as repeats of the previous one
     repeat_patterns: list[str] = field(default_factory=list)  # regular patterns found, e.g. "1 in 5 over frames 0-59"
@@ -215,7 +217,7 @@ def upscale(
     began = time.perf_counter()
     options = replace(options, **changes) if options is not None else UpscaleOptions(**changes)
     job = check_job(input, output, options, registry)
-    source = open_source(job.src, start=options.start, duration=options.duration, deinterlace=options.deinterlace)
+    source = open_source(job.src, options, job.dst)
     info, grid = source.info, output_grid(source.info, job.spec, fps_x=options.fps_x, fps=options.fps)
     model = prepare_model(job, info, grid, download_progress)
     if on_info is not None:
@@ -224,11 +226,11 @@ def upscale(
     fmt = output_format(job.dst)  # the muxer: the encoder's stream is set up for it
     transfers = _transfers(model, job, fmt, info, grid, settings)
     work, note = WorkFolder.open(job.dst, _work_record(job, settings, transfers), restart=options.restart)
-    for line in (note, model.tiling) if on_note is not None else ():
+    for line in (note, source.note, model.tiling) if on_note is not None else ():
         if line:
             on_note(line)
     try:
-        scan, dedup = scan_once(work, info, options, scan_progress)
+        scan, dedup = scan_once(work, source, options, scan_progress)
         plan = plan_run(info, grid, job.spec, window=job.window, overlap=job.overlap, cuts=scan.cuts, dedup=dedup)
         segments = _segments(job, fmt, info, grid, settings, work, clock, stage_clock)
         warnings = _run(source, plan, model.runner, segments, progress, options, scan=scan, dedup=dedup,
@@ -243,7 +245,7 @@ def upscale(
         raise explained from None
     frames, pieces = work.done_frames, len(work.segments)
     work.discard()
-    warnings = [note] * bool(note) + model.runner.notes + _nearest_time_warning(job.spec, grid, dedup) + warnings
+    warnings = [x for x in (note, source.note) if x] + model.runner.notes + _nearest_time_warning(job.spec, grid, dedup) + warnings
     return _result(job, source, grid, model.device, scan, dedup, frames=frames, segments=pieces,
                    warnings=warnings, seconds=time.perf_counter() - began)  # fmt: skip
 
@@ -366,6 +368,8 @@ def _result(
         cuts=cuts,
         cut_times=[Fraction(c) / info.frame_rate for c in cuts],
         deinterlaced=source.deinterlace,
+        pulldown_removed=source.ivtc,
+        telecine=source.cadence.as_dict() if source.cadence is not None else None,
         dedup=dedup is not None,
         repeated_frames=list(dedup.repeated) if dedup is not None else [],
         repeat_patterns=[str(c) for c in dedup.cadences] if dedup is not None else [],

@@ -14,7 +14,7 @@ import click
 
 from stvsr_cli.io.encode import EncodeSettings
 from stvsr_cli.models.speed import DEFORM_CONVS, MAX_BATCH_WINDOWS, Speed
-from stvsr_cli.options import DEDUP_MODES, DEFAULT_SEGMENT_FRAMES, DEINTERLACE_MODES, UpscaleOptions
+from stvsr_cli.options import DEDUP_MODES, DEFAULT_SEGMENT_FRAMES, DEINTERLACE_MODES, IVTC_MODES, UpscaleOptions
 from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD
 
 
@@ -187,6 +187,14 @@ job_options = option_group(
         default="auto",
         show_default=True,
         help="Deinterlace (bwdif, frame rate kept) before the model; auto: when the stream says it is interlaced.",
+    ),
+    click.option(
+        "--ivtc",
+        type=click.Choice(IVTC_MODES),
+        default="auto",
+        show_default=True,
+        help="Undo hard telecine (3:2 pulldown: fieldmatch + decimate), giving back the film's own frames at "
+        "4/5 of the rate; auto: when the stream is interlaced and its first 10 s show the cadence.",
     ),
     click.option(
         "--dedup",

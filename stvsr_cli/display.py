@@ -123,6 +123,11 @@ class UpscaleDisplay:
             return
         for warning in result.warnings:
             click.echo(f"stvsr: warning: {warning}", err=True)
+        if result.pulldown_removed:
+            click.echo(
+                f"undid 3:2 pulldown: the film's own frames, {result.frames_in} at {float(result.rate_in):.3f} fps "
+                "(fieldmatch + decimate)", err=True,
+            )  # fmt: skip
         if result.deinterlaced:
             click.echo("deinterlaced the input (bwdif)", err=True)
         if result.cuts:

@@ -20,6 +20,7 @@ from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD
 from stvsr_cli.pipeline.tiles import MIN_TILE
 
 DEINTERLACE_MODES = ("auto", "on", "off")
+IVTC_MODES = ("auto", "on", "off")
 # The encoder's planes made on a CUDA device by default? Off until the GPU campaign has measured it.
 DEVICE_COLOUR_ON_CUDA = False
 DEFAULT_SEGMENT_FRAMES = 480  # output frames per resumable segment (closed at the next window boundary)
@@ -59,6 +60,7 @@ class UpscaleOptions:
     scene_detect: bool = True
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD
     deinterlace: str = "auto"
+    ivtc: str = "auto"  # undo hard telecine: on, off, or auto (an interlaced stream whose first seconds show 3:2)
     dedup: str = "auto"  # drop frames that repeat the previous one: on, off, or auto (when they repeat regularly)
     segment_frames: int = DEFAULT_SEGMENT_FRAMES
     overwrite: bool = False
@@ -81,6 +83,8 @@ class UpscaleOptions:
             raise UsageError(f"--tile must be 0 (off) or at least {MIN_TILE} pixels")
         if self.deinterlace not in DEINTERLACE_MODES:
             raise UsageError(f"--deinterlace must be one of {', '.join(DEINTERLACE_MODES)}")
+        if self.ivtc not in IVTC_MODES:
+            raise UsageError(f"--ivtc must be one of {', '.join(IVTC_MODES)}")
         if self.dedup not in DEDUP_MODES:
             raise UsageError(f"--dedup must be one of {', '.join(DEDUP_MODES)}")
         if self.scene_threshold <= 0:

@@ -250,3 +250,73 @@ def train_tiny(arch: str, params: dict, data: Path, out: Path, name: str, *, ste
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
     return [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+
+
+def _yuv420_planes(rgb: np.ndarray) -> list[np.ndarray]:
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+    return [np.frombuffer(p, np.uint8).reshape(p.height, -1)[:, : p.width].copy() for p in frame.planes]
+
+
+def _woven(top: list[np.ndarray], bottom: list[np.ndarray]) -> list[np.ndarray]:
+    """A frame of ``top``'s top field (even rows) and ``bottom``'s bottom field, plane by plane; in
+    interlaced 4:2:0 each chroma row belongs to one field too, alternately."""
+    planes = []
+    for a, b in zip(top, bottom, strict=True):
+        woven = a.copy()
+        woven[1::2] = b[1::2]
+        planes.append(woven)
+    return planes
+
+
+def make_telecined_video(
+    path: Path,
+    *,
+    film_frames: int = 40,
+    size: tuple[int, int] = (64, 48),
+    pulldown: str = "3:2",
+    drop_video_frame: int | None = None,
+    audio: bool = False,
+    codec: str = "libx264",
+    crf: int = 16,
+    content=pattern,
+) -> None:
+    """A progressive film of ``film_frames`` frames put on interlaced video as a transfer does it:
+    ``3:2`` at 30000/1001 (film frames A B C D as the frames AA BB BC CD DD, top field first), or
+    ``2:2`` at 25 (each film frame's two fields in one frame, as PAL carries film); ``none`` is the
+    film itself, progressive at 24000/1001, from the same 4:2:0 planes. x264 codes it interlaced
+    (``crf``, field order flagged; progressive for ``none``); ``codec="ffv1"`` is lossless.
+    ``drop_video_frame`` cuts that video frame out (an edit that breaks the cadence)."""
+    width, height = size
+    planes = [_yuv420_planes(content(i, height, width)) for i in range(film_frames)]
+    if pulldown == "3:2":
+        rate, video = Fraction(30000, 1001), []
+        for k in range(0, film_frames - film_frames % 4, 4):
+            a, b, c, d = planes[k : k + 4]
+            video += [_woven(a, a), _woven(b, b), _woven(b, c), _woven(c, d), _woven(d, d)]
+    elif pulldown == "2:2":
+        rate, video = Fraction(25), [_woven(p, p) for p in planes]
+    else:
+        rate, video = Fraction(24000, 1001), planes
+    if drop_video_frame is not None:
+        del video[drop_video_frame]
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        if codec == "libx264":
+            interlaced = {"flags": "+ildct+ilme", "x264-params": "interlaced=1:tff=1"} if pulldown != "none" else {}
+            stream.options = {**interlaced, "crf": str(crf)}
+        audio_stream = None
+        if audio:
+            audio_stream = container.add_stream("aac", rate=AUDIO_RATE)
+            audio_stream.layout = "mono"
+        for i, frame_planes in enumerate(video):
+            frame = av.VideoFrame(width, height, "yuv420p")
+            for plane, samples in zip(frame.planes, frame_planes, strict=True):
+                np.frombuffer(plane, np.uint8).reshape(plane.height, -1)[:, : plane.width] = samples
+            frame.pts, frame.time_base = i, 1 / rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+        if audio_stream is not None:
+            _write_tone(container, audio_stream, len(video) / rate)

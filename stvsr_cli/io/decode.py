@@ -13,7 +13,7 @@ import threading
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
@@ -108,6 +108,9 @@ class VideoInfo:
     subtitle_streams: int
     trim_start: Fraction | None  # absolute time the piece starts at, when --start/--duration are used
     trim_end: Fraction | None
+    # Hard telecine undone (``pulldown_removed``): the frames are the film's own, 4 of every 5 of the
+    # stream's, at 4/5 of its rate and timed by their index from ``start_time``.
+    pulldown_removed: bool = False
 
     @property
     def duration(self) -> Fraction:
@@ -117,6 +120,49 @@ class VideoInfo:
     def interlaced(self) -> bool:
         """The stream says its frames are interlaced (its field order, or its first frame's flag)."""
         return self.field_order in INTERLACED_FIELD_ORDERS
+
+    @property
+    def timed_by_index(self) -> bool:
+        """Frames are timed by their index on the grid, not by their timestamps."""
+        return self.index_timing or self.pulldown_removed
+
+
+def without_pulldown(info: VideoInfo) -> VideoInfo:
+    """``info`` as the frames come out of ``FrameFilters(ivtc=True)``: decimation keeps 4 of every
+    5 frames (all of a last, incomplete group of 5 but one), at 4/5 of the rate, progressive."""
+
+    def kept(count: int) -> int:
+        return count - count // 5
+
+    return replace(
+        info, frame_rate=info.frame_rate * Fraction(4, 5), frame_count=kept(info.frame_count),
+        source_frame_count=kept(info.source_frame_count), field_order="progressive", pulldown_removed=True,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FrameFilters:
+    """FFmpeg filters the decoded frames go through before anything else sees them.
+
+    ``deinterlace``: bwdif, one progressive frame per interlaced one (the rate kept). ``ivtc``: hard
+    telecine undone as FFmpeg undoes it: ``fieldmatch`` pairs each frame's fields with the
+    neighbours' fields that belong to the same film frame, bwdif deinterlaces only what stays combed
+    (a broken cadence at an edit), ``decimate`` drops the one duplicate in every 5 frames."""
+
+    deinterlace: bool = False
+    ivtc: bool = False
+
+    def chain(self) -> list[tuple[str, str]]:
+        if self.ivtc:
+            return [
+                ("fieldmatch", "order=auto:combmatch=full"),
+                ("bwdif", "mode=send_frame:parity=auto:deint=interlaced"),
+                ("decimate", ""),
+            ]
+        return [DEINTERLACE_FILTER] if self.deinterlace else []
+
+    def __bool__(self) -> bool:
+        return bool(self.chain())
 
 
 def open_input(path: Path) -> av.container.InputContainer:
@@ -213,9 +259,10 @@ def probe(
     return info
 
 
-def can_seek_exactly(info: VideoInfo, deinterlace: bool) -> bool:
-    """Whether a decode from a seek gives the same frames as one from the start."""
-    return not (info.variable_frame_rate or info.index_timing or deinterlace)
+def can_seek_exactly(info: VideoInfo, filters: FrameFilters | bool) -> bool:
+    """Whether a decode from a seek gives the same frames as one from the start (not where the
+    ``filters`` look at neighbouring frames)."""
+    return not (info.variable_frame_rate or info.timed_by_index or filters)
 
 
 def _field_order(ctx, first_frame: av.VideoFrame) -> str:
@@ -344,21 +391,24 @@ class VideoReader:
 
     ``frames()`` yields exactly ``info.frame_count`` arrays ``[H, W, 3]`` (uint8, or uint16 for
     sources deeper than 8 bits); with ``thumbnails``, ``Thumbnail``s instead (for the scan: scene
-    cuts, repeated frames, black-and-white shots). ``deinterlace`` runs every frame through FFmpeg's bwdif filter, one
-    progressive frame per interlaced one. ``first_frame`` starts at that grid frame, seeking to
+    cuts, repeated frames, black-and-white shots). ``filters`` (``FrameFilters``) run on the decoded
+    frames first: bwdif, or telecine undone. ``first_frame`` starts at that grid frame, seeking to
     the keyframe before it (a resumed run), for constant-rate, well-timed, progressive input only,
     where seeking gives the very frames a decode from the start would.
     Use as a context manager so the thread always stops.
     """
 
     def __init__(
-        self, info: VideoInfo, *, deinterlace: bool = False, thumbnails: bool = False, queue_size: int = 8,
-        first_frame: int = 0, clock: Callable | None = None,
+        self, info: VideoInfo, *, filters: FrameFilters | None = None, thumbnails: bool = False,
+        queue_size: int = 8, first_frame: int = 0, clock: Callable | None = None,
     ) -> None:  # fmt: skip
-        if first_frame and not can_seek_exactly(info, deinterlace):
+        filters = filters or FrameFilters()
+        if first_frame and not can_seek_exactly(info, filters):
             raise ValueError("seeking to a frame needs constant-rate, well-timed, progressive input")
+        if info.pulldown_removed != filters.ivtc:
+            raise ValueError("frames timed without pulldown need FrameFilters(ivtc=True), and only they")
         self.info = info
-        self.deinterlace = deinterlace
+        self.filters = filters
         self.thumbnails = thumbnails
         self.first_frame = first_frame
         self._timed = clock or nullcontext  # a StageClock: "decode", "to RGB"
@@ -443,14 +493,14 @@ class VideoReader:
                 seek(container, stream, start)
                 previous: Fraction | None = None
                 decoded = container.decode(stream)
-                frames = iter(deinterlaced(decoded) if self.deinterlace else decoded)
+                frames = iter(filtered(decoded, self.filters.chain(), stream) if self.filters else decoded)
                 while True:
                     with self._timed("decode"):
                         frame = next(frames, None)
                     if frame is None:
                         break
                     tb = Fraction(frame.time_base) if frame.time_base else info.time_base
-                    time = None if info.index_timing else _time(frame.pts, tb)
+                    time = None if info.timed_by_index else _time(frame.pts, tb)
                     if time is None:
                         time = info.start_time if previous is None else previous + 1 / info.frame_rate
                     previous = time
@@ -480,24 +530,34 @@ class VideoReader:
 DEINTERLACE_FILTER = ("bwdif", "mode=send_frame:parity=auto:deint=all")
 
 
-def deinterlaced(frames: Iterable[av.VideoFrame]) -> Iterator[av.VideoFrame]:
-    """``frames`` through FFmpeg's bwdif deinterlacer, with their timestamps (in the filter's time base)."""
+def filtered(
+    frames: Iterable[av.VideoFrame], chain: Sequence[tuple[str, str]], stream: av.video.stream.VideoStream
+) -> Iterator[av.VideoFrame]:
+    """``frames`` through FFmpeg's filters ``chain`` (name, arguments), with their timestamps (in the
+    last filter's time base). The buffer is told the stream's rate: decimate needs it."""
     graph = source = sink = None
     for frame in frames:
         if graph is None:
             graph = av.filter.Graph()
-            source = graph.add_buffer(
-                width=frame.width, height=frame.height, format=frame.format, time_base=frame.time_base
+            rate = stream.average_rate or stream.guessed_rate or 25
+            sar = stream.sample_aspect_ratio or Fraction(1)
+            source = graph.add(
+                "buffer",
+                f"video_size={frame.width}x{frame.height}:pix_fmt={frame.format.name}:"
+                f"time_base={frame.time_base or stream.time_base}:frame_rate={rate}:pixel_aspect={sar}",
             )
-            deinterlacer = graph.add(*DEINTERLACE_FILTER)
+            previous = source
+            for name, args in chain:
+                step = graph.add(name, args)
+                previous.link_to(step)
+                previous = step
             sink = graph.add("buffersink")
-            source.link_to(deinterlacer)
-            deinterlacer.link_to(sink)
+            previous.link_to(sink)
             graph.configure()
         source.push(frame)
         yield from _pull_all(sink)
     if source is not None:
-        source.push(None)  # flush: bwdif holds one frame back
+        source.push(None)  # flush: the filters hold frames back
         yield from _pull_all(sink)
 
 

@@ -61,6 +61,7 @@ class WorkFolder:
         self.cuts: list[int] | None = None  # the scene cuts found for this job, once known
         self.repeats: list[int] | None = None  # the frames found to repeat the previous one, when looked for
         self.grey_shots: list[int] | None = None  # the first frames of the black-and-white shots, once known
+        self.cadence: dict | None = None  # what the telecine check found (``pipeline.telecine.Cadence``)
 
     @classmethod
     def open(cls, dst: Path, job: dict[str, Any], *, restart: bool = False) -> tuple[WorkFolder, str | None]:
@@ -88,6 +89,7 @@ class WorkFolder:
                 work.cuts = previous.get("cuts")
                 work.repeats = previous.get("repeats")
                 work.grey_shots = previous.get("grey_shots")
+                work.cadence = previous.get("cadence")
                 if work.segments:
                     note = (
                         f"resuming: {len(work.segments)} finished segment(s), {work.done_frames} frames, "
@@ -108,6 +110,19 @@ class WorkFolder:
                 ) from None
             raise
         return work, note
+
+    @staticmethod
+    def recorded_cadence(dst: Path, job: dict[str, Any]) -> dict | None:
+        """The telecine check an interrupted run of this same job recorded, read before the run is
+        set up (the check decides the frame rate the rest depends on); None if there is none."""
+        previous = _read_json(work_folder_for(Path(dst)) / "manifest.json")
+        if previous is None or previous.get("version") != MANIFEST_VERSION:
+            return None
+        recorded, asked = previous.get("job", {}), _normalized(job)
+        same = recorded.get("input") == asked["input"] and all(
+            recorded.get("options", {}).get(key) == value for key, value in asked["options"].items()
+        )
+        return previous.get("cadence") if same else None
 
     @property
     def done_windows(self) -> int:
@@ -148,6 +163,10 @@ class WorkFolder:
         self.grey_shots = list(grey_shots)
         self._save()
 
+    def set_cadence(self, cadence: dict | None) -> None:
+        self.cadence = cadence
+        self._save()
+
     def packets(self, segment: Segment) -> Iterator[EncodedPacket]:
         with open(self.path / segment.file, "rb") as f:
             if f.read(len(_MAGIC)) != _MAGIC:
@@ -163,6 +182,7 @@ class WorkFolder:
         self.cuts = None
         self.repeats = None
         self.grey_shots = None
+        self.cadence = None
 
     def _save(self) -> None:
         manifest = {
@@ -172,6 +192,7 @@ class WorkFolder:
             "cuts": self.cuts,
             "repeats": self.repeats,
             "grey_shots": self.grey_shots,
+            "cadence": self.cadence,
             "segments": [asdict(s) for s in self.segments],
         }
         tmp = self.path / "manifest.json.partial"
