@@ -12,6 +12,11 @@ x4, x2 output's luma (BT.601, [0, 1]) instead, on the first ``--frames`` input f
 
 Lower noise and flicker with sharpness kept is what restoration wants; a model that sharpens the
 grain raises all three. Usage: ``python benchmarks/oldfilms.py --models classic,stvun-gpu,stvun-film``.
+
+``--variants`` adds the clean-up switches to each model, as ``stvsr compare -m`` writes them:
+``MODEL+denoise=LEVEL``, ``+deflicker``, ``+grain`` (``--denoise``, ``--deflicker`` and ``--grain
+keep`` of ``upscale``: the filters on the decoded frames before the model, the input's grain added
+to the output after it).
 """
 
 from __future__ import annotations
@@ -26,8 +31,10 @@ import torch
 import torch.nn.functional as F
 
 from stvsr_cli.evaluation import Clip, read_clip
+from stvsr_cli.io.filters import FrameFilters, filter_arrays
 from stvsr_cli.models.loader import load_model
 from stvsr_cli.models.registry import load_registry
+from stvsr_cli.pipeline.grain import add_grain, measure_shots
 from stvsr_cli.pipeline.run import run_windows
 from stvsr_cli.pipeline.windows import plan_windows
 
@@ -78,20 +85,34 @@ def upscale_frames(name: str, frames: list[np.ndarray]) -> list[np.ndarray]:
     return out[: 2 * len(frames) - 1]
 
 
+def run_variant(variant: str, frames: list[np.ndarray]) -> list[np.ndarray]:
+    """``MODEL[+denoise=LEVEL][+deflicker][+grain]`` on ``frames``, as upscale runs those switches."""
+    name, *switches = variant.split("+")
+    denoise = next((s.split("=", 1)[1] for s in switches if s.startswith("denoise=")), "off")
+    cleanup = FrameFilters(denoise=denoise, deflicker="deflicker" in switches)
+    out = upscale_frames(name, filter_arrays(frames, cleanup) if cleanup else frames)
+    if "grain" in switches:
+        profile = measure_shots(frames, len(frames), [])[0]
+        out = [add_grain(frame, profile, 4, index) for index, frame in enumerate(out)]
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="classic,stvun-gpu,stvun-film")
+    parser.add_argument("--variants", default="", help="comma-separated MODEL+switches, run after --models")
     parser.add_argument("--frames", type=int, default=8, help="input frames from the start of each film")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     rows = []
+    runs = [*args.models.split(","), *filter(None, args.variants.split(","))]
     for film in sorted(FILMS.glob("*.mkv")):
         frames = read_clip(Clip(film.stem, film))[: args.frames]
-        for name in args.models.split(","):
+        for variant in runs:
             began = time.perf_counter()
             with torch.inference_mode():
-                scores = measure(upscale_frames(name, frames))
-            rows.append({"film": film.stem, "model": name, **scores, "seconds": time.perf_counter() - began})
+                scores = measure(run_variant(variant, frames))
+            rows.append({"film": film.stem, "model": variant, **scores, "seconds": time.perf_counter() - began})
             print(json.dumps(rows[-1]), flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

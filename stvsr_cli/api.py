@@ -27,6 +27,7 @@ from stvsr_cli.io.workdir import UNWRITABLE_ERRNOS, WorkFolder, input_identity
 from stvsr_cli.models.registry import ModelSpec, Registry, load_registry
 from stvsr_cli.options import UpscaleOptions
 from stvsr_cli.pipeline.classic_frames import ClassicFrames
+from stvsr_cli.pipeline.grain import grain_adder
 from stvsr_cli.pipeline.grey import grey_windows
 from stvsr_cli.pipeline.memory import budgeted_runner
 from stvsr_cli.pipeline.plan import OutputGrid, output_grid, plan_run
@@ -72,6 +73,8 @@ class UpscaleResult:
     repeated_frames: list[int] = field(default_factory=list)  # input frames dropped as repeats of the previous one
     repeat_patterns: list[str] = field(default_factory=list)  # regular patterns found, e.g. "1 in 5 over frames 0-59"
     grey_shots: list[int] = field(default_factory=list)  # first frames of the black-and-white shots (made grey)
+    cleanup: list[str] = field(default_factory=list)  # FFmpeg filters run on the decoded frames (name=arguments)
+    grain: dict[int, dict] | None = None  # --grain keep: each shot's measured grain, by its first frame
     segments: int = 1  # resumable pieces the output was made in (each starts with a keyframe)
     warnings: list[str] = field(default_factory=list)
 
@@ -245,7 +248,7 @@ def upscale(
         raise explained from None
     frames, pieces = work.done_frames, len(work.segments)
     work.discard()
-    warnings = [x for x in (note, source.note) if x] + model.runner.notes + _nearest_time_warning(job.spec, grid, dedup) + warnings
+    warnings = [note] * bool(note) + model.runner.notes + _nearest_time_warning(job.spec, grid, dedup) + warnings
     return _result(job, source, grid, model.device, scan, dedup, frames=frames, segments=pieces,
                    warnings=warnings, seconds=time.perf_counter() - began)  # fmt: skip
 
@@ -321,8 +324,15 @@ def _run(
     transfers: Transfers | None = None, clock: StageClock | None = None,
 ) -> list[str]:  # fmt: skip
     """Decode (without ``dedup``'s repeated frames), run the model windows not done yet (those in the
-    ``scan``'s black-and-white shots made grey), encode; returns the reader's warnings."""
+    ``scan``'s black-and-white shots made grey), grain the output as the scan measured (``--grain
+    keep``), encode; returns the reader's warnings."""
     sink = OutputSink(segments, threaded=options.pipelined)
+    output = sink.frame
+    if scan.grain is not None:  # each output frame grained as its shot's input, from its own number on
+        per_output = source.info.frame_count / plan.n_outputs
+        grained = grain_adder(scan.grain, scale=options.scale, input_frame=lambda j: int(j * per_output),
+                              first_output=segments.work.done_frames)  # fmt: skip
+        output = lambda frame: sink.frame(grained(frame))  # noqa: E731
     grey = grey_windows(scan.grey_shots, scan.cuts, dedup.original if dedup is not None else int)
     done = segments.work.done_windows
     first_frame = source.resume_frame(plan, done)  # the plan's frames: the unique ones with dedup
@@ -332,7 +342,7 @@ def _run(
         frames = dedup.unique_frames(reader.frames(), start) if dedup is not None else reader.frames()
         try:
             run_windows(
-                frames, plan, runner, sink.frame, report, skip_windows=done, first_frame=first_frame,
+                frames, plan, runner, output, report, skip_windows=done, first_frame=first_frame,
                 on_window_done=sink.window_done, pin_memory=options.pipelined,
                 batch_windows=options.speed.batch_windows, clock=clock, transfers=transfers, grey=grey,
             )  # fmt: skip
@@ -374,8 +384,10 @@ def _result(
         repeated_frames=list(dedup.repeated) if dedup is not None else [],
         repeat_patterns=[str(c) for c in dedup.cadences] if dedup is not None else [],
         grey_shots=scan.grey_shots,
+        cleanup=[f"{name}={args}" if args else name for name, args in source.filters.chain()],
+        grain={shot: profile.as_dict() for shot, profile in scan.grain.items()} if scan.grain else None,
         segments=segments,
-        warnings=warnings,
+        warnings=[source.note] * bool(source.note) + warnings,
     )
 
 

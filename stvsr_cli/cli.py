@@ -21,7 +21,9 @@ from stvsr_cli.cmdoptions import (
     Box,
     Seconds,
     Size,
+    deflicker_option,
     degradation_option,
+    denoise_option,
     job_options,
     max_memory_option,
     model_options,
@@ -204,6 +206,8 @@ def batch(ctx: click.Context, in_dir: Path, out_dir: Path, **opts: Any) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Print only the mean.")
 @degradation_option
 @click.option("--degradation-seed", type=int, default=0, show_default=True, help="Seeds --degradation film.")
+@denoise_option
+@deflicker_option
 @click.pass_context
 def eval_command(
     ctx: click.Context, data: tuple[Path, ...], json_file: Path | None, quiet: bool, degradation: str, **opts: Any
@@ -214,11 +218,14 @@ def eval_command(
     With --degradation blur each input frame is first the mean of the frames centred on it (fps-x
     of them, rounded up to odd: 3 at x2): motion blur. With --degradation film the input frames
     look like an old film transfer, drawn from --degradation-seed (fixed, so runs compare).
+    --denoise and --deflicker clean the input first, as upscale does.
     """
     from stvsr_cli.api import load_upscaler
     from stvsr_cli.evaluation import evaluate
+    from stvsr_cli.io.filters import FrameFilters
 
     debug, degradation_seed = _debug(ctx), opts.pop("degradation_seed")
+    cleanup = FrameFilters(denoise=opts.pop("denoise"), deflicker=opts.pop("deflicker"))
 
     def progress(score) -> None:
         if not quiet:
@@ -231,7 +238,7 @@ def eval_command(
         return evaluate(
             data, load_upscaler(options, progress=download_bar(stderr_console(), quiet)), fps_x=options.fps_x,
             window=options.window, overlap=options.overlap, on_clip=progress, degradation=degradation,
-            degradation_seed=degradation_seed, max_memory=options.max_memory,
+            degradation_seed=degradation_seed, max_memory=options.max_memory, cleanup=cleanup,
         )  # fmt: skip
 
     result = _guarded(run, debug=debug)
@@ -270,11 +277,23 @@ def bench_command(ctx: click.Context, as_json: bool, **opts: Any) -> None:
 @main.command("compare")
 @click.argument("input", type=click.Path(path_type=Path))
 @click.argument("output", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("-m", "--model", "models", multiple=True, help="A model to show (repeat); default: the default model.")
+@click.option(
+    "-m",
+    "--model",
+    "models",
+    multiple=True,
+    help="A column (repeat): a model, with optional clean-up suffixes +denoise=LEVEL, +deflicker, +grain "
+    "(e.g. stvun-gpu+denoise=medium+grain); default: the default model.",
+)
 @click.option(
     "--time", type=Seconds(), default=None, help="Show the in-between frame nearest this time (default: the middle)."
 )
-@click.option("--crop", type=Box(), default=None, help="Output-pixel box X,Y,W,H (default: 256x256 in the centre).")
+@click.option(
+    "--crop",
+    type=Box(),
+    default=None,
+    help="Output-pixel box X,Y,W,H (default: 256x256 where the frame has most detail).",
+)
 @click.option("--profile", is_flag=True, help="Add a temporal profile strip (the crop's middle row over time).")
 @max_memory_option
 @click.option("-s", "--scale", type=click.IntRange(1, 16), default=4, show_default=True)
@@ -283,14 +302,14 @@ def bench_command(ctx: click.Context, as_json: bool, **opts: Any) -> None:
 @click.option("--offline", is_flag=True, default=None, help="Never download weights.")
 @click.pass_context
 def compare_command(ctx: click.Context, input: Path, output: Path, **opts: Any) -> None:
-    """Write OUTPUT.png: the same crop from bicubic and each model, side by side, labelled."""
+    """Write OUTPUT.png: the same crop from bicubic and each model (with its clean-up), side by side, labelled."""
     from stvsr_cli.compare import compare
 
     opts["offline"] = opts["offline"] or None
     r = _guarded(lambda: compare(input, output, **opts), debug=_debug(ctx))
     click.echo(
         f"wrote {r.path} ({r.width}x{r.height}): output frame {r.frame} at {float(r.time):.3f} s, "
-        f"crop {','.join(map(str, r.crop))}, {', '.join(r.models)}"
+        f"crop {','.join(map(str, r.crop))}{' (most detail)' if opts['crop'] is None else ''}, {', '.join(r.models)}"
     )
 
 

@@ -14,7 +14,10 @@ import click
 
 from stvsr_cli.io.encode import EncodeSettings
 from stvsr_cli.models.speed import DEFORM_CONVS, MAX_BATCH_WINDOWS, Speed
-from stvsr_cli.options import DEDUP_MODES, DEFAULT_SEGMENT_FRAMES, DEINTERLACE_MODES, IVTC_MODES, UpscaleOptions
+from stvsr_cli.io.filters import DENOISE_LEVELS
+from stvsr_cli.options import (
+    DEDUP_MODES, DEFAULT_SEGMENT_FRAMES, DEINTERLACE_MODES, GRAIN_MODES, IVTC_MODES, UpscaleOptions,
+)  # fmt: skip
 from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD
 
 
@@ -70,6 +73,11 @@ class Box(click.ParamType):
         except ValueError:
             self.fail(f"'{value}' is not a box such as 400,300,256,256", param, ctx)
         return x, y, w, h
+
+
+def choice_option(flag: str, choices: tuple[str, ...], default: str, help: str) -> Callable:
+    """A ``flag`` taking one of ``choices``, ``default`` shown in ``--help``."""
+    return click.option(flag, type=click.Choice(choices), default=default, show_default=True, help=help)
 
 
 def option_group(*options: Callable) -> Callable:
@@ -137,19 +145,28 @@ speed_options = option_group(
         default=None,
         help="Copy frames to and from the GPU on streams of their own, beside the model (CUDA; default: off, until measured).",
     ),
-    click.option(
+    choice_option(
         "--deform-conv",
-        type=click.Choice(DEFORM_CONVS),
-        default="auto",
-        show_default=True,
-        help="Deformable convolution: torchvision's kernel (auto on CUDA), ours in PyTorch (auto on the CPU), "
+        DEFORM_CONVS,
+        "auto",
+        "Deformable convolution: torchvision's kernel (auto on CUDA), ours in PyTorch (auto on the CPU), "
         "or a fused Triton kernel (CUDA).",
     ),
 )
 SPEED_KEYS = ("channels_last", "compile", "cuda_graphs", "batch_windows", "copy_stream", "deform_conv")
 
 
-# What a run does besides the model: frame rate, tiles, encoder, piece, scene cuts, deinterlacing, repeats.
+denoise_option = choice_option(
+    "--denoise",
+    DENOISE_LEVELS,
+    "off",
+    "Remove grain and noise before the model (FFmpeg's fftdnoiz), so that no network enlarges it.",
+)
+deflicker_option = click.option(
+    "--deflicker", is_flag=True, help="Even out brightness flicker before the model (FFmpeg's deflicker)."
+)
+# What a run does besides the model: frame rate, tiles, encoder, piece, scene cuts, deinterlacing,
+# telecine, clean-up, grain, repeats.
 job_options = option_group(
     click.option(
         "--fps",
@@ -181,27 +198,32 @@ job_options = option_group(
         show_default=True,
         help="Cut score (percent of full scale) above which a frame starts a new shot; lower finds more cuts.",
     ),
-    click.option(
+    choice_option(
         "--deinterlace",
-        type=click.Choice(DEINTERLACE_MODES),
-        default="auto",
-        show_default=True,
-        help="Deinterlace (bwdif, frame rate kept) before the model; auto: when the stream says it is interlaced.",
+        DEINTERLACE_MODES,
+        "auto",
+        "Deinterlace (bwdif, frame rate kept) before the model; auto: when the stream says it is interlaced.",
     ),
-    click.option(
+    choice_option(
         "--ivtc",
-        type=click.Choice(IVTC_MODES),
-        default="auto",
-        show_default=True,
-        help="Undo hard telecine (3:2 pulldown: fieldmatch + decimate), giving back the film's own frames at "
+        IVTC_MODES,
+        "auto",
+        "Undo hard telecine (3:2 pulldown: fieldmatch + decimate), giving back the film's own frames at "
         "4/5 of the rate; auto: when the stream is interlaced and its first 10 s show the cadence.",
     ),
-    click.option(
+    denoise_option,
+    deflicker_option,
+    choice_option(
+        "--grain",
+        GRAIN_MODES,
+        "off",
+        "keep: add grain of the input's measured strength back after the model (per shot, new each frame).",
+    ),
+    choice_option(
         "--dedup",
-        type=click.Choice(DEDUP_MODES),
-        default="auto",
-        show_default=True,
-        help="Drop frames that repeat the previous one (telecine) and re-time the rest, so the output does not "
+        DEDUP_MODES,
+        "auto",
+        "Drop frames that repeat the previous one (telecine) and re-time the rest, so the output does not "
         "judder; auto: where they repeat in a regular pattern.",
     ),
     click.option(

@@ -1,7 +1,8 @@
 """``stvsr compare``: look before reading numbers. One PNG: the same crop of an in-between frame
 from bicubic (``classic``) and each model, side by side and labelled; optionally a temporal
 profile under each (one pixel row stacked over time, as in the TPSR paper), where flicker,
-ghosting and window seams show at a glance."""
+ghosting and window seams show at a glance. A column may add upscale's clean-up to its model
+(``stvun-gpu+denoise=medium+grain``); the default crop is where the input frame has the most detail."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ import numpy as np
 
 from stvsr_cli.errors import UsageError
 from stvsr_cli.io.colour import to_uint8
-from stvsr_cli.io.decode import VideoReader, probe
+from stvsr_cli.io.decode import VideoInfo, VideoReader, probe
+from stvsr_cli.io.filters import DENOISE_LEVELS, FrameFilters, filter_arrays
 from stvsr_cli.models.loader import load_model
 from stvsr_cli.models.registry import Registry, load_registry
+from stvsr_cli.pipeline.grain import add_grain, luma, measure_shots
 from stvsr_cli.pipeline.grey import grey_windows
 from stvsr_cli.pipeline.memory import budgeted_runner, parse_size
 from stvsr_cli.pipeline.run import run_windows
@@ -29,6 +32,10 @@ PROFILE_RADIUS = 16  # input frames on each side of the chosen time in the tempo
 PROFILE_ROW_HEIGHT = 3  # pixels per output frame in the profile strip
 LABEL_HEIGHT = 22
 GAP = 8
+CROP_SIZE = 256  # output pixels on a side of the default crop
+CROP_STEPS = 4  # default crop candidates every 1/CROP_STEPS of the crop's size
+DETAIL_PERCENTILE = 99  # each pixel's detail clipped at this percentile of the frame's
+COLUMN_FORMS = "MODEL, then any of +denoise=off|light|medium|strong, +deflicker, +grain (classic+deflicker+grain)"
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,33 @@ class CompareResult:
     frame: int  # output frame index shown
     time: Fraction  # its time in seconds from the first frame
     crop: tuple[int, int, int, int]  # x, y, w, h in output pixels
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the picture, as ``-m`` spells it (``stvun-gpu+denoise=medium+grain``): a model,
+    the clean-up on its input (``filters``: denoise, deflicker) and whether the input's grain is
+    added to its output (``grain``, upscale's ``--grain keep``)."""
+
+    spec: str  # as given: the column's label
+    model: str
+    filters: FrameFilters
+    grain: bool
+
+
+def parse_column(spec: str) -> Column:
+    """``spec``'s model and clean-up; anything but ``COLUMN_FORMS`` is a ``UsageError``."""
+    model, *suffixes = spec.split("+")
+    cleanup: dict[str, str | bool] = {}
+    for suffix in suffixes:
+        key, is_set, value = suffix.partition("=")
+        known = (key in ("deflicker", "grain") and not is_set) or (key == "denoise" and value in DENOISE_LEVELS)
+        if not known or key in cleanup:
+            problem = f"'{suffix}' twice" if known else f"unknown clean-up '{suffix}'"
+            raise UsageError(f"--model '{spec}': {problem}", hint=f"accepted: {COLUMN_FORMS}")
+        cleanup[key] = value if key == "denoise" else True
+    filters = FrameFilters(denoise=str(cleanup.get("denoise", "off")), deflicker=bool(cleanup.get("deflicker")))
+    return Column(spec, model, filters, bool(cleanup.get("grain")))
 
 
 class _Enough(Exception):
@@ -124,9 +158,41 @@ def pick_output_frame(n_frames: int, fps_x: int, rate: Fraction, time: Fraction 
     return j
 
 
-def default_crop(width: int, height: int, size: int = 256) -> tuple[int, int, int, int]:
-    w, h = min(size, width), min(size, height)
-    return (width - w) // 2, (height - h) // 2, w, h
+def detailed_crop(luma: np.ndarray, size: tuple[int, int]) -> tuple[int, int]:
+    """The top-left corner (x, y) of the ``size`` (w, h) box of ``luma`` ``[H, W]`` with the most
+    detail: the highest mean squared luma gradient, each pixel's clipped at ``DETAIL_PERCENTILE`` of
+    the frame's. Boxes start every 1/``CROP_STEPS`` of its size (and flush with the far edges); of
+    equal ones the nearest the centre wins, so a flat frame gives the centre."""
+    height, width = luma.shape
+    w, h = min(size[0], width), min(size[1], height)
+    gy, gx = np.gradient(luma.astype(np.float64))
+    energy = gx**2 + gy**2
+    # Clipped so that a few extreme pixels (dust, a scratch, a matte's edge, a subtitle) count no more
+    # than ordinary texture: a box wins by detail throughout, where the models differ, not by a speck.
+    limit = np.percentile(energy, DETAIL_PERCENTILE)
+    energy = np.minimum(energy, limit if limit > 0 else energy.max())
+    total = np.pad(energy.cumsum(axis=0).cumsum(axis=1), ((1, 0), (1, 0)))
+    xs, ys = _starts(width - w, w)[None, :], _starts(height - h, h)[:, None]
+    detail = total[ys + h, xs + w] - total[ys, xs + w] - total[ys + h, xs] + total[ys, xs]
+    tied = detail >= detail.max() * (1 - 1e-9)
+    distance = np.where(tied, (2 * xs - (width - w)) ** 2 + (2 * ys - (height - h)) ** 2, np.inf)
+    row, column = np.unravel_index(np.argmin(distance), distance.shape)
+    return int(xs[0, column]), int(ys[row, 0])
+
+
+def _starts(last: int, size: int) -> np.ndarray:
+    """Box starts 0..``last`` every 1/``CROP_STEPS`` of ``size``, the middle and ``last``."""
+    return np.unique(np.append(np.arange(0, last + 1, max(1, size // CROP_STEPS)), [last // 2, last]))
+
+
+def _detailed_output_crop(src: Path, info: VideoInfo, j: int, scale: int, fps_x: int) -> tuple[int, int, int, int]:
+    """The default crop (x, y, w, h), ``CROP_SIZE`` output pixels on a side (less in a smaller frame):
+    ``detailed_crop`` of the input frame nearest output frame ``j``, in output pixels."""
+    w, h = min(CROP_SIZE, info.width * scale), min(CROP_SIZE, info.height * scale)
+    nearest = min(round(Fraction(j, fps_x)), info.frame_count - 1)
+    frame = _decode(src, info, nearest, nearest + 1, (0, 0, info.width, info.height))[0]
+    x, y = detailed_crop(luma(frame), (-(-w // scale), -(-h // scale)))  # the input box holds the output one
+    return x * scale, y * scale, w, h
 
 
 def compare(
@@ -144,24 +210,25 @@ def compare(
     registry: Registry | None = None,
     max_memory: int | str | None = None,
 ) -> CompareResult:
-    """One PNG: the crop ``(x, y, w, h)`` (output pixels) of the in-between frame nearest ``time``
-    from ``classic`` and each of ``models``, with ``profile`` strips. Each model runs only on the
-    crop with its context around it, and only on the windows an upscale run would use there."""
+    """One PNG: the crop ``(x, y, w, h)`` (output pixels; by default ``detailed_crop``'s) of the
+    in-between frame nearest ``time`` from ``classic`` and each of ``models`` (columns as
+    ``parse_column`` reads them), with ``profile`` strips. Each model runs only on the crop with its
+    context around it, and only on the windows an upscale run would use there."""
     src, dst = Path(input), Path(output)
     if dst.suffix.lower() != ".png":
         raise UsageError(f"output '{dst}' must be a .png file")
     if dst.exists() and dst.resolve() == src.resolve():
         raise UsageError(f"output '{dst}' is the input file")
     registry = registry or load_registry()
-    names = [BASELINE] + [m for m in (models or [registry.default]) if m != BASELINE]
-    specs = [registry.get(name) for name in names]
+    columns = [parse_column(name) for name in [BASELINE, *(m for m in models or [registry.default] if m != BASELINE)]]
+    specs = [registry.get(column.model) for column in columns]
     for spec in specs:
         spec.check_factors(scale=scale, fps_x=fps_x)
 
     info = probe(src)
     j = pick_output_frame(info.frame_count, fps_x, info.frame_rate, None if time is None else Fraction(time))
     out_w, out_h = info.width * scale, info.height * scale
-    x, y, w, h = crop or default_crop(out_w, out_h)
+    x, y, w, h = crop or _detailed_output_crop(src, info, j, scale, fps_x)
     if not (0 <= x < out_w and 0 <= y < out_h and w > 0 and h > 0):
         raise UsageError(f"--crop {x},{y},{w},{h} is outside the {out_w}x{out_h} output")
     w, h = min(w, out_w - x), min(h, out_h - y)
@@ -174,7 +241,7 @@ def compare(
     whole = scan(info, threshold=None)  # a black-and-white film stays black-and-white, as in upscale
     grey = grey_windows(whole.grey_shots, whole.cuts)
     crops, profiles = [], []
-    for spec in specs:
+    for column, spec in zip(columns, specs):
         model = load_model(spec, scale=scale, device=device, offline=offline)
         window, overlap = spec.window_and_overlap(None, None)
         plan = plan_windows(info.frame_count, window, overlap, fps_x, spec.min_frames)
@@ -183,21 +250,32 @@ def compare(
         calls = calls_for_outputs(plan, wanted)
         box, (oy, ox) = context_box((x, y, w, h), scale, spec.context, info.width, info.height)
         frames = _decode(src, info, calls.first_frame, calls.last_frame + 1, box)
+        # Measured as upscale measures it, before the clean-up takes the grain away.
+        grain = measure_shots(frames, len(frames), [])[0] if column.grain else None
+        if column.filters:
+            # On the crop with its context, not the whole frame: the denoiser works on small blocks
+            # (and each frame's two neighbours), but deflicker evens out the box's mean, not the frame's.
+            # filter_arrays is 8-bit: a deeper source is cleaned, and modelled, in 8 bits here.
+            frames = filter_arrays([to_uint8(frame) for frame in frames], column.filters, info.frame_rate)
         runner, _ = budgeted_runner(
             model, window=window, fps_x=fps_x, height=box[3] - box[1], width=box[2] - box[0],
             max_memory=None if max_memory is None else parse_size(max_memory),
         )  # fmt: skip
         picked = _Picker(wanted, calls.first_output, (oy, ox, h, w))
         try:
-            run_windows(
-                frames, plan, runner, picked, skip_windows=calls.skip, first_frame=calls.first_frame, grey=grey
-            )
+            run_windows(frames, plan, runner, picked, skip_windows=calls.skip, first_frame=calls.first_frame, grey=grey)
         except _Enough:
             pass
-        crops.append(to_uint8(picked.frames[j]))
-        profiles.append(to_uint8(np.stack([picked.frames[i][h // 2] for i in wanted])))
+        shown = {i: to_uint8(frame) for i, frame in picked.frames.items()}
+        if grain is not None:
+            # Each from its output frame's number, as upscale draws it, but over the crop: grain of the
+            # same size and strength, not the very grains the whole frame gets at these pixels.
+            shown = {i: add_grain(frame, grain, scale, i) for i, frame in shown.items()}
+        crops.append(shown[j])
+        profiles.append(np.stack([shown[i][h // 2] for i in wanted]))
         del model
 
+    names = [column.spec for column in columns]
     image = _compose(names, crops, profiles if profile else None)
     tmp = dst.with_name(f".{dst.stem}.partial.png")
     try:

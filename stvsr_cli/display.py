@@ -130,6 +130,12 @@ class UpscaleDisplay:
             )  # fmt: skip
         if result.deinterlaced:
             click.echo("deinterlaced the input (bwdif)", err=True)
+        cleaned = [f.split("=")[0] for f in result.cleanup if f.startswith(("deflicker", "fftdnoiz"))]
+        if cleaned:
+            click.echo(f"cleaned the frames before the model ({', '.join(cleaned)})", err=True)
+        if result.grain:
+            strongest = max(max(profile["sigma"]) for profile in result.grain.values())
+            click.echo(f"grain kept: measured in {len(result.grain)} shot(s), up to {strongest:.1f} levels", err=True)
         if result.cuts:
             times = ", ".join(f"{float(t):.2f}" for t in result.cut_times[:10])
             more = f" and {len(result.cuts) - 10} more" if len(result.cuts) > 10 else ""

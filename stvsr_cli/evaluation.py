@@ -24,7 +24,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import av
@@ -36,6 +36,7 @@ from stvsr_cli.errors import InputError, UsageError
 from stvsr_cli.film import film_degrade
 from stvsr_cli.io.colour import to_uint8
 from stvsr_cli.io.decode import VideoReader, probe
+from stvsr_cli.io.filters import FrameFilters, filter_arrays
 from stvsr_cli.metrics import psnr_y, ssim_y
 from stvsr_cli.models.loader import Upscaler
 from stvsr_cli.pipeline.memory import budgeted_runner
@@ -206,6 +207,7 @@ class EvalResult:
     clips: list[ClipScore]
     degradation: str = "standard"
     degradation_seed: int | None = None  # what seeded the film degradation; None for the others
+    cleanup: list[str] = field(default_factory=list)  # the filters run on the input first
 
     @property
     def mean(self) -> dict[str, float]:
@@ -221,6 +223,7 @@ class EvalResult:
             "fps_x": self.fps_x,
             "degradation": self.degradation,
             **({} if self.degradation_seed is None else {"degradation_seed": self.degradation_seed}),
+            **({"cleanup": self.cleanup} if self.cleanup else {}),
             "clips": [{k: _finite(v) for k, v in asdict(c).items()} for c in self.clips],
             "mean": {k: _finite(v) for k, v in self.mean.items()},
         }
@@ -248,9 +251,11 @@ def score_clip(
     degradation: str = "standard",
     seed: int = 0,
     max_memory: int | None = None,
+    cleanup: FrameFilters | None = None,
 ) -> ClipScore:
     """Run the protocol on one clip of ground-truth frames (``seed``: see ``film_seed``); the model
-    is tiled to fit ``max_memory`` (see ``budgeted_runner``)."""
+    is tiled to fit ``max_memory`` (see ``budgeted_runner``); ``cleanup`` (denoise, deflicker)
+    filters the input first."""
     began = time.perf_counter()
     h, w = ground_truth[0].shape[:2]
     h, w = h - h % scale, w - w % scale
@@ -261,6 +266,8 @@ def score_clip(
     scored = fps_x * (n_in - 1) + 1  # the held frames after the last input are not scored
     # Blur averages within the scored frames only, as training does: the ends are mirrored.
     inputs = degrade(truth[:scored], fps_x, scale, degradation, film_seed(seed, name))
+    if cleanup:
+        inputs = filter_arrays(inputs, cleanup)
     outputs: list[np.ndarray] = []
 
     def keep(frame: np.ndarray) -> None:
@@ -308,9 +315,11 @@ def evaluate(
     degradation: str = "standard",
     degradation_seed: int = 0,
     max_memory: int | None = None,
+    cleanup: FrameFilters | None = None,
 ) -> EvalResult:
     """Score ``model`` on every clip found in ``data`` (see ``find_clips``); ``degradation`` makes
-    the input (``DEGRADATIONS``), ``film`` from ``degradation_seed`` (fixed, so runs compare)."""
+    the input (``DEGRADATIONS``), ``film`` from ``degradation_seed`` (fixed, so runs compare);
+    ``cleanup`` filters it as upscale's ``--denoise``/``--deflicker`` do."""
     spec = model.spec
     spec.check_factors(fps_x=fps_x)
     check_degradation(degradation)
@@ -322,12 +331,13 @@ def evaluate(
             raise InputError(f"clip '{clip.name}' has no frames")
         score = score_clip(
             clip.name, frames, model, scale=model.scale, fps_x=fps_x, window=window, overlap=overlap,
-            degradation=degradation, seed=degradation_seed, max_memory=max_memory,
+            degradation=degradation, seed=degradation_seed, max_memory=max_memory, cleanup=cleanup,
         )  # fmt: skip
         scores.append(score)
         if on_clip is not None:
             on_clip(score)
     seed = degradation_seed if degradation == "film" else None
     return EvalResult(
-        model=spec.name, scale=model.scale, fps_x=fps_x, clips=scores, degradation=degradation, degradation_seed=seed
-    )
+        model=spec.name, scale=model.scale, fps_x=fps_x, clips=scores, degradation=degradation, degradation_seed=seed,
+        cleanup=[f"{name}={args}" for name, args in cleanup.chain()] if cleanup else [],
+    )  # fmt: skip

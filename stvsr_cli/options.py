@@ -11,6 +11,7 @@ from typing import Any
 from stvsr_cli import __version__
 from stvsr_cli.errors import UsageError
 from stvsr_cli.io.encode import EncodeSettings
+from stvsr_cli.io.filters import DENOISE_LEVELS
 from stvsr_cli.io.timing import nominal_rate
 from stvsr_cli.io.workdir import input_identity
 from stvsr_cli.models.speed import Speed
@@ -21,6 +22,7 @@ from stvsr_cli.pipeline.tiles import MIN_TILE
 
 DEINTERLACE_MODES = ("auto", "on", "off")
 IVTC_MODES = ("auto", "on", "off")
+GRAIN_MODES = ("off", "keep")
 # The encoder's planes made on a CUDA device by default? Off until the GPU campaign has measured it.
 DEVICE_COLOUR_ON_CUDA = False
 DEFAULT_SEGMENT_FRAMES = 480  # output frames per resumable segment (closed at the next window boundary)
@@ -61,6 +63,9 @@ class UpscaleOptions:
     scene_threshold: float = DEFAULT_SCENE_THRESHOLD
     deinterlace: str = "auto"
     ivtc: str = "auto"  # undo hard telecine: on, off, or auto (an interlaced stream whose first seconds show 3:2)
+    deflicker: bool = False  # FFmpeg's deflicker before the model
+    denoise: str = "off"  # FFmpeg's denoiser before the model: off, light, medium, strong
+    grain: str = "off"  # keep: grain of the input's measured strength added back after the model
     dedup: str = "auto"  # drop frames that repeat the previous one: on, off, or auto (when they repeat regularly)
     segment_frames: int = DEFAULT_SEGMENT_FRAMES
     overwrite: bool = False
@@ -85,6 +90,10 @@ class UpscaleOptions:
             raise UsageError(f"--deinterlace must be one of {', '.join(DEINTERLACE_MODES)}")
         if self.ivtc not in IVTC_MODES:
             raise UsageError(f"--ivtc must be one of {', '.join(IVTC_MODES)}")
+        if self.denoise not in DENOISE_LEVELS:
+            raise UsageError(f"--denoise must be one of {', '.join(DENOISE_LEVELS)}")
+        if self.grain not in GRAIN_MODES:
+            raise UsageError(f"--grain must be one of {', '.join(GRAIN_MODES)}")
         if self.dedup not in DEDUP_MODES:
             raise UsageError(f"--dedup must be one of {', '.join(DEDUP_MODES)}")
         if self.scene_threshold <= 0:

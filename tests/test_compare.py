@@ -1,5 +1,6 @@
 """stvsr compare: one labelled PNG with the same crop from each model."""
 
+import re
 from fractions import Fraction
 
 import numpy as np
@@ -8,15 +9,26 @@ import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
 from media import make_video, read_frames, smooth
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from safetensors.torch import save_file
 
 from stvsr_cli.cli import main
-from stvsr_cli.compare import calls_for_outputs, compare, context_box, pick_output_frame
+from stvsr_cli.compare import (
+    Column,
+    calls_for_outputs,
+    compare,
+    context_box,
+    detailed_crop,
+    parse_column,
+    pick_output_frame,
+)
+from stvsr_cli.errors import UsageError
 from stvsr_cli.io.colour import to_uint8
+from stvsr_cli.io.filters import FrameFilters
 from stvsr_cli.models.loader import load_model
 from stvsr_cli.models.registry import load_registry
 from stvsr_cli.models.zsm import ZoomingSlowMo
+from stvsr_cli.pipeline.grain import add_grain, measure_shots
 from stvsr_cli.pipeline.run import run_windows
 from stvsr_cli.pipeline.windows import plan_windows
 
@@ -151,3 +163,100 @@ def test_compare_runs_a_learned_model_on_the_crop_and_gets_the_whole_frame_pixel
     expected = to_uint8(whole[result.frame])[y : y + h, x : x + w].astype(np.float64)
     mse = ((shown - expected) ** 2).mean()
     assert 10 * np.log10(255**2 / max(mse, 1e-12)) > 50
+
+
+def test_the_detailed_crop_holds_the_texture_not_flat_ground_or_a_few_specks():
+    """A 40 px textured patch on a flat frame, in two places, with 12 dust specks elsewhere (more
+    gradient energy than the patch unless each pixel's is clipped): the 64 px box holds the patch;
+    on a flat frame, the box is in the centre."""
+    rng = np.random.default_rng(1)
+    for px, py in ((10, 70), (110, 70)):
+        luma = np.full((120, 160), 100.0)
+        luma[py : py + 40, px : px + 40] += rng.uniform(-20, 20, (40, 40))
+        luma[8:20:4, 70:86:4] = 255
+        x, y = detailed_crop(luma, (64, 64))
+        assert x <= px and px + 40 <= x + 64 and y <= py and py + 40 <= y + 64, (px, py, x, y)
+    assert detailed_crop(np.full((120, 160), 50.0), (64, 64)) == (48, 28)
+    assert detailed_crop(np.full((30, 40), 50.0), (64, 64)) == (0, 0)  # a frame smaller than the box
+
+
+def corner_detail(index: int, height: int, width: int) -> np.ndarray:
+    """Flat grey but for a 40 px checkerboard in the bottom-right corner (moving a pixel a frame)."""
+    frame = np.full((height, width, 3), 120, dtype=np.uint8)
+    y, x = np.mgrid[0:40, 0:40]
+    frame[-40:, -40:] = np.where(((x + index) // 2 + y // 2) % 2 == 0, 40, 200)[..., None]
+    return frame
+
+
+def test_compare_without_a_crop_shows_where_the_frame_has_detail(tmp_path):
+    src, out = tmp_path / "in.mkv", tmp_path / "cmp.png"
+    make_video(src, frames=4, size=(160, 120), codec="ffv1", pix_fmt="bgr0", content=corner_detail)
+    result = CliRunner().invoke(main, ["compare", str(src), str(out), "-m", "classic"])
+    assert result.exit_code == 0, result.stderr
+    found = re.search(r"crop (\d+),(\d+),(\d+),(\d+) \(most detail\)", result.stdout)
+    x, y, w, h = map(int, found.groups())
+    assert (w, h) == (256, 256)
+    assert x <= 4 * 120 and 4 * 160 <= x + w and y <= 4 * 80 and 4 * 120 <= y + h  # holds the corner
+
+
+def grainy(index: int, height: int, width: int) -> np.ndarray:
+    """Mid-grey with film-like grain: new white noise of spread 12 every frame, one for all channels."""
+    noise = np.random.default_rng(index).normal(0, 12, (height, width, 1))
+    return np.clip(128 + noise, 0, 255).repeat(3, axis=2).round().astype(np.uint8)
+
+
+def high_pass_energy(picture: np.ndarray) -> float:
+    """Mean squared difference of neighbouring pixels: fine detail, noise and grain."""
+    return float((np.diff(picture, axis=0) ** 2).mean() + (np.diff(picture, axis=1) ** 2).mean())
+
+
+def label_band(text: str, width: int) -> np.ndarray:
+    """The label band ``text`` gets over a column ``width`` pixels wide."""
+    band = Image.new("RGB", (width, 22), (24, 24, 24))
+    ImageDraw.Draw(band).text((4, 3), text, fill=(235, 235, 235), font=ImageFont.load_default(size=14))
+    return np.asarray(band).astype(np.float64)
+
+
+def grainy_picture(tmp_path, model: str) -> np.ndarray:
+    """``compare -m MODEL`` on a grainy 64x48 clip (the crop: the whole 256x192 output), as RGB floats."""
+    src, out = tmp_path / "in.mkv", tmp_path / "cmp.png"
+    make_video(src, frames=6, size=(64, 48), codec="ffv1", pix_fmt="bgr0", content=grainy)
+    result = CliRunner().invoke(main, ["compare", str(src), str(out), "-m", model])
+    assert result.exit_code == 0, result.stderr
+    assert f"classic, {model}" in result.stdout
+    with Image.open(out) as image:
+        return np.asarray(image.convert("RGB")).astype(np.float64)
+
+
+def test_a_denoised_column_is_smoother_and_labelled_with_its_spec(tmp_path):
+    picture = grainy_picture(tmp_path, "classic+denoise=strong")
+    plain, denoised = picture[22:, :256], picture[22:, 264:]
+    assert high_pass_energy(denoised) < 0.5 * high_pass_energy(plain)
+    assert abs(denoised.mean() - plain.mean()) < 2  # the same picture, less noise
+    assert (picture[:22, :256] == label_band("bicubic + blend", 256)).all()
+    assert (picture[:22, 264:] == label_band("classic+denoise=strong", 256)).all()
+
+
+def test_a_grain_column_gets_the_inputs_grain_back(tmp_path):
+    picture = grainy_picture(tmp_path, "classic+grain")
+    plain, grained = picture[22:, :256], picture[22:, 264:]
+    assert high_pass_energy(grained) > 1.5 * high_pass_energy(plain)
+    # Exactly upscale's grain: measured on the decoded input, drawn for the shown output frame's number (5).
+    profile = measure_shots(read_frames(tmp_path / "in.mkv"), 6, [])[0]
+    assert (grained == add_grain(plain.astype(np.uint8), profile, 4, 5)).all()
+    assert (picture[:22, 264:] == label_band("classic+grain", 256)).all()
+
+
+def test_columns_accept_clean_up_suffixes_and_refuse_others(tmp_path, clip):
+    assert parse_column("stvun-gpu+denoise=strong+grain") == Column(
+        "stvun-gpu+denoise=strong+grain", "stvun-gpu", FrameFilters(denoise="strong"), grain=True
+    )
+    assert parse_column("classic+deflicker").filters == FrameFilters(deflicker=True)
+    for bad in ("classic+denoise=extreme", "classic+grain=keep", "classic+grain+grain", "classic+"):
+        with pytest.raises(UsageError):
+            parse_column(bad)
+    result = CliRunner().invoke(main, ["compare", str(clip), str(tmp_path / "out.png"), "-m", "classic+sharpen"])
+    assert result.exit_code == 2
+    assert result.stderr.count("\n") == 1 and "unknown clean-up 'sharpen'" in result.stderr
+    assert "+denoise=off|light|medium|strong" in result.stderr and "+grain" in result.stderr
+    assert not (tmp_path / "out.png").exists()

@@ -12,7 +12,8 @@ from media import make_interlaced_video, make_telecined_video, make_video, patte
 
 from stvsr_cli import upscale
 from stvsr_cli.cli import main
-from stvsr_cli.io.decode import FrameFilters, VideoReader, probe, without_pulldown
+from stvsr_cli.io.decode import VideoReader, probe, without_pulldown
+from stvsr_cli.io.filters import FrameFilters
 from stvsr_cli.io.encode import EncodeSettings
 from stvsr_cli.io.workdir import work_folder_for
 from stvsr_cli.pipeline import source as source_stage

@@ -11,7 +11,7 @@ import math
 import queue
 import threading
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from fractions import Fraction
@@ -19,12 +19,12 @@ from pathlib import Path
 from typing import NamedTuple
 
 import av
-import av.filter
 import numpy as np
 from av.video.reformatter import Interpolation
 
 from stvsr_cli.errors import InputError
 from stvsr_cli.io.colour import Colour, bit_depth, rgb_format, stream_colour
+from stvsr_cli.io.filters import FrameFilters, filtered
 from stvsr_cli.io.timing import Timestamps, grid_length, is_variable_rate, nominal_rate, resample_to_grid
 
 # AVFieldOrder values.
@@ -138,31 +138,6 @@ def without_pulldown(info: VideoInfo) -> VideoInfo:
         info, frame_rate=info.frame_rate * Fraction(4, 5), frame_count=kept(info.frame_count),
         source_frame_count=kept(info.source_frame_count), field_order="progressive", pulldown_removed=True,
     )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class FrameFilters:
-    """FFmpeg filters the decoded frames go through before anything else sees them.
-
-    ``deinterlace``: bwdif, one progressive frame per interlaced one (the rate kept). ``ivtc``: hard
-    telecine undone as FFmpeg undoes it: ``fieldmatch`` pairs each frame's fields with the
-    neighbours' fields that belong to the same film frame, bwdif deinterlaces only what stays combed
-    (a broken cadence at an edit), ``decimate`` drops the one duplicate in every 5 frames."""
-
-    deinterlace: bool = False
-    ivtc: bool = False
-
-    def chain(self) -> list[tuple[str, str]]:
-        if self.ivtc:
-            return [
-                ("fieldmatch", "order=auto:combmatch=full"),
-                ("bwdif", "mode=send_frame:parity=auto:deint=interlaced"),
-                ("decimate", ""),
-            ]
-        return [DEINTERLACE_FILTER] if self.deinterlace else []
-
-    def __bool__(self) -> bool:
-        return bool(self.chain())
 
 
 def open_input(path: Path) -> av.container.InputContainer:
@@ -493,7 +468,8 @@ class VideoReader:
                 seek(container, stream, start)
                 previous: Fraction | None = None
                 decoded = container.decode(stream)
-                frames = iter(filtered(decoded, self.filters.chain(), stream) if self.filters else decoded)
+                rate = Fraction(stream.average_rate or stream.guessed_rate or info.frame_rate)
+                frames = iter(filtered(decoded, self.filters.chain(), rate, info.time_base) if self.filters else decoded)
                 while True:
                     with self._timed("decode"):
                         frame = next(frames, None)
@@ -523,47 +499,3 @@ class VideoReader:
             self._put(exc)
             return
         self._put(_END)
-
-
-# bwdif (w3fdif and yadif's successor): one frame out per frame in, so the frame rate is kept;
-# the field order is read from each frame; every frame is deinterlaced, as asked.
-DEINTERLACE_FILTER = ("bwdif", "mode=send_frame:parity=auto:deint=all")
-
-
-def filtered(
-    frames: Iterable[av.VideoFrame], chain: Sequence[tuple[str, str]], stream: av.video.stream.VideoStream
-) -> Iterator[av.VideoFrame]:
-    """``frames`` through FFmpeg's filters ``chain`` (name, arguments), with their timestamps (in the
-    last filter's time base). The buffer is told the stream's rate: decimate needs it."""
-    graph = source = sink = None
-    for frame in frames:
-        if graph is None:
-            graph = av.filter.Graph()
-            rate = stream.average_rate or stream.guessed_rate or 25
-            sar = stream.sample_aspect_ratio or Fraction(1)
-            source = graph.add(
-                "buffer",
-                f"video_size={frame.width}x{frame.height}:pix_fmt={frame.format.name}:"
-                f"time_base={frame.time_base or stream.time_base}:frame_rate={rate}:pixel_aspect={sar}",
-            )
-            previous = source
-            for name, args in chain:
-                step = graph.add(name, args)
-                previous.link_to(step)
-                previous = step
-            sink = graph.add("buffersink")
-            previous.link_to(sink)
-            graph.configure()
-        source.push(frame)
-        yield from _pull_all(sink)
-    if source is not None:
-        source.push(None)  # flush: the filters hold frames back
-        yield from _pull_all(sink)
-
-
-def _pull_all(sink) -> Iterator[av.VideoFrame]:
-    while True:
-        try:
-            yield sink.pull()
-        except (BlockingIOError, av.EOFError):
-            return

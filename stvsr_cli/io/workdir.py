@@ -62,6 +62,7 @@ class WorkFolder:
         self.repeats: list[int] | None = None  # the frames found to repeat the previous one, when looked for
         self.grey_shots: list[int] | None = None  # the first frames of the black-and-white shots, once known
         self.cadence: dict | None = None  # what the telecine check found (``pipeline.telecine.Cadence``)
+        self.grain: dict | None = None  # each shot's grain, by its first frame (``pipeline.grain.GrainProfile``)
 
     @classmethod
     def open(cls, dst: Path, job: dict[str, Any], *, restart: bool = False) -> tuple[WorkFolder, str | None]:
@@ -90,6 +91,7 @@ class WorkFolder:
                 work.repeats = previous.get("repeats")
                 work.grey_shots = previous.get("grey_shots")
                 work.cadence = previous.get("cadence")
+                work.grain = previous.get("grain")
                 if work.segments:
                     note = (
                         f"resuming: {len(work.segments)} finished segment(s), {work.done_frames} frames, "
@@ -167,6 +169,10 @@ class WorkFolder:
         self.cadence = cadence
         self._save()
 
+    def set_grain(self, grain: dict) -> None:
+        self.grain = grain
+        self._save()
+
     def packets(self, segment: Segment) -> Iterator[EncodedPacket]:
         with open(self.path / segment.file, "rb") as f:
             if f.read(len(_MAGIC)) != _MAGIC:
@@ -183,6 +189,7 @@ class WorkFolder:
         self.repeats = None
         self.grey_shots = None
         self.cadence = None
+        self.grain = None
 
     def _save(self) -> None:
         manifest = {
@@ -193,6 +200,7 @@ class WorkFolder:
             "repeats": self.repeats,
             "grey_shots": self.grey_shots,
             "cadence": self.cadence,
+            "grain": self.grain,
             "segments": [asdict(s) for s in self.segments],
         }
         tmp = self.path / "manifest.json.partial"

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stvsr_cli.io.decode import (
-    FrameFilters, Thumbnail, VideoInfo, VideoReader, can_seek_exactly, probe, without_pulldown,
-)  # fmt: skip
+from stvsr_cli.io.decode import Thumbnail, VideoInfo, VideoReader, can_seek_exactly, probe, without_pulldown
+from stvsr_cli.io.filters import DEFLICKER_FRAMES, FrameFilters
 from stvsr_cli.io.workdir import WorkFolder, input_identity
+from stvsr_cli.pipeline.grain import GrainProfile, measure_shots
 from stvsr_cli.pipeline.grey import grey_shots
 from stvsr_cli.pipeline.repeats import Dedup, choose_repeats, scan_repeats
 from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD, frame_differences
@@ -71,17 +70,18 @@ def open_source(path: Path, options: UpscaleOptions, dst: Path | None = None) ->
     """Probe ``path`` (the piece ``options`` ask for) and decide its filters: telecine undone
     (``--ivtc``: auto when the stream is interlaced and its first seconds show a 3:2 cadence; what an
     interrupted run writing ``dst`` found is reused), else bwdif (``--deinterlace``: auto when the
-    stream says interlaced)."""
+    stream says interlaced); then ``--deflicker`` and ``--denoise``."""
     info = probe(path, start=options.start, duration=options.duration)
     cadence = None
     if options.ivtc == "auto" and info.interlaced and not (info.variable_frame_rate or info.index_timing):
         asked = {"start": options.start, "duration": options.duration, "ivtc": options.ivtc}
         recorded = WorkFolder.recorded_cadence(dst, {"input": input_identity(path), "options": asked}) if dst else None
         cadence = Cadence(**recorded) if recorded else detect_telecine(info)
+    cleanup = {"deflicker": options.deflicker and info.frame_count >= DEFLICKER_FRAMES, "denoise": options.denoise}
     if options.ivtc == "on" or (cadence is not None and cadence.found):
-        return Source(without_pulldown(info), FrameFilters(ivtc=True), cadence)
+        return Source(without_pulldown(info), FrameFilters(ivtc=True, **cleanup), cadence)
     deinterlace = options.deinterlace == "on" or (options.deinterlace == "auto" and info.interlaced)
-    return Source(info, FrameFilters(deinterlace=deinterlace), cadence)
+    return Source(info, FrameFilters(deinterlace=deinterlace, **cleanup), cadence)
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,7 @@ class Scan:
     cuts: list[int]  # frames (on the constant-rate grid) that start a shot
     repeats: list[int] | None  # frames that repeat the previous one (None: not looked for)
     grey_shots: list[int]  # the first frames of the shots whose every frame is black-and-white
+    grain: dict[int, GrainProfile] | None = None  # each shot's grain, by its first frame (``--grain keep``)
 
 
 def scan(
@@ -127,7 +128,8 @@ def scan_once(
     work: WorkFolder, source: Source, options: UpscaleOptions, progress: Progress | None = None
 ) -> tuple[Scan, Dedup | None]:
     """The job's scan, made once: a resumed run reuses what its work folder recorded (the telecine
-    check's too); and the repeated frames to drop that it implies (``--dedup``)."""
+    check's too, and the grain ``--grain keep`` measures in a pass of its own); and the repeated
+    frames to drop that it implies (``--dedup``)."""
     info = source.info
     if source.cadence is not None and work.cadence is None:
         work.set_cadence(source.cadence.as_dict())
@@ -135,7 +137,14 @@ def scan_once(
         threshold = options.scene_threshold if options.scene_detect else None
         found = scan(source, threshold=threshold, dedup=options.dedup, progress=progress)
         work.set_scan(found.cuts, found.repeats, found.grey_shots)
-    found = Scan(work.cuts, work.repeats, work.grey_shots)
+    if options.grain == "keep" and work.grain is None:
+        # Measured on the frames as decoded: before --deflicker and --denoise take the grain away.
+        decoded = Source(info, FrameFilters(deinterlace=source.deinterlace, ivtc=source.ivtc))
+        with decoded.reader() as reader:
+            profiles = measure_shots(reader.frames(), info.frame_count, work.cuts)
+        work.set_grain({str(shot): profile.as_dict() for shot, profile in profiles.items()})
+    grain = {int(shot): GrainProfile(**p) for shot, p in work.grain.items()} if options.grain == "keep" else None
+    found = Scan(work.cuts, work.repeats, work.grey_shots, grain)
     return found, choose_repeats(options.dedup, info.frame_count, found.cuts, found.repeats or [])
 
 
