@@ -52,6 +52,8 @@ class UpscaleResult:
     output: Path
     model: str
     device: str
+    license: str  # of the model's weights (``research_only``: not for what one publishes)
+    research_only: bool
     scale: int
     fps_x: int | None  # None when a target frame rate (--fps) was asked for
     width: int
@@ -363,6 +365,8 @@ def _result(
         output=job.dst,
         model=job.spec.name,
         device=device,
+        license=job.spec.license,
+        research_only=job.spec.research_only,
         scale=scale,
         fps_x=job.options.fps_x if job.options.fps is None else None,
         width=info.width,

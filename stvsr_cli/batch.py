@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from stvsr_cli.errors import StvsrError, UsageError
+from stvsr_cli.models.registry import load_registry
 from stvsr_cli.options import UpscaleOptions
 
 DEFAULT_PATTERNS = tuple(
@@ -138,6 +139,19 @@ def open_batch(
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     return plan
+
+
+def forecasts(plan: BatchPlan, options: UpscaleOptions) -> list:
+    """``--plan`` for every file of ``plan`` whose output does not exist yet."""
+    from stvsr_cli.forecast import forecast
+
+    return [forecast(item.input, item.output, options) for item in plan.files if not item.output.exists()]
+
+
+def license_note(options: UpscaleOptions) -> str | None:
+    """The line for a batch whose model's weights are for research only (said once, not per file)."""
+    registry = load_registry()
+    return registry.get(options.model or registry.default).license_note()
 
 
 def run_file(item: BatchFile, options: UpscaleOptions, progress: FileProgress | None = None) -> FileResult:

@@ -21,12 +21,14 @@ from stvsr_cli.cmdoptions import (
     Box,
     Seconds,
     Size,
+    batch_options,
     deflicker_option,
     degradation_option,
     denoise_option,
     job_options,
     max_memory_option,
     model_options,
+    plan_option,
     speed_from,
     speed_options,
     train_options,
@@ -40,6 +42,7 @@ from stvsr_cli.display import (
     download_bar,
     eval_table,
     models_table,
+    show_forecasts,
     stderr_console,
 )
 from stvsr_cli.errors import StvsrError, UsageError
@@ -91,6 +94,7 @@ def main(ctx: click.Context, debug: bool) -> None:
     "--restart", is_flag=True, help="Discard the segments an interrupted run of this output left, and start over."
 )
 @click.option("-y", "--overwrite", is_flag=True, help="Replace OUTPUT if it exists.")
+@plan_option
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary line on stdout.")
 @click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
@@ -100,10 +104,14 @@ def upscale(ctx: click.Context, input: Path, output: Path, **opts: Any) -> None:
     from stvsr_cli.api import upscale as run_upscale
 
     debug = opts.pop("debug") or _debug(ctx)
-    quiet, as_json = opts.pop("quiet"), opts.pop("as_json")
+    quiet, as_json, plan = opts.pop("quiet"), opts.pop("as_json"), opts.pop("plan")
     _check_rate_options(ctx, opts)
     json_context = {"input": str(input), "output": str(output)} if as_json else None
     options = _guarded(lambda: upscale_options(opts), debug=debug, json_context=json_context)
+    if plan:
+        from stvsr_cli.forecast import forecast
+
+        return show_forecasts([_guarded(lambda: forecast(input, output, options), debug=debug)], as_json)
     show = UpscaleDisplay(quiet)
 
     def run():
@@ -132,28 +140,7 @@ def _check_rate_options(ctx: click.Context, opts: dict[str, Any]) -> None:
 @model_options
 @speed_options
 @job_options
-@click.option(
-    "--pattern",
-    "patterns",
-    multiple=True,
-    help="File name or relative path glob to take (repeat; default: common video extensions).",
-)
-@click.option("--ext", default=None, help="Write outputs with this extension (container) instead of the input's.")
-@click.option("--report", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write a JSON report.")
-@click.option("--shard", "shard_spec", default=None, metavar="K/N", help="Process only shard K of N (1-based).")
-@click.option("--jobs", type=click.IntRange(min=1), default=None, help="Files at once (default: one per GPU, or 1).")
-@click.option(
-    "--ray",
-    "ray_address",
-    is_flag=False,
-    flag_value="local",
-    default=None,
-    metavar="[ADDRESS]",
-    help="Run the files as Ray tasks: on the cluster at ADDRESS ('auto' for the running one), or a local one.",
-)
-@click.option(
-    "--ray-gpus-per-task", type=click.FloatRange(min=0), default=None, help="GPUs per Ray task (default 1 if any)."
-)
+@batch_options
 @click.option("-q", "--quiet", is_flag=True, help="Print nothing but failures and the summary.")
 @click.pass_context
 def batch(ctx: click.Context, in_dir: Path, out_dir: Path, **opts: Any) -> None:
@@ -169,14 +156,19 @@ def batch(ctx: click.Context, in_dir: Path, out_dir: Path, **opts: Any) -> None:
     quiet, report, shard_text = opts.pop("quiet"), opts.pop("report"), opts.pop("shard_spec")
     patterns, ext = opts.pop("patterns") or batching.DEFAULT_PATTERNS, opts.pop("ext")
     jobs, ray_address, ray_gpus = opts.pop("jobs"), opts.pop("ray_address"), opts.pop("ray_gpus_per_task")
+    forecast_only = opts.pop("plan")
     options = _guarded(lambda: upscale_options(opts), debug=debug)
     console = stderr_console()
     plan = _guarded(
         lambda: batching.open_batch(in_dir, out_dir, patterns=patterns, ext=ext, shard_text=shard_text), debug=debug
     )
+    if forecast_only:
+        return show_forecasts(_guarded(lambda: batching.forecasts(plan, options), debug=debug), as_json=False)
     if not quiet:
         share = f" (shard {shard_text} of {plan.total})" if shard_text else ""
         console.print(f"{len(plan.files)} videos{share}; {plan.ignored} other files ignored")
+        if note := _guarded(lambda: batching.license_note(options), debug=debug):
+            console.print(f"stvsr: note: {note}", highlight=False)
     show = BatchDisplay(console, len(plan.files), quiet)
     show.bar.start()
     try:

@@ -13,10 +13,15 @@ from typing import Any
 import click
 
 from stvsr_cli.io.encode import EncodeSettings
-from stvsr_cli.models.speed import DEFORM_CONVS, MAX_BATCH_WINDOWS, Speed
 from stvsr_cli.io.filters import DENOISE_LEVELS
+from stvsr_cli.models.speed import DEFORM_CONVS, MAX_BATCH_WINDOWS, Speed
 from stvsr_cli.options import (
-    DEDUP_MODES, DEFAULT_SEGMENT_FRAMES, DEINTERLACE_MODES, GRAIN_MODES, IVTC_MODES, UpscaleOptions,
+    DEDUP_MODES,
+    DEFAULT_SEGMENT_FRAMES,
+    DEINTERLACE_MODES,
+    GRAIN_MODES,
+    IVTC_MODES,
+    UpscaleOptions,
 )  # fmt: skip
 from stvsr_cli.pipeline.scenes import DEFAULT_SCENE_THRESHOLD
 
@@ -156,6 +161,41 @@ speed_options = option_group(
 SPEED_KEYS = ("channels_last", "compile", "cuda_graphs", "batch_windows", "copy_stream", "deform_conv")
 
 
+plan_option = click.option(
+    "--plan",
+    is_flag=True,
+    help="Say what would happen and how long it would take (from one timed window), then stop; writes nothing.",
+)
+# What `stvsr batch` adds: which files, where to, the report, sharing the work, the forecast.
+batch_options = option_group(
+    click.option(
+        "--pattern",
+        "patterns",
+        multiple=True,
+        help="File name or relative path glob to take (repeat; default: common video extensions).",
+    ),
+    click.option("--ext", default=None, help="Write outputs with this extension (container) instead of the input's."),
+    click.option(
+        "--report", type=click.Path(path_type=Path, dir_okay=False), default=None, help="Write a JSON report."
+    ),
+    click.option("--shard", "shard_spec", default=None, metavar="K/N", help="Process only shard K of N (1-based)."),
+    click.option(
+        "--jobs", type=click.IntRange(min=1), default=None, help="Files at once (default: one per GPU, or 1)."
+    ),
+    click.option(
+        "--ray",
+        "ray_address",
+        is_flag=False,
+        flag_value="local",
+        default=None,
+        metavar="[ADDRESS]",
+        help="Run the files as Ray tasks: on the cluster at ADDRESS ('auto' for the running one), or a local one.",
+    ),
+    click.option(
+        "--ray-gpus-per-task", type=click.FloatRange(min=0), default=None, help="GPUs per Ray task (default 1 if any)."
+    ),
+    plan_option,
+)
 denoise_option = choice_option(
     "--denoise",
     DENOISE_LEVELS,
@@ -251,14 +291,18 @@ degradation_option = click.option(
 train_options = option_group(
     click.option("--arch", default=None, help="Architecture key (see `stvsr models`), e.g. zsm."),
     click.option("--params", default="{}", help='Constructor params as JSON, e.g. \'{"nf": 16, "back_rbs": 4}\'.'),
-    click.option("--data", multiple=True, required=True, type=click.Path(path_type=Path), help="Training clips (repeat)."),
+    click.option(
+        "--data", multiple=True, required=True, type=click.Path(path_type=Path), help="Training clips (repeat)."
+    ),
     click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Run folder."),
     click.option("--name", default=None, help="Model name for the export (default: the --out folder's name)."),
     click.option("--steps", type=click.IntRange(min=1), default=10_000, show_default=True),
     click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True),
     click.option("--patch", type=click.IntRange(min=8), default=128, show_default=True, help="HR patch size."),
     click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=4e-4, show_default=True),
-    click.option("--frames-in", type=click.IntRange(min=2), default=4, show_default=True, help="Input frames per sample."),
+    click.option(
+        "--frames-in", type=click.IntRange(min=2), default=4, show_default=True, help="Input frames per sample."
+    ),
     click.option("-x", "--fps-x", type=click.IntRange(min=1), default=2, show_default=True),
     click.option("-s", "--scale", type=click.IntRange(min=1), default=4, show_default=True),
     degradation_option,

@@ -3,6 +3,7 @@ one-line summaries and tables. Messages go to stderr, so that stdout stays for `
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -101,6 +102,8 @@ class UpscaleDisplay:
             f"{rate_text(grid.rate)} fps, {grid.count} frames (model {job.spec.name})",
             err=True,
         )
+        if note := job.spec.license_note():
+            click.echo(f"stvsr: note: {note}", err=True)
         self.bar.start()
 
     def progress(self, done: int, total: int) -> None:
@@ -296,3 +299,22 @@ class TrainDisplay:
         if not self.quiet and not self.console.is_terminal:
             val = f", val {entry.val_psnr:.2f} dB" if entry.val_psnr is not None else ""
             click.echo(f"step {entry.step}/{entry.steps}: loss {entry.loss:.5f}, lr {entry.lr:.2e}{val}", err=True)
+
+
+def show_forecasts(forecasts: list, as_json: bool) -> None:
+    """Each forecast's lines on stderr (JSON on stdout with ``as_json``); for several, their sum."""
+    from stvsr_cli.forecast import TIME_RANGE, duration_text, forecast_lines, size_text
+
+    for f in forecasts:
+        if as_json:
+            click.echo(json.dumps(f.to_json()))
+        for line in forecast_lines(f):
+            click.echo(line, err=True)
+    if len(forecasts) > 1:
+        total = sum(f.predicted_seconds for f in forecasts)
+        size = sum(f.predicted_bytes for f in forecasts)
+        click.echo(
+            f"all {len(forecasts)} files: {duration_text(total)} ({duration_text(total * TIME_RANGE[0])} to "
+            f"{duration_text(total * TIME_RANGE[1])}), about {size_text(size)}",
+            err=True,
+        )

@@ -1,6 +1,6 @@
 """``stvsr eval``: score a model on ground-truth clips with the papers' protocol.
 
-The protocol (../shared/data/README.md), exactly:
+The protocol of the papers (and of the project's evaluation set), exactly:
 1. crop each ground-truth frame down to multiples of the scale;
 2. the input is ground-truth frames 0, k, 2k, ... (k = fps_x), downscaled by antialiased bicubic on
    float RGB in [0, 1] and rounded to 8 bits;

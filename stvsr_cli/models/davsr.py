@@ -1,6 +1,6 @@
 """DAVSR (Geng et al., ECCV 2022): deep alternating video super-resolution for blurry input.
 
-Our code, from the paper (../shared/papers/davsr_deep_alternating_eccv2022.txt). The degradation is
+Our code, from the paper ("Deep Alternating Video Super-Resolution", ECCV 2022). The degradation is
 Eq. 1, ``Y = (X * K) subsampled by s = (s_t, s_h, s_w)``; half-quadratic splitting alternates, K = 3
 times, a data step (Eq. 4) and a prior step (Eq. 5):
 

@@ -116,6 +116,20 @@ class ModelSpec:
         return ARCHITECTURES[self.arch]
 
     @property
+    def research_only(self) -> bool:
+        """The weights may not be used for what one publishes (their training data's terms)."""
+        return "research" in self.license.lower()
+
+    def license_note(self) -> str | None:
+        """One line for the user of research-only weights, before hours of work go into a film."""
+        if not self.research_only:
+            return None
+        return (
+            f"the weights of model '{self.name}' are for {self.license}, not for work you publish; "
+            "`stvsr models` lists each model's licence"
+        )
+
+    @property
     def short_license(self) -> str:
         """The licence for a table column: ``license_short``, else ``short_licence(license)``."""
         return self.license_short or short_licence(self.license)

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from stvsr_cli.errors import UnsupportedOptionError, UsageError
 
 MAX_BATCH_WINDOWS = 64
-# Copy streams on CUDA by default? Off until the GPU campaign has measured them against the plain
-# copies (issue 24: each default chosen by measurement).
+# Copy streams on CUDA by default? Off until measured on a GPU against the plain copies (each
+# speed default is chosen by measurement).
 COPY_STREAM_ON_CUDA = False
 DEFORM_CONVS = ("auto", "torch", "torchvision", "triton")  # as models.ops.dcn, which imports PyTorch
 

@@ -1,6 +1,6 @@
 """STINet (Yue et al.): space-time video super-resolution by spatial-temporal feature interaction.
 
-Our own implementation of the paper's design (../shared/papers/stinet_feature_interaction.txt):
+Our own implementation of the paper's design (STINet, spatial-temporal feature interaction):
 
 - **S-SR** initialises each input frame's LR features ``L_i`` (a convolution and residual blocks)
   and HR features ``H_i`` (pixel-shuffle upsampling of ``L_i``, ``nf`` channels at ``scale`` x).

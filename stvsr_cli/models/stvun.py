@@ -1,6 +1,6 @@
 """STVUN (Kang et al., ECCV 2020): space-time video upsampling at any intermediate time.
 
-Our own implementation of the paper's design (../shared/papers/stvun_space_time_upsampling_eccv2020.txt):
+Our own implementation of the paper's design (Kim et al., "Space-Time Video Upsampling", ECCV 2020):
 
 - **Encoder**, shared by all frames: a 3x3 convolution, then ``levels`` dense blocks (64 channels,
   3x3, LeakyReLU 0.1) at the LR resolution; each block's output is one level of features.

@@ -1,6 +1,6 @@
 """TPSR (Xiao et al., ACM MM 2020): space-time super-resolution through temporal profiles.
 
-No official code exists; this follows the paper (../shared/papers/tpsr_temporal_profiles_mm2020.txt):
+No official code exists; this follows the paper (TPSR, temporal profiles, ACM MM 2020):
 
 - **Temporal profiles.** A window of T frames ``[T, 3, h, w]`` is, column by column, w vertical
   profiles (y-t images) ``[3, h, T]``: a reshape, exactly invertible (``to_profiles`` /

@@ -1,6 +1,6 @@
 """Zooming Slow-Mo (Xiang et al., CVPR 2020 / TPAMI): the reference one-stage STVSR network.
 
-Our own implementation of what the official network computes (../shared/reference/zsm_notes.md),
+Our own implementation of what the official network computes (the official checkpoint's parameter names and shapes),
 with the official parameter names, so the authors' checkpoint ``xiang2020zooming.pth`` loads with
 ``strict=True``. The deformable convolutions run through ``ops.dcn`` (pure PyTorch, torchvision's
 kernel or a Triton one): no compiled DCNv2 extension is needed.

@@ -7,7 +7,7 @@ frames around. So the score of frame i is how far ``mafd[i]`` stands above both 
 ``min(mafd[i] - mafd[i-1], mafd[i] - mafd[i+1])`` (one side at the ends of the clip; FFmpeg's
 ``scdet`` compares with the previous frame only, which fires when motion starts), and a cut lies
 before every frame whose score exceeds the threshold. The default threshold was chosen on the
-clips in ../shared/data (benchmarks/README.md, "Scene cuts").
+project's training and evaluation clips (benchmarks/README.md, "Scene cuts").
 """
 
 from __future__ import annotations
