@@ -250,8 +250,10 @@ def compare(
         calls = calls_for_outputs(plan, wanted)
         box, (oy, ox) = context_box((x, y, w, h), scale, spec.context, info.width, info.height)
         frames = _decode(src, info, calls.first_frame, calls.last_frame + 1, box)
-        # Measured as upscale measures it, before the clean-up takes the grain away.
-        grain = measure_shots(frames, len(frames), [])[0] if column.grain else None
+        grain = None
+        if column.grain:  # measured as upscale measures it: on whole frames, before the clean-up
+            whole_frames = _decode(src, info, calls.first_frame, calls.last_frame + 1, (0, 0, info.width, info.height))
+            grain = measure_shots(whole_frames, len(whole_frames), [])[0]
         if column.filters:
             # On the crop with its context, not the whole frame: the denoiser works on small blocks
             # (and each frame's two neighbours), but deflicker evens out the box's mean, not the frame's.

@@ -77,9 +77,12 @@ def measure_grain(lumas: Iterable[np.ndarray]) -> GrainProfile:
         spread = residual.reshape(blocks).std(axis=(1, 3)).ravel() / _RESIDUAL_SPREAD
         level = smooth.reshape(blocks).mean(axis=(1, 3)).ravel() / 255
         bins = np.minimum(BINS - 1, (level * BINS).astype(int))
-        # Flat: the smoothed picture's slope no more than grain alone leaves (white grain of spread s
-        # gives about s^2 / 125 after the 5x5 mean; 5 times that), so edges and texture stay out.
-        flat_enough = energy <= spread**2 / 25
+        # Flat: the smoothed picture's slope small beside the block's own grain. White grain of spread s
+        # leaves about s^2 / 125 after the 5x5 mean; real film grain is softer (scanned, compressed), so
+        # its blocks are judged against each other too: the quarter with the least slope for their
+        # grain. Edges and texture, whose slope is large, stay out either way.
+        ratio = energy / np.maximum(spread**2, 1e-6)
+        flat_enough = ratio <= max(1 / 25, float(np.percentile(ratio, 25)))
         for b in np.unique(bins[flat_enough]):  # the flattest of each brightness: grain is weaker in the dark
             members = np.flatnonzero((bins == b) & flat_enough)
             flat = members[np.argsort(energy[members])[: max(1, int(len(members) * FLAT_SHARE))]]
