@@ -347,7 +347,8 @@ def train_command(ctx: click.Context, **opts: Any) -> None:
         if not quiet:
             click.echo(
                 f"{config.arch} {json.dumps(config.params)}: {sum(p.numel() for p in trainer.parameters):,} parameters; "
-                f"{len(cache.clips)} clips, {cache.frame_count} frames; from step {trainer.step}",
+                f"{len(cache.clips)} clips, {cache.frame_count} frames, {len(cache.held_out)} held out (val_unseen); "
+                f"from step {trainer.step}",
                 err=True,
             )
         with show.bar:
@@ -357,13 +358,8 @@ def train_command(ctx: click.Context, **opts: Any) -> None:
                 raise KeyboardInterrupt(f"stopped at step {trainer.step}; continue with --resume") from None
         return export(trainer, cache, eval_data or None)
 
-    result = _guarded(run, debug=debug)
-    click.echo(f"wrote {result.weights}, {result.card}, {result.registry}")
-    if result.result is not None:
-        click.echo(
-            f"eval: {result.result.mean['psnr_y']:.2f} dB / {result.result.mean['ssim_y']:.4f} "
-            f"(classic {result.baseline.mean['psnr_y']:.2f} dB / {result.baseline.mean['ssim_y']:.4f})"
-        )
+    for line in _guarded(run, debug=debug).summary_lines():
+        click.echo(line)
 
 
 def _write_json(path: Path, data: Any) -> None:

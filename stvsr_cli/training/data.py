@@ -16,7 +16,7 @@ import hashlib
 import queue
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ import torch
 
 from stvsr_cli.errors import InputError
 from stvsr_cli.evaluation import check_degradation, degrade_tensor, find_clips, read_clip
+from stvsr_cli.training.split import is_held_out
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class FrameCache:
 
     names: list[str]
     clips: list[np.ndarray]
+    held_out: list[Path] = field(default_factory=list)  # clips given but never trained on (``split.VAL_UNSEEN``)
 
     @property
     def frame_count(self) -> int:
@@ -39,10 +41,14 @@ class FrameCache:
 
 
 def load_frames(data: Sequence[Path | str], cache_dir: Path | None = None) -> FrameCache:
-    """Decode every clip once. With ``cache_dir`` the frames are kept there as ``.npy`` files
-    (keyed by path, size and modification time) and memory-mapped on later runs."""
-    names, arrays = [], []
+    """Decode every clip once, but the held-out ones (``split.VAL_UNSEEN``), which are listed in
+    ``held_out`` instead. With ``cache_dir`` the frames are kept there as ``.npy`` files (keyed by
+    path, size and modification time) and memory-mapped on later runs."""
+    names, arrays, held_out = [], [], []
     for clip in find_clips(data):
+        if is_held_out(clip.name):
+            held_out.append(clip.path)  # kept for judging generalisation: never trained on
+            continue
         cached = None
         if cache_dir is not None:
             stat = clip.path.stat()
@@ -65,7 +71,7 @@ def load_frames(data: Sequence[Path | str], cache_dir: Path | None = None) -> Fr
             tmp.replace(cached)
         names.append(clip.name)
         arrays.append(array)
-    return FrameCache(names, arrays)
+    return FrameCache(names, arrays, held_out)
 
 
 class PatchSampler:

@@ -26,6 +26,23 @@ class Export:
     registry: Path
     result: EvalResult | None
     baseline: EvalResult | None
+    unseen: EvalResult | None = None  # the held-out clips (``split.VAL_UNSEEN``)
+    unseen_baseline: EvalResult | None = None
+
+    def summary_lines(self) -> list[str]:
+        """What was written, and the scores against classic's."""
+        lines = [f"wrote {self.weights}, {self.card}, {self.registry}"]
+        for label, ours, base in (
+            ("eval", self.result, self.baseline),
+            ("val_unseen", self.unseen, self.unseen_baseline),
+        ):
+            if ours is not None and base is not None:
+                lines.append(
+                    f"{label}: {ours.mean['psnr_y']:.2f} dB / {ours.mean['ssim_y']:.4f} "
+                    f"(classic {base.mean['psnr_y']:.2f} dB / {base.mean['ssim_y']:.4f}, "
+                    f"{ours.mean['psnr_y'] - base.mean['psnr_y']:+.2f} dB)"
+                )
+        return lines
 
 
 def hardware(device: torch.device) -> str:
@@ -60,7 +77,12 @@ def licence_text(markdown: str) -> str:
 
     for line in markdown.splitlines():
         starts_table = line.startswith("|") and not (block and block[0].startswith("|"))
-        if not line.strip() or line.startswith("#") or starts_table or (block and block[0].startswith("|") and not line.startswith("|")):
+        if (
+            not line.strip()
+            or line.startswith("#")
+            or starts_table
+            or (block and block[0].startswith("|") and not line.startswith("|"))
+        ):
             close()
         if line.strip() and not line.startswith("#"):
             block.append(line)
@@ -75,13 +97,18 @@ def export(trainer: Trainer, cache: FrameCache, eval_data: list[str] | None = No
     save_file(state, str(weights), metadata=hub.architecture_metadata(config.arch or "", config.params))
     sha256 = hub.file_sha256(weights)
 
-    result = baseline = None
-    if eval_data:
+    result = baseline = unseen = unseen_baseline = None
+    if eval_data:  # the eval clips, and beside them the held-out training clips (``split``)
         trainer.model.eval()
         ours = Upscaler(config.spec(), trainer.model, config.scale, trainer.device, half=False)
-        result = evaluate(eval_data, ours, fps_x=config.fps_x, degradation=config.degradation)
         classic = load_model(load_registry().get("classic"), scale=config.scale, device=trainer.device)
-        baseline = evaluate(eval_data, classic, fps_x=config.fps_x, degradation=config.degradation)
+        result, baseline = (
+            evaluate(eval_data, m, fps_x=config.fps_x, degradation=config.degradation) for m in (ours, classic)
+        )
+        if cache.held_out:
+            unseen, unseen_baseline = (
+                evaluate(cache.held_out, m, fps_x=config.fps_x, degradation=config.degradation) for m in (ours, classic)
+            )
 
     spec = config.spec()
     entry = (
@@ -99,8 +126,8 @@ def export(trainer: Trainer, cache: FrameCache, eval_data: list[str] | None = No
     registry = out / f"{config.name}.toml"
     registry.write_text(entry)
     card = out / f"{config.name}.md"
-    card.write_text(_card(trainer, cache, weights, sha256, entry, result, baseline))
-    return Export(weights, card, registry, result, baseline)
+    card.write_text(_card(trainer, cache, weights, sha256, entry, result, baseline, unseen, unseen_baseline))
+    return Export(weights, card, registry, result, baseline, unseen, unseen_baseline)
 
 
 def _count(n: int, noun: str) -> str:
@@ -125,20 +152,19 @@ def _toml(value) -> str:
     return json.dumps(value)
 
 
-def _card(trainer, cache, weights, sha256, entry, result, baseline) -> str:
+def _card(trainer, cache, weights, sha256, entry, result, baseline, unseen=None, unseen_baseline=None) -> str:
     config = trainer.config
     n_params = sum(p.numel() for p in trainer.model.parameters())
     lines = [
         f"# {config.name}",
         "",
         f"Architecture `{config.arch}` with params `{json.dumps(config.params)}` ({n_params:,} parameters), "
-        f"x{config.scale} in space, "
-        + _time_text(trainer, config)
-        + ", trained by `stvsr train`.",
+        f"x{config.scale} in space, " + _time_text(trainer, config) + ", trained by `stvsr train`.",
         "",
         "## Training",
         "",
-        f"- data: {', '.join(config.data)} ({len(cache.clips)} clips, {cache.frame_count} frames)",
+        f"- data: {', '.join(config.data)} ({len(cache.clips)} clips, {cache.frame_count} frames; "
+        f"{len(cache.held_out)} held out as val_unseen)",
         f"- steps: {trainer.step}, batch {config.batch}, {config.patch}x{config.patch} HR patches, "
         f"{config.frames_in} input frames per sample ({config.degradation} degradation), AdamW lr {config.lr} (warm-up, cosine decay), "
         f"{trainer.model.loss_description}, gradient clipping {config.clip_grad}, mixed precision: {trainer.amp or 'none'}",
@@ -169,6 +195,23 @@ def _card(trainer, cache, weights, sha256, entry, result, baseline) -> str:
         lines.append(
             f"| **mean** | {baseline.mean['psnr_y']:.2f} / {baseline.mean['ssim_y']:.4f} "
             f"| {result.mean['psnr_y']:.2f} / {result.mean['ssim_y']:.4f} | | |"
+        )
+    if unseen is not None:
+        lines += [
+            "",
+            f"Held out (`val_unseen`: {_count(len(unseen.clips), 'training clip')} no run trains on, the nearest "
+            "stand-in for footage no one has seen):",
+            "",
+            "| clip | classic | this model |",
+            "|---|---|---|",
+        ]
+        for ours, base in zip(unseen.clips, unseen_baseline.clips, strict=True):
+            lines.append(
+                f"| {ours.name} | {base.psnr_y:.2f} / {base.ssim_y:.4f} | {ours.psnr_y:.2f} / {ours.ssim_y:.4f} |"
+            )
+        lines.append(
+            f"| **mean** | {unseen_baseline.mean['psnr_y']:.2f} / {unseen_baseline.mean['ssim_y']:.4f} "
+            f"| {unseen.mean['psnr_y']:.2f} / {unseen.mean['ssim_y']:.4f} |"
         )
     lines += [
         "",
