@@ -3,7 +3,7 @@ float16, slow on nearly every CPU; ``train --amp fp16``), and one line of warnin
 far slower than float32 on this CPU (``train --amp bf16`` without AVX-512). No traceback anywhere."""
 
 import json
-from types import SimpleNamespace
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,7 +74,8 @@ def test_train_amp_bf16_on_the_cpu_warns_in_one_line_where_it_is_slow(data, tmp_
 
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     monkeypatch.setattr(trainer.Trainer, "run", lambda self, cache, on_log=None: [])
-    done = SimpleNamespace(weights="w.safetensors", card="w.md", registry="w.toml", result=None)
+    files = {"weights": Path("w.safetensors"), "card": Path("w.md"), "registry": Path("w.toml")}
+    done = export.Export(**files, result=None, baseline=None)
     monkeypatch.setattr(export, "export", lambda trainer, cache, eval_data: done)
     result = _train(data, tmp_path / "run", "bf16")
     assert result.exit_code == 0, result.stderr
