@@ -388,7 +388,7 @@ def _result(
         repeated_frames=list(dedup.repeated) if dedup is not None else [],
         repeat_patterns=[str(c) for c in dedup.cadences] if dedup is not None else [],
         grey_shots=scan.grey_shots,
-        cleanup=[f"{name}={args}" if args else name for name, args in source.filters.chain()],
+        cleanup=source.filters.described(),
         grain={shot: profile.as_dict() for shot, profile in scan.grain.items()} if scan.grain else None,
         segments=segments,
         warnings=[source.note] * bool(source.note) + warnings,

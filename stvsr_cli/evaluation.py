@@ -339,5 +339,5 @@ def evaluate(
     seed = degradation_seed if degradation == "film" else None
     return EvalResult(
         model=spec.name, scale=model.scale, fps_x=fps_x, clips=scores, degradation=degradation, degradation_seed=seed,
-        cleanup=[f"{name}={args}" for name, args in cleanup.chain()] if cleanup else [],
+        cleanup=cleanup.described() if cleanup else [],
     )  # fmt: skip

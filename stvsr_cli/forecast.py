@@ -132,7 +132,7 @@ def forecast(
         rate_in=str(info.frame_rate), frames_in=info.frame_count, out_width=width, out_height=height,
         rate_out=str(grid.rate), frames_out=grid.count, duration=float(grid.count / grid.rate),
         codec=settings.codec or "libx264", tiling=model.tiling, pulldown_removed=source.ivtc,
-        deinterlaced=source.deinterlace, cleanup=[f"{n}={a}" if a else n for n, a in source.filters.chain()],
+        deinterlaced=source.deinterlace, cleanup=source.filters.described(),
         cuts=found.cuts if found else None, repeated_frames=found.repeats if found else None, windows=windows,
         sample_frames=made, sample_seconds=round(sample, 3), setup_seconds=round(setup, 3),
         predicted_seconds=round(predicted[0], 1),

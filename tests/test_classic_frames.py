@@ -165,7 +165,7 @@ def test_the_encoders_planes_are_its_own_conversion_of_the_rgb_frames(dtype, pix
     planes, a level more from the conversion of the RGB blend."""
     from stvsr_cli.io.colour import stream_colour
     from stvsr_cli.io.encode import Planes
-    from stvsr_cli.pipeline.classic_frames import _samples
+    from stvsr_cli.io.colour import plane_samples
 
     colour = stream_colour(pix_fmt, 148, 108, 1, 1, 1, 1)  # BT.709, limited range
     frames = [textured(i, 27, 37, dtype) for i in range(3)]
@@ -178,7 +178,7 @@ def test_the_encoders_planes_are_its_own_conversion_of_the_rgb_frames(dtype, pix
         rgb_fmt = "rgb24" if dtype == np.uint8 else "rgb48le"
         frame = av.VideoFrame.from_ndarray(picture, rgb_fmt).reformat(format=pix_fmt, **colour.reformat_args(decoding=False))
         for i, (got, plane) in enumerate(zip(planes.arrays, frame.planes, strict=True)):
-            want = _samples(plane, dtype)
+            want = plane_samples(plane, dtype)
             assert got.shape == want.shape and got.dtype == dtype
             routes = 5 if (i and dtype == np.uint16) else 0
             assert np.abs(got.astype(np.int64) - want).max() <= routes + (t != int(t))

@@ -82,3 +82,9 @@ def rgb_format(depth: int) -> str:
 def to_uint8(rgb: np.ndarray) -> np.ndarray:
     """8-bit RGB from 8- or 16-bit RGB (rounded)."""
     return rgb if rgb.dtype == np.uint8 else (rgb.astype(np.float64) / 257).round().astype(np.uint8)
+
+
+def plane_samples(plane: av.video.plane.VideoPlane, dtype: np.dtype | type[np.integer]) -> np.ndarray:
+    """A frame plane's samples as a ``[rows, columns]`` view, in place (its rows padded in memory);
+    writable where the frame is."""
+    return np.frombuffer(plane, dtype=dtype).reshape(plane.height, -1)[:, : plane.width]

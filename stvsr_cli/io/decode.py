@@ -23,7 +23,7 @@ import numpy as np
 from av.video.reformatter import Interpolation
 
 from stvsr_cli.errors import InputError
-from stvsr_cli.io.colour import Colour, bit_depth, rgb_format, stream_colour
+from stvsr_cli.io.colour import Colour, bit_depth, plane_samples, rgb_format, stream_colour
 from stvsr_cli.io.filters import FrameFilters, filtered
 from stvsr_cli.io.timing import Timestamps, grid_length, is_variable_rate, nominal_rate, resample_to_grid
 
@@ -70,7 +70,7 @@ def frame_is_grey(frame: av.VideoFrame) -> bool:
         dtype = np.dtype("u1" if bits <= 8 else (">u2" if fmt.name.endswith("be") else "<u2"))
         neutral, tolerance = 1 << (bits - 1), CHROMA_TOLERANCE << max(0, bits - 8)
         for plane in frame.planes[1:3]:
-            samples = np.frombuffer(plane, dtype).reshape(plane.height, -1)[:, : plane.width]
+            samples = plane_samples(plane, dtype)
             if int(samples.min()) < neutral - tolerance or int(samples.max()) > neutral + tolerance:
                 return False
         return True
@@ -469,7 +469,8 @@ class VideoReader:
                 previous: Fraction | None = None
                 decoded = container.decode(stream)
                 rate = Fraction(stream.average_rate or stream.guessed_rate or info.frame_rate)
-                frames = iter(filtered(decoded, self.filters.chain(), rate, info.time_base) if self.filters else decoded)
+                chain = self.filters.chain()
+                frames = iter(filtered(decoded, chain, rate, info.time_base) if chain else decoded)
                 while True:
                     with self._timed("decode"):
                         frame = next(frames, None)

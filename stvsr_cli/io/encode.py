@@ -25,7 +25,9 @@ import numpy as np
 from av.video.frame import PictureType
 
 from stvsr_cli.errors import InputError, OutputError, UnsupportedOptionError
-from stvsr_cli.io.colour import AVCOL_RANGE_UNSPECIFIED, AVCOL_SPC_UNSPECIFIED, Colour, rgb_format, stream_colour
+from stvsr_cli.io.colour import (
+    AVCOL_RANGE_UNSPECIFIED, AVCOL_SPC_UNSPECIFIED, Colour, plane_samples, rgb_format, stream_colour,
+)  # fmt: skip
 from stvsr_cli.io.decode import VideoInfo, open_input, seek, video_stream
 
 DEFAULT_CODEC = "libx264"
@@ -200,8 +202,7 @@ class FrameEncoder:
             raise ValueError(f"planes of {planes.pix_fmt} for a {self._stream.pix_fmt} stream")
         frame = av.VideoFrame(planes.width, planes.height, planes.pix_fmt)  # fresh: an encoder may keep it
         for plane, samples in zip(frame.planes, planes.arrays):
-            rows = np.frombuffer(plane, dtype=samples.dtype).reshape(plane.height, -1)
-            rows[:, : samples.shape[1]] = samples
+            plane_samples(plane, samples.dtype)[:] = samples
         frame.colorspace = self._colour.matrix
         frame.color_range = self._colour.range
         return frame

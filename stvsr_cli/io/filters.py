@@ -63,6 +63,10 @@ class FrameFilters:
             chain.append(DENOISE_FILTERS[self.denoise])
         return chain
 
+    def described(self) -> list[str]:
+        """The chain as FFmpeg's ``-vf`` writes each filter: ``name=arguments`` (or the name alone)."""
+        return [f"{name}={args}" if args else name for name, args in self.chain()]
+
     def __bool__(self) -> bool:
         return bool(self.chain())
 

@@ -24,7 +24,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
-from stvsr_cli.io.colour import Colour
+from stvsr_cli.io.colour import Colour, plane_samples
 from stvsr_cli.io.decode import VideoInfo
 from stvsr_cli.io.encode import Planes, rgb_template
 
@@ -93,10 +93,10 @@ class ClassicFrames:
             self._templates[key] = rgb_template(self._source, *key[1:], key[0]) if self._source else None
         if (template := self._templates[key]) is not None:
             for into, plane in zip(template.planes, picture.planes, strict=True):
-                _samples(into, frame.dtype)[:] = _samples(plane, frame.dtype)
+                plane_samples(into, frame.dtype)[:] = plane_samples(plane, frame.dtype)
             picture = template
         converted = picture.reformat(format=pix_fmt, **colour.reformat_args(decoding=False))
-        return Planes(pix_fmt, tuple(_samples(plane, dtype) for plane in converted.planes))
+        return Planes(pix_fmt, tuple(plane_samples(plane, dtype) for plane in converted.planes))
 
 
 def blend_frames(left: Frame, right: Frame, weight: int) -> Frame:
@@ -104,12 +104,6 @@ def blend_frames(left: Frame, right: Frame, weight: int) -> Frame:
     if isinstance(left, Planes):
         return Planes(left.pix_fmt, tuple(blend_integer(a, b, weight) for a, b in zip(left.arrays, right.arrays)))
     return blend_integer(left, right, weight)
-
-
-def _samples(plane: av.video.plane.VideoPlane, dtype: type[np.integer]) -> np.ndarray:
-    """A plane's samples as a ``[rows, columns]`` view (its rows padded in memory)."""
-    rows = np.frombuffer(plane, dtype=dtype).reshape(plane.height, -1)
-    return rows[:, : plane.width]
 
 
 def blend_integer(left: np.ndarray, right: np.ndarray, weight: int) -> np.ndarray:

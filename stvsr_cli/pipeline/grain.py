@@ -18,6 +18,7 @@ import av
 import numpy as np
 
 from stvsr_cli.io.encode import Planes
+from stvsr_cli.pipeline.grey import LUMA_WEIGHTS
 
 BINS = 8  # brightness bins of a strength curve
 BLOCK = 16  # input pixels of a block whose flatness is judged
@@ -26,7 +27,7 @@ FRAMES_PER_SHOT = 6  # frames measured in each shot, evenly spread
 SEED = 0
 # A 3x3 mean of white noise keeps 1/9 of it: what it takes away has sqrt(8/9) of its spread.
 _RESIDUAL_SPREAD = (8 / 9) ** 0.5
-_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+_LUMA = np.array(LUMA_WEIGHTS, dtype=np.float32)
 
 
 @dataclass(frozen=True)

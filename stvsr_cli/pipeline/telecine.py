@@ -17,6 +17,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from stvsr_cli.io.colour import plane_samples
 from stvsr_cli.io.decode import VideoInfo, open_input, seek, video_stream
 
 SECONDS = 10  # of the stream looked at
@@ -100,9 +101,7 @@ def detect_telecine(info: VideoInfo, seconds: float = SECONDS) -> Cadence:
                 if not frame.format.name.startswith(("yuv", "gray")):
                     yield frame.to_ndarray(format="gray")[:, ::2]
                     continue
-                plane = frame.planes[0]  # luma, read in place
-                samples = np.frombuffer(plane, np.uint8 if info.bit_depth <= 8 else np.uint16)
-                luma = samples.reshape(plane.height, -1)[:, : plane.width : 2]
+                luma = plane_samples(frame.planes[0], np.uint8 if info.bit_depth <= 8 else np.uint16)[:, ::2]
                 yield luma if info.bit_depth <= 8 else luma >> (info.bit_depth - 8)
 
     return find_cadence(field_changes(lumas()))
