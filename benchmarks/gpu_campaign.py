@@ -1,15 +1,17 @@
 #!/usr/bin/env python3
-"""One command that spends a GPU draw fully: machine facts, CUDA tests, a speed matrix, training.
+"""What a GPU draw runs: machine facts, CUDA tests, a speed matrix, then training on staged data.
 
 A GPU machine is lent now and then, for about 15 minutes in all and at most 10 minutes a command
 (DEVELOPERS.md, "The machines"), with a bare image: its own python3, torch and torchvision, no
-PyAV, no network, and at most 64 MiB of working tree per call. So the whole campaign is one call,
-prepared and checked here:
+PyAV, no network, and at most 64 MiB of working tree per call. So the draw is a few calls, prepared
+and checked here (benchmarks/README.md, "The GPU campaign"):
 
-    python benchmarks/gpu_campaign.py --prepare          # here: builds .gpu/ and checks the payload
-    # device tool: carry [".gpu"], command as printed by --prepare (see benchmarks/README.md)
-    python benchmarks/gpu_campaign.py --out DIR --budget 560     # there
+    python benchmarks/gpu_campaign.py --prepare      # here: .gpu-parts/1..P, one per call, and the calls
+    # device tool, call 1: carry [".gpu-parts/1"], the measuring stages
+    # device tool, last call: carry [".gpu-parts/P"], training and the judge
 
+Every call first gathers the part it carried into ``.gpu-store`` (``campaign_staging``: checked
+against the part's manifest, kept by the warm machine between calls) and records what has arrived.
 Stages, each in its own process with a time box, results written to ``DIR/campaign.json`` as each
 one ends (a stage that overruns is killed and the next one starts; nothing earlier is lost):
 
@@ -21,25 +23,28 @@ one ends (a stage that overruns is killed and the next one starts; nothing earli
 5. ``frames``: per model, peak memory at two sizes and the largest frame it runs untiled under
    80 and 24 GiB;
 6. ``probe`` (not by default: measured on 2026-11-30, ``KNOWN_RATE``): a few training steps of
-   each candidate network: steps/s and memory, so the main run can size its schedule;
-7. ``train``: ``stvsr train`` of the chosen candidate, its step count set from the probe so the
-   learning-rate schedule ends inside the time left; checkpoints copied to DIR as they are written,
-   then the export (weights, card, registry entry, an evaluation on the carried eval clips).
+   each candidate network: steps/s and memory;
+7. ``train``: ``stvsr train --time-budget`` of the chosen candidate on the training data that
+   arrived (its schedule ends inside the box), checkpoints copied to DIR as they are written, then
+   the export (weights, card, registry entry, scores on the carried eval and held-out clips);
+8. ``judge``: the candidate, the shipped model and classic on the same clips; the candidate comes
+   back only if it beats the shipped model on both sets (``beats_shipped``).
 
-``--dry-run`` runs every stage on the CPU at small sizes (a few minutes on 2 cores), on synthetic
-clips when the carried data is absent, and checks the payload; ``--dry-run --quick`` runs them at
+``--dry-run`` runs every stage on the CPU at small sizes, on synthetic clips staged in two parts
+through the same code (``--drop-part K`` loses one on the way); ``--dry-run --quick`` runs them at
 the smallest sizes (tiny networks, the CUDA test file alone), about a minute of CPU time: the
 test suite runs that (tests/test_gpu_campaign.py), so the campaign cannot rot. A dry run has no time
 boxes that a busy CPU can break: each stage gets ``DRY_BOX``, a guard against a hang.
 
 What comes back from the device is at most 8 files, 16 MB each, so DIR holds: campaign.json,
 campaign.log (every stage's output), the latest checkpoint (split into 15 MB parts if bigger),
-and the exported weights and card.
+and, when they win, the exported weights, card and registry entry.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -55,10 +60,23 @@ from fractions import Fraction
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-PAYLOAD = REPO / ".gpu"  # what travels beside the working tree (carry: [".gpu"]); ignored by git
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # campaign_staging beside this file
+import campaign_staging as staging
+
+PAYLOAD = REPO / ".gpu"  # --prepare's build folder here (PyAV's archive, cut clips); ignored by git
+PARTS = REPO / ".gpu-parts"  # one folder per call (carry: [".gpu-parts/K"]); ignored by git
+STORE = REPO / ".gpu-store"  # on the machine: where the parts are gathered; kept between warm calls
 PAYLOAD_LIMIT = 64 * 2**20  # the device tool's limit on the working tree of one call
+PAYLOAD_MARGIN = 2 * 2**20  # the tree grows a little between --prepare and the calls
 PART_BYTES = 15 * 10**6  # files back from the device: at most 16 MB each
 SHARED_DATA = REPO.parent / "shared" / "data"
+# Training clips travel as they are: re-encoding them smaller costs fine texture first
+# (benchmarks/pack-clips-2026-12-08-cpu.json: a third fewer bytes costs 3-8 dB of PSNR-Y against
+# the originals, and at 45 dB nothing is saved).
+PACKING = staging.COPY
+# The held-out clips travel as their first frames (enough to rank two models on the machine; the
+# whole clips score them here before weights are committed).
+UNSEEN_FRAMES = 40
 
 # The network the training stage trains, and the candidates the probe times beside it.
 CANDIDATES = {
@@ -71,6 +89,9 @@ TRAIN = {"batch": 32, "patch": 128, "lr": 5e-4, "frames_in": 4}
 # Each draw continues the shipped default (trained on the H200 on 2026-11-30 from CHOSEN's params)
 # with a new optimiser and a shorter warm restart, so that GPU minutes add up across sessions.
 CONTINUE_FROM, CONTINUE_LR = "stvun-gpu", 3e-4
+# What the training stage exports, beside the shipped CONTINUE_FROM it must beat on the eval clips
+# AND on the held-out ones to come back at all (``beats_shipped``).
+CANDIDATE = "stvun-next"
 TRAIN_DRY = {"batch": 2, "patch": 32, "lr": 5e-4, "frames_in": 4}
 DRY_PARAMS = {
     "stvun": {"nf": 8, "levels": 2, "flow_nf": 4, "frames": 4},
@@ -132,31 +153,48 @@ PYTEST_QUICK = ("tests/test_cuda.py",)
 # Training steps/s of CHOSEN at TRAIN's batch and patch when the probe is not run (H200, 2026-11-30).
 KNOWN_RATE = 8.379
 
-# Each stage's time box on the GPU (seconds), at most what the budget leaves minus KEEP (kept for the
-# stages after it); training takes the rest. A stage killed at its box gets STOP_GRACE more to save.
-BOXES = {"pytest": 80, "bench": 200, "dcn": 45, "frames": 60, "probe": 50}
-KEEP = {"pytest": 60, "bench": 60, "dcn": 60, "frames": 60, "probe": 30, "train": 10}
+# Each stage's time box on the GPU (seconds), at most what the budget leaves less the RESERVE of each
+# later stage of the call (the least it can do something useful in); training takes what is left
+# but the judge's box and a margin. A stage killed at its box gets STOP_GRACE more to save.
+BOXES = {"pytest": 60, "bench": 170, "dcn": 40, "frames": 45, "probe": 50, "judge": 45}
+RESERVE = {"pytest": 30, "bench": 45, "dcn": 20, "frames": 20, "probe": 30, "train": 100, "judge": 45}
+MARGIN = 5
+# The calls of a draw (DEVELOPERS.md: 15 minutes of device time, a start included): the measuring
+# stages ride with the first part, training and the judge with the last.
+MEASURE_STAGES = ("machine", "pytest", "bench", "dcn", "frames")
+TRAIN_STAGES = ("machine", "train", "judge")
+MEASURE_BUDGET = 330
+# What the training command keeps back from its box for the export (its evaluation against
+# classic on the carried clips) after the schedule ends (H200, 2026-11-30: 13 s with start-up).
+EXPORT_RESERVE = 30
+TRAIN_STARTUP = 15  # from the command's start to the trainer's (imports, CUDA), outside --time-budget
 STOP_GRACE = 20.0
 DEVICE_CALL_LIMIT = 600  # the device tool's limit on one command (seconds)
 DRY_BOX = 300  # a dry run's stages: a guard against a hang, never a share of a budget
 
 
-def time_box(stage: str, left: float, dry_run: bool = False) -> float:
-    """Seconds ``stage`` may run with ``left`` seconds of the budget left."""
+BOXED = ("pytest", "bench", "dcn", "frames", "probe", "train", "judge")  # in the order they run
+
+
+def time_box(stage: str, left: float, only: tuple[str, ...] = BOXED, dry_run: bool = False) -> float:
+    """Seconds ``stage`` may run with ``left`` seconds of the budget left, keeping the reserve of
+    each stage of ``only`` that runs after it."""
     if dry_run:
         return DRY_BOX
+    later = BOXED[BOXED.index(stage) + 1 :]
+    keep = sum(RESERVE[s] for s in later if s in only) + MARGIN
     if stage == "train":
-        return left - KEEP["train"]
-    return min(BOXES[stage], left - KEEP[stage])
+        return left - keep
+    return max(1.0, min(BOXES[stage], left - keep))
 
 
 def planned_boxes(budget: float, only: tuple[str, ...]) -> dict[str, float]:
     """The time boxes of the stages in ``only`` when each one before runs to its box: the plan of
-    a campaign of ``budget`` seconds, its worst case (what a stage leaves goes to training)."""
+    a call of ``budget`` seconds, its worst case (what a stage leaves goes to training)."""
     boxes, left = {}, budget
-    for stage in ("pytest", "bench", "dcn", "frames", "probe", "train"):
+    for stage in BOXED:
         if stage in only:
-            boxes[stage] = time_box(stage, left)
+            boxes[stage] = time_box(stage, left, only)
             left -= boxes[stage]
     return boxes
 
@@ -168,6 +206,7 @@ class Campaign:
     dry_run: bool
     budget: float
     quick: bool = False  # with dry_run: the smallest sizes
+    drop_part: int | None = None  # with dry_run: the staging call whose part is lost on the way
     began: float = field(default_factory=time.monotonic)
     record: dict = field(default_factory=dict)
 
@@ -192,6 +231,11 @@ class Campaign:
         folder = self.out.parent / "dry-tmp"
         folder.mkdir(exist_ok=True)
         return folder
+
+    @property
+    def store(self) -> Path:
+        """Where the staged parts are gathered: the machine's ``STORE``; beside DIR in a dry run."""
+        return self.out.parent / "dry-store" if self.dry_run else STORE
 
     def save(self) -> None:
         self.record["elapsed_s"] = round(time.monotonic() - self.began, 1)
@@ -251,9 +295,11 @@ def setup_environment(campaign: Campaign) -> dict:
     facts: dict = {}
     paths = [str(REPO)]
     try:
-        import av  # noqa: F401
+        import av
     except ImportError:
-        archive = PAYLOAD / "av.tar.xz"
+        archive = campaign.store / "av.tar.xz"
+        if not archive.is_file():
+            raise RuntimeError(f"no PyAV here and none arrived ({archive}): run the staging calls first")
         site = Path("/tmp/stvsr-site")
         with tarfile.open(archive) as tar:
             tar.extractall(site, filter="data")
@@ -262,7 +308,7 @@ def setup_environment(campaign: Campaign) -> dict:
         facts["av_from"] = str(archive)
     link = REPO / "stvsr_cli" / "weights"
     try:
-        import stvsr_cli.weights  # noqa: F401  (installed: weights/ is the package stvsr_cli.weights)
+        import stvsr_cli.weights
     except ImportError:
         if not link.exists():
             link.symlink_to(Path("..") / "weights")  # a checkout on PYTHONPATH: the same package layout
@@ -556,22 +602,64 @@ def _gib(value: float) -> float:
     return round(value / 2**30, 3)
 
 
-# -- the training data ---------------------------------------------------------------------------------
-def training_clips(campaign: Campaign) -> tuple[list[str], list[str]]:
-    """(training clips, eval clips): the carried ones, or tiny synthetic clips in a dry run without them."""
-    train, evaluate = PAYLOAD / "train", PAYLOAD / "eval"
-    if train.is_dir() and any(train.iterdir()) and not campaign.dry_run:
-        return [str(train)], [str(evaluate)] if evaluate.is_dir() else []
-    from stvsr_cli.bench import synthetic_clip
+# -- the training data: staged in parts ---------------------------------------------------------------
+def stage_data(campaign: Campaign) -> dict:
+    """Gather the parts carried so far into the store and say what arrived. A dry run first makes
+    synthetic clips and stages them through the same code, as calls would, losing ``drop_part``."""
+    if campaign.dry_run:
+        dry_stage_parts(campaign)
+    else:
+        campaign.record["received"] = staging.receive(PARTS, campaign.store)
+    plan_path = campaign.store / staging.PLAN
+    plan = json.loads(plan_path.read_text()) if plan_path.is_file() else {}
+    campaign.record["plan"] = {k: v for k, v in plan.items() if k != "calls"}
+    return staging.arrival(campaign.store)
 
-    folder = Path("/tmp/stvsr-campaign-data") if not campaign.dry_run else campaign.out.parent / "dry-data"
-    (folder / "train").mkdir(parents=True, exist_ok=True)
-    (folder / "eval").mkdir(parents=True, exist_ok=True)
-    for name, sub, frames in (("a", "train", 16), ("b", "train", 16), ("c", "eval", 7)):  # stvun draws up to x4: 13
-        path = folder / sub / f"{name}.mp4"
+
+def dry_stage_parts(campaign: Campaign) -> None:
+    """Three synthetic training clips, an eval clip and a held-out one, planned with a room that
+    makes two parts (the last: the eval and held-out clips and one training clip), then received
+    one call at a time; the part ``drop_part`` never arrives."""
+    from stvsr_cli.bench import synthetic_clip
+    from stvsr_cli.training.split import VAL_UNSEEN
+
+    source = campaign.out.parent / "dry-data"
+    source.mkdir(parents=True, exist_ok=True)
+    clips = [("train", "a", 16), ("train", "b", 16), ("train", "c", 16), ("eval", "e", 7), ("unseen", VAL_UNSEEN[0], 9)]
+    items: dict[str, list] = {"train": [], "eval": [], "unseen": []}
+    for folder, name, frames in clips:  # stvun draws up to x4 in time: 13 frames a sample
+        path = source / f"{name}.mp4"
         if not path.exists():
             synthetic_clip(path, frames, 96, 64)
-    return [str(folder / "train")], [str(folder / "eval")]
+        items[folder].append(staging.Item(f"{folder}/{path.name}", str(path), path.stat().st_size,
+                                          frames if folder == "train" else 0))  # fmt: skip
+    required = items["eval"] + items["unseen"]
+    room = sum(i.bytes for i in required) + max(i.bytes for i in items["train"])
+    parts = staging.plan_parts(required, items["train"], room)
+    root, store = campaign.out.parent / "dry-parts", campaign.store
+    extra = {"licence": "all", "packing": PACKING, "val_unseen": [VAL_UNSEEN[0]], "eval": ["e"], "room_bytes": room}
+    staging.write_parts(parts, root, extra)
+    shutil.rmtree(store, ignore_errors=True)
+    store.mkdir(parents=True)
+    received = []
+    for k in range(1, len(parts) + 1):
+        carried = campaign.out.parent / "dry-carried"  # what one call brings: its own part alone
+        shutil.rmtree(carried, ignore_errors=True)
+        carried.mkdir()
+        if k != campaign.drop_part:
+            shutil.copytree(root / str(k), carried / str(k))
+        received.append(staging.receive(carried, store))
+    campaign.record["received"] = received
+
+
+def training_clips(campaign: Campaign) -> tuple[list[str], list[str], list[str]]:
+    """(training, eval, held-out) folders in the store, each left out where nothing arrived."""
+
+    def present(name: str) -> list[str]:
+        folder = campaign.store / name
+        return [str(folder)] if folder.is_dir() and any(folder.iterdir()) else []
+
+    return present("train"), present("eval"), present("unseen")
 
 
 # -- stage 4: the candidates' speed --------------------------------------------------------------------
@@ -629,30 +717,34 @@ def worker_probe(spec_text: str, out_path: str) -> None:
 
 # -- stage 5: training ---------------------------------------------------------------------------------
 def stage_train(
-    campaign: Campaign, seconds: float, data: list[str], evaluate: list[str], rate: float | None,
-    init: str | None = None, lr: float | None = None,
+    campaign: Campaign, seconds: float, data: list[str], unseen: list[str], evaluate: list[str],
+    rate: float | None, init: str | None = None, lr: float | None = None, permissive: bool = False,
 ) -> dict:  # fmt: skip
-    """``stvsr train`` of the chosen candidate for ``seconds``: steps = the probe's rate times the
-    time left after start-up and export, so its cosine schedule ends in time. ``init`` names a
-    registered model to start from (a later GPU draw continues an earlier one's weights; the
-    registry file comes with $STVSR_REGISTRY)."""
+    """``stvsr train`` of the chosen candidate within ``seconds``: its ``--time-budget`` sets the
+    steps from the speed of the first ones so that the schedule ends with ``EXPORT_RESERVE`` left
+    for the export (and ``TRAIN_STARTUP`` spent before the trainer starts) (``--steps``, from the known rate, is only a ceiling). ``init`` names a registered
+    model or a checkpoint file to start from; ``permissive`` trains on permissively licensed clips
+    alone. The held-out clips go in with the data: training skips them by name and the export scores
+    them."""
+    if not data:
+        return {"rc": 1, "error": "no training data arrived"}
     arch, params = CANDIDATES[CHOSEN]
     dry = campaign.dry_run
     params = DRY_PARAMS[arch] if dry else params
     settings = {**(TRAIN_DRY if dry else TRAIN), **({"lr": lr} if lr else {})}
-    startup, export = (0, 0) if dry else (15, 25)  # H200, 2026-11-30: 13 s for both together
     rate = rate or 5.0  # a guess, if the probe did not finish
-    steps = 4 if dry else max(50, int(rate * (seconds - startup - export) * 0.9))
+    steps = 4 if dry else max(50, int(rate * seconds * 1.5))
     run = campaign.scratch / "stvsr-train" / CHOSEN
     shutil.rmtree(run, ignore_errors=True)
-    name = "stvun-gpu"
     cmd = python_cmd(
         "-m", "stvsr_cli", "train", "--arch", arch, "--params", json.dumps(params), "--out", str(run),
-        "--name", name, "--steps", str(steps), "--batch", str(settings["batch"]), "--patch", str(settings["patch"]),
-        "--lr", str(settings["lr"]), "--frames-in", str(settings["frames_in"]), "--save-every", str(max(1, steps // 4)),
+        "--name", CANDIDATE, "--steps", str(steps), "--batch", str(settings["batch"]), "--patch", str(settings["patch"]),
+        "--lr", str(settings["lr"]), "--frames-in", str(settings["frames_in"]), "--save-every", "250" if not dry else "2",
         "--log-every", "50" if not dry else "1", "--cache-dir", str(campaign.scratch / "stvsr-frame-cache"),
         "--device", "cpu" if dry else "auto", *(["--init", init] if init else []),
-        *[a for d in data for a in ("--data", d)], *[a for d in evaluate for a in ("--eval", d)],
+        *([] if dry else ["--time-budget", str(int(seconds - EXPORT_RESERVE - TRAIN_STARTUP))]),
+        *(["--permissive-only"] if permissive else []),
+        *[a for d in data + unseen for a in ("--data", d)], *[a for d in evaluate for a in ("--eval", d)],
     )  # fmt: skip
     copier = CheckpointCopier(run / "checkpoints" / "latest.pt", campaign.out / "train")
     copier.start()
@@ -660,20 +752,84 @@ def stage_train(
         result = run_boxed(campaign, "train", cmd, seconds)
     finally:
         copier.stop()
-    result.update(candidate=CHOSEN, arch=arch, params=params, steps=steps, rate=rate, init=init, **settings)
+    result.update(
+        candidate=CHOSEN, arch=arch, params=params, steps_ceiling=steps, rate=rate, init=init, permissive=permissive,
+        run=str(run), **settings,
+    )  # fmt: skip
     log = run / "train.jsonl"
     if log.is_file():
         entries = [json.loads(line) for line in log.read_text().splitlines()]
         result["log"] = entries[:: max(1, len(entries) // 40)] + entries[-1:]
-    exported = {}
-    for suffix in (".safetensors", ".md"):
-        src = run / f"{name}{suffix}"
-        if src.is_file():
-            shutil.copy2(src, campaign.out / "train" / src.name)
-            exported[suffix] = src.name
-    result["exported"] = exported
+        result["steps"] = entries[-1]["steps"] if entries else None
     result["checkpoint_parts"] = copier.parts
     return result
+
+
+# -- stage 6: the candidate against the shipped weights ---------------------------------------------------
+def beats_shipped(candidate: dict, shipped: dict) -> dict:
+    """The export rule: new weights come back only if they beat the shipped ones in mean PSNR-Y on
+    the eval clips AND on the held-out clips (each row: ``{"eval": {"psnr_y": ...}, "unseen": {...}}``)."""
+    gains, missing = {}, []
+    for label in ("eval", "unseen"):
+        ours, theirs = candidate.get(label), shipped.get(label)
+        if not ours or not theirs:
+            missing.append(label)
+            continue
+        gains[label] = round(ours["psnr_y"] - theirs["psnr_y"], 3)
+    wins = not missing and all(gain > 0 for gain in gains.values())
+    return {"wins": wins, "gain_db": gains, "not_scored": missing}
+
+
+def stage_judge(campaign: Campaign, seconds: float, train: dict, evaluate: list[str], unseen: list[str]) -> dict:
+    """The exported candidate, the shipped model and classic on the same clips, in one process; the
+    candidate's weights, card and registry entry are copied to DIR only if ``beats_shipped``."""
+    run = Path(train.get("run", campaign.scratch / "none"))
+    entry = run / f"{CANDIDATE}.toml"
+    if not entry.is_file():
+        return {"rc": 1, "error": "training exported nothing to judge"}
+    shipped = "classic" if campaign.dry_run else CONTINUE_FROM  # a dry run's stand-in: no network to run
+    out = campaign.scratch / "stvsr-judge.jsonl"
+    out.unlink(missing_ok=True)
+    spec = {"registry": str(entry), "models": list(dict.fromkeys([CANDIDATE, shipped, "classic"])),
+            "eval": evaluate, "unseen": unseen, "device": "cpu" if campaign.dry_run else "auto"}  # fmt: skip
+    result = run_boxed(
+        campaign, "judge", python_cmd(__file__, "--worker", "judge", json.dumps(spec), str(out)), seconds
+    )
+    rows = {row["model"]: row for row in map(json.loads, out.read_text().splitlines())} if out.is_file() else {}
+    result["models"] = list(rows.values())
+    decision = beats_shipped(rows.get(CANDIDATE, {}), rows.get(shipped, {}))
+    result.update(shipped=shipped, **decision)
+    exported = {}
+    if decision["wins"]:
+        for suffix in (".safetensors", ".md", ".toml"):
+            src = run / f"{CANDIDATE}{suffix}"
+            if src.is_file():
+                shutil.copy2(src, campaign.out / "train" / src.name)
+                exported[suffix] = src.name
+    result["exported"] = exported
+    return result
+
+
+def worker_judge(spec_text: str, out_path: str) -> None:
+    """Mean PSNR-Y / SSIM-Y of each model on the eval and held-out clips (the eval protocol)."""
+    from stvsr_cli.evaluation import evaluate
+    from stvsr_cli.models.loader import load_model
+    from stvsr_cli.models.registry import load_registry
+
+    spec = json.loads(spec_text)
+    registry = load_registry(spec["registry"])
+    for name in spec["models"]:
+        row: dict = {"model": name}
+        try:
+            model = load_model(registry.get(name), scale=4, device=spec["device"])
+            for label in ("eval", "unseen"):
+                if spec[label]:
+                    scores = evaluate(spec[label], model, fps_x=2)
+                    row[label] = {"psnr_y": round(scores.mean["psnr_y"], 3), "ssim_y": round(scores.mean["ssim_y"], 4),
+                                  "clips": len(scores.clips)}  # fmt: skip
+        except Exception as exc:
+            row["error"] = f"{type(exc).__name__}: {exc}"
+        _emit_row(row, out_path)
 
 
 class CheckpointCopier(threading.Thread):
@@ -737,70 +893,114 @@ def folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.exists() else 0
 
 
-def payload_check() -> dict:
-    tree, carried = tracked_bytes(), folder_bytes(PAYLOAD)
-    missing = [name for name in ("av.tar.xz", "train") if not (PAYLOAD / name).exists()]
-    total = tree + carried
-    return {
-        "working_tree_bytes": tree, "carried_bytes": carried, "total_bytes": total, "limit_bytes": PAYLOAD_LIMIT,
-        "fits": total <= PAYLOAD_LIMIT, "missing": missing, "ready": total <= PAYLOAD_LIMIT and not missing,
-    }  # fmt: skip
+def payload_check(carried: Path | None = None) -> dict:
+    """The bytes one call would send: the working tree and ``carried`` (a part's folder)."""
+    tree, part = tracked_bytes(), folder_bytes(carried) if carried is not None else 0
+    total = tree + part
+    return {"working_tree_bytes": tree, "carried_bytes": part, "total_bytes": total, "limit_bytes": PAYLOAD_LIMIT,
+            "fits": total <= PAYLOAD_LIMIT}  # fmt: skip
 
 
-MIN_CLIP_FRAMES = 16  # a training clip's shortest cut (13 frames make one x4-in-time sample)
-
-
-def prepare(wheel: Path | None, train_dir: Path, eval_dir: Path, eval_clips: int) -> dict:
-    """Build .gpu/: PyAV for the device's Python as an xz archive (a third smaller than its wheel),
-    the eval clips' smallest few, and as much of every training clip as the rest of the limit holds,
-    cut without re-encoding (packets copied up to a point where every earlier frame is complete)."""
+def build_av_archive(wheel: Path | None) -> Path:
+    """PyAV for the device's Python as an xz archive (a third smaller than its wheel), made once."""
     import zipfile
 
     PAYLOAD.mkdir(exist_ok=True)
     archive = PAYLOAD / "av.tar.xz"
-    if not archive.exists():
-        if wheel is None:
-            wheels = sorted((REPO / ".whl").glob("av-*.whl"))
-            if not wheels:
-                raise SystemExit("no PyAV wheel: download it first (benchmarks/README.md, 'GPU campaign')")
-            wheel = wheels[-1]
-        staging = Path("/tmp/stvsr-av-wheel")
-        shutil.rmtree(staging, ignore_errors=True)
-        zipfile.ZipFile(wheel).extractall(staging)
-        for so in staging.rglob("*.so*"):
-            so.chmod(0o755)
-        with tarfile.open(archive, "w:xz", preset=9) as tar:
-            for item in sorted(staging.iterdir()):
-                tar.add(item, arcname=item.name)
-    evaluate = PAYLOAD / "eval"
-    shutil.rmtree(evaluate, ignore_errors=True)
-    evaluate.mkdir()
+    if archive.exists():
+        return archive
+    if wheel is None:
+        wheels = sorted((REPO / ".whl").glob("av-*.whl"))
+        if not wheels:
+            raise SystemExit("no PyAV wheel: download it first (benchmarks/README.md, 'GPU campaign')")
+        wheel = wheels[-1]
+    unpacked = Path("/tmp/stvsr-av-wheel")
+    shutil.rmtree(unpacked, ignore_errors=True)
+    zipfile.ZipFile(wheel).extractall(unpacked)
+    for so in unpacked.rglob("*.so*"):
+        so.chmod(0o755)
+    tmp = archive.with_suffix(".tmp")
+    with tarfile.open(tmp, "w:xz", preset=9) as tar:
+        for item in sorted(unpacked.iterdir()):
+            tar.add(item, arcname=item.name)
+    tmp.replace(archive)
+    return archive
+
+
+def prepare(
+    wheel: Path | None, train_dirs: list[Path], eval_dir: Path, eval_clips: int, licence: str = "permissive",
+    init_file: Path | None = None, av_archive: Path | None = None,
+) -> dict:  # fmt: skip
+    """Build ``.gpu-parts/1..P``, one folder per device call, and the plan: the last call carries
+    PyAV, a few eval clips, the held-out clips' first ``UNSEEN_FRAMES`` frames, the weights to start
+    from (``init_file``) and as much training data as fits; earlier calls carry the rest of the
+    training clips (``licence``: "permissive" for permissively licensed clips alone, or "all")."""
+    from stvsr_cli.evaluation import find_clips
+    from stvsr_cli.training.licences import is_permissive
+    from stvsr_cli.training.split import is_held_out
+
+    archive = av_archive or build_av_archive(wheel)
+    # PyAV rides with the first call (its measuring stages need it) and again with the last, so
+    # that training can run even if the machine went cold between calls.
+    pyav = staging.Item("av.tar.xz", str(archive), archive.stat().st_size)
+    required = [pyav]
     vimeo = sorted(eval_dir.glob("vimeo_septuplet_samples__*.mkv"), key=lambda p: p.stat().st_size)
     for clip in vimeo[len(vimeo) // 2 - eval_clips // 2 :][:eval_clips]:  # middling, not the easiest
-        shutil.copy2(clip, evaluate / clip.name)
-    train = PAYLOAD / "train"
-    shutil.rmtree(train, ignore_errors=True)
-    train.mkdir()
-    room = (
-        PAYLOAD_LIMIT - tracked_bytes() - folder_bytes(PAYLOAD) - 2 * 2**20
-    )  # a margin: the tree grows before the call
-    clips = sorted(train_dir.glob("*.mp4"))
-    fraction = min(1.0, room / sum(c.stat().st_size for c in clips))
-    kept = {}
+        required.append(staging.Item(f"eval/{clip.name}", str(clip), clip.stat().st_size))
+    cut = PAYLOAD / "unseen"
+    cut.mkdir(parents=True, exist_ok=True)
+    clips = find_clips(train_dirs)
+    unseen = [c for c in clips if is_held_out(c.name)]
+    for clip in unseen:
+        dst = cut / clip.path.name
+        copy_prefix(clip.path, dst, UNSEEN_FRAMES)
+        required.append(staging.Item(f"unseen/{dst.name}", str(dst), dst.stat().st_size))
+    if init_file is not None:
+        required.append(staging.Item(f"init/{init_file.name}", str(init_file), init_file.stat().st_size))
+    training, left_out = [], []
+    packed_dir = PAYLOAD / "packed" / PACKING
+    packed_dir.mkdir(parents=True, exist_ok=True)
     for clip in clips:
-        frames = _frame_count(clip)
-        kept[clip.name] = copy_prefix(clip, train / clip.name, max(MIN_CLIP_FRAMES, int(frames * fraction)))
-    overflow = payload_check()
-    while not overflow["fits"]:  # the first frames cost more than the average: trim the largest
-        largest = max(train.iterdir(), key=lambda p: p.stat().st_size)
-        size = largest.stat().st_size
-        wanted = max(MIN_CLIP_FRAMES, kept[largest.name] * 3 // 4)
-        kept[largest.name] = copy_prefix(train_dir / largest.name, largest, wanted)
-        if largest.stat().st_size >= size:  # as short as a clip can be (a cut ends at a whole frame): leave it out
-            largest.unlink()
-            del kept[largest.name]
-        overflow = payload_check()
-    return {"frames_kept": kept, "fraction": round(fraction, 3), **overflow}
+        if is_held_out(clip.name):
+            continue
+        if licence == "permissive" and not is_permissive(clip.name):
+            left_out.append(clip.name)
+            continue
+        dst = packed_dir / clip.path.name
+        frames = staging.pack_clip(clip.path, dst, PACKING)
+        training.append(staging.Item(f"train/{dst.name}", str(dst), dst.stat().st_size, frames))
+    # A seeded order, not the names': whichever parts are lost, what is left spans the sources.
+    training.sort(key=lambda item: hashlib.sha256(f"stage:{item.name}".encode()).hexdigest())
+    room = PAYLOAD_LIMIT - tracked_bytes() - PAYLOAD_MARGIN
+    parts = staging.plan_parts(required, training, room, first=[pyav])
+    extra = {
+        "licence": licence, "packing": PACKING, "room_bytes": room, "val_unseen": [c.name for c in unseen],
+        "val_unseen_frames": UNSEEN_FRAMES, "eval": [Path(i.name).stem for i in required if i.name.startswith("eval/")],
+        "init": f"init/{init_file.name}" if init_file is not None else None, "left_out": left_out,
+    }  # fmt: skip
+    plan = staging.write_parts(parts, PARTS, extra)
+    checks = [payload_check(PARTS / str(k)) for k in range(1, len(parts) + 1)]
+    return {**{k: v for k, v in plan.items() if k != "calls"}, "calls": checks, "ready": all(c["fits"] for c in checks)}
+
+
+def device_calls(parts: int, train_budget: int) -> list[dict]:
+    """The device tool's calls, in order: the measuring stages with the first part, staging alone
+    with the middle ones, training and the judge with the last."""
+    calls = [{"carry": [".gpu-parts/1"], "timeout_s": MEASURE_BUDGET + 60,
+              "command": device_command(MEASURE_BUDGET, MEASURE_STAGES)}]  # fmt: skip
+    calls += [{"carry": [f".gpu-parts/{k}"], "timeout_s": 120, "command": "python3 benchmarks/gpu_campaign.py --receive"}
+              for k in range(2, parts)]  # fmt: skip
+    calls.append({"carry": [f".gpu-parts/{parts}"], "timeout_s": min(DEVICE_CALL_LIMIT, train_budget + 60),
+                  "command": device_command(train_budget, TRAIN_STAGES)})  # fmt: skip
+    return calls
+
+
+def train_budget(parts: int, device_seconds: float = 900, start: float = 120, per_call: float = 25) -> int:
+    """The last call's budget when the draw's ``device_seconds`` must also pay the machine's start,
+    the measuring call and ``per_call`` seconds of transfer and start-up a call (at most what one
+    call may run, less the grace a stopped stage gets)."""
+    left = device_seconds - start - MEASURE_BUDGET - per_call * parts - 30
+    return int(min(DEVICE_CALL_LIMIT - STOP_GRACE - 15, left))
 
 
 def _frame_count(path: Path) -> int:
@@ -836,30 +1036,50 @@ def copy_prefix(src: Path, dst: Path, frames: int) -> int:
     return len(seen)
 
 
-def device_command(budget: int) -> str:
-    return f"PYTHONUNBUFFERED=1 python3 benchmarks/gpu_campaign.py --out $OUT --budget {budget}"
+def device_command(budget: int, only: tuple[str, ...] = ()) -> str:
+    stages = f" --only {','.join(only)}" if only else ""
+    return f"PYTHONUNBUFFERED=1 python3 benchmarks/gpu_campaign.py --out $OUT --budget {budget}{stages}"
+
+
+def receive_main() -> int:
+    """A staging call: gather the carried part into the store, print what is there so far."""
+    report = {**staging.receive(PARTS, STORE), **staging.arrival(STORE)}
+    print(json.dumps(report))
+    return 0 if not report["broken"] else 1
 
 
 # -- the whole campaign -----------------------------------------------------------------------------------
-STAGES = ("setup", "machine", "pytest", "bench", "dcn", "frames", "probe", "train")
+STAGES = ("setup", "machine", "pytest", "bench", "dcn", "frames", "probe", "train", "judge")
 # The probe measured the candidates on 2026-11-30 (KNOWN_RATE); its minute now goes to "frames".
-DEFAULT_STAGES = ("machine", "pytest", "bench", "dcn", "frames", "train")
+DEFAULT_STAGES = ("machine", "pytest", "bench", "dcn", "frames", "train", "judge")
+
+
+def resolve_init(init: str, store: Path, plan: dict) -> str | None:
+    """``--init auto``: the weights the plan carried (``prepare --init-from``), else from scratch
+    when the plan's data is permissive (the shipped weights are research-only), else the shipped
+    default. ``none``: from scratch. Anything else: a registered model or a file, as given."""
+    if init == "auto":
+        if plan.get("init"):
+            return str(store / plan["init"])
+        return None if plan.get("licence") == "permissive" else CONTINUE_FROM
+    return None if init.lower() == "none" else init
 
 
 def campaign_main(
-    out: Path, dry_run: bool, budget: float, only: tuple[str, ...] = STAGES, init: str | None = None,
-    rate: float | None = None, lr: float | None = None, quick: bool = False,
+    out: Path, dry_run: bool, budget: float, only: tuple[str, ...] = STAGES, init: str = "auto",
+    rate: float | None = None, lr: float | None = None, quick: bool = False, drop_part: int | None = None,
 ) -> dict:  # fmt: skip
-    """The stages in ``only`` (all by default; setup always), in order, within ``budget`` seconds
-    (a dry run: each stage within DRY_BOX)."""
-    campaign = Campaign(out, dry_run, budget, quick=dry_run and quick)
+    """The stages in ``only`` (all by default; setup, with the staging, always), in order, within
+    ``budget`` seconds (a dry run: each stage within DRY_BOX)."""
+    campaign = Campaign(out, dry_run, budget, quick=dry_run and quick, drop_part=drop_part if dry_run else None)
 
     def box(stage: str) -> float:
-        return time_box(stage, campaign.left(), dry_run)
+        return time_box(stage, campaign.left(), only, dry_run)
 
-    campaign.record.update(only=list(only), init=init)
+    campaign.record["only"] = list(only)
     campaign.record["payload"] = payload_check()
     try:
+        campaign.record["staging"] = stage_data(campaign)
         campaign.stage("setup", setup_environment(campaign))
         began = time.monotonic()
         if "machine" in only:
@@ -873,13 +1093,21 @@ def campaign_main(
             campaign.stage("dcn", stage_dcn(campaign, box("dcn")))
         if "frames" in only:
             campaign.stage("frames", stage_frames(campaign, box("frames")))
-        data, evaluate = training_clips(campaign)
+        data, evaluate, unseen = training_clips(campaign)
+        plan = campaign.record.get("plan", {})
+        start = None if dry_run else resolve_init(init, campaign.store, plan)  # a dry run's network is tiny
+        lr = lr or (CONTINUE_LR if start else None)
+        campaign.record["init"] = start
         if "probe" in only:
             probe = stage_probe(campaign, box("probe"), data)
             campaign.stage("probe", probe)
             rate = next((c.get("steps_per_s") for c in probe["candidates"] if c["candidate"] == CHOSEN), rate)
         if "train" in only:
-            campaign.stage("train", stage_train(campaign, box("train"), data, evaluate, rate, init, lr))
+            permissive = plan.get("licence") == "permissive"
+            train = stage_train(campaign, box("train"), data, unseen, evaluate, rate, start, lr, permissive)
+            campaign.stage("train", train)
+            if "judge" in only:
+                campaign.stage("judge", stage_judge(campaign, box("judge"), train, evaluate, unseen))
     except Exception as exc:  # the record says what broke; what was measured stays
         campaign.record["error"] = f"{type(exc).__name__}: {exc}"
         campaign.log(f"campaign error: {exc!r}")
@@ -905,10 +1133,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="With --dry-run: the smallest sizes, in seconds (the test suite's)."
     )
+    parser.add_argument("--drop-part", type=int, default=None, help="With --dry-run: the staged part that is lost.")
     parser.add_argument("--budget", type=float, default=560, help="Seconds for the whole campaign.")
-    parser.add_argument("--prepare", action="store_true", help="Build .gpu/ here and check the payload.")
+    parser.add_argument("--prepare", action="store_true", help="Build .gpu-parts/ here and check each call's payload.")
+    parser.add_argument("--receive", action="store_true", help="A staging call on the machine: store the carried part.")
     parser.add_argument("--wheel", type=Path, default=None, help="PyAV wheel for the device's Python (--prepare).")
-    parser.add_argument("--train-data", type=Path, default=SHARED_DATA / "train")
+    parser.add_argument(
+        "--train-data", type=Path, action="append", default=None,
+        help="Training folders (repeat; default: train/ and train2/ beside the checkout).",
+    )  # fmt: skip
+    parser.add_argument(
+        "--licence", choices=("permissive", "all"), default="permissive",
+        help="--prepare: carry permissively licensed training clips alone (default), or all of them.",
+    )  # fmt: skip
+    parser.add_argument("--init-from", type=Path, default=None, help="--prepare: weights to carry and start from.")
     parser.add_argument("--eval-data", type=Path, default=SHARED_DATA / "eval")
     parser.add_argument("--eval-clips", type=int, default=3)
     parser.add_argument(
@@ -916,8 +1154,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"Stages to run, comma-separated (default: {','.join(DEFAULT_STAGES)}; known: {','.join(STAGES[1:])}).",
     )  # fmt: skip
     parser.add_argument(
-        "--init", default=CONTINUE_FROM,
-        help=f"Train from this registered model's weights (default {CONTINUE_FROM}; 'none': from scratch).",
+        "--init", default="auto",
+        help=f"Weights to train from: 'auto' (what --prepare carried; else from scratch on permissive data, "
+        f"{CONTINUE_FROM} on all), 'none', a registered model or a file.",
     )  # fmt: skip
     parser.add_argument("--rate", type=float, default=None, help="Training steps/s when the probe is not run.")
     parser.add_argument("--lr", type=float, default=None, help="Training learning rate (default: 3e-4 with --init).")
@@ -925,13 +1164,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         kind, spec, out = args.worker
-        {"bench": worker_bench, "probe": worker_probe, "frames": worker_frames}[kind](spec, out)
+        {"bench": worker_bench, "probe": worker_probe, "frames": worker_frames, "judge": worker_judge}[kind](spec, out)
         return 0
+    if args.receive:
+        return receive_main()
     if args.prepare:
-        report = prepare(args.wheel, args.train_data, args.eval_data, args.eval_clips)
-        print(json.dumps({k: v for k, v in report.items() if k != "frames_kept"}, indent=1))
-        print(f"frames kept: {sum(report['frames_kept'].values())} in {len(report['frames_kept'])} clips")
-        print(f'device tool: run(carry=[".gpu"], timeout_s=600, command="{device_command(int(args.budget))}")')
+        train_dirs = args.train_data or [SHARED_DATA / "train", SHARED_DATA / "train2"]
+        report = prepare(args.wheel, train_dirs, args.eval_data, args.eval_clips, args.licence, args.init_from)
+        print(json.dumps(report, indent=1))
+        budget = train_budget(report["parts"])
+        for k, call in enumerate(device_calls(report["parts"], budget), 1):
+            print(f"device call {k}: run(carry={json.dumps(call['carry'])}, timeout_s={call['timeout_s']}, "
+                  f'command="{call["command"]}")')  # fmt: skip
+        print(f"(the last call's --budget {budget} assumes a 120 s start: make it status's budget_left_s less 60"
+              " just before that call, and issue each call as soon as the one before returns: the machine"
+              " goes back after 30 s idle)")  # fmt: skip
         return 0 if report["ready"] else 1
     if args.out is None:
         parser.error("--out is required")
@@ -939,12 +1186,11 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(only) - set(STAGES)
     if unknown:
         parser.error(f"unknown stages: {', '.join(sorted(unknown))} (known: {', '.join(STAGES[1:])})")
-    init = None if args.dry_run or args.init.lower() == "none" else args.init  # a dry run's network is tiny
-    lr = args.lr or (CONTINUE_LR if init else None)
     rate = args.rate or (None if args.dry_run else KNOWN_RATE)
-    if args.quick and not args.dry_run:
-        parser.error("--quick sizes a dry run: give --dry-run too")
-    record = campaign_main(args.out, args.dry_run, args.budget, only, init, rate, lr, quick=args.quick)
+    if (args.quick or args.drop_part) and not args.dry_run:
+        parser.error("--quick and --drop-part shape a dry run: give --dry-run too")
+    record = campaign_main(args.out, args.dry_run, args.budget, only, args.init, rate, args.lr, args.quick,
+                           args.drop_part)  # fmt: skip
     summary = {k: record.get(k) for k in ("complete", "failed_stages", "error")}
     print(json.dumps({**summary, "out": str(args.out)}))
     return 0 if record["complete"] and not record["failed_stages"] and not record.get("error") else 1

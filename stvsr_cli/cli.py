@@ -313,10 +313,12 @@ def train_command(ctx: click.Context, **opts: Any) -> None:
     and a registry entry into --out."""
     from stvsr_cli.training.data import load_frames
     from stvsr_cli.training.export import export
+    from stvsr_cli.training.licences import is_permissive
     from stvsr_cli.training.signals import stop_on_signals
     from stvsr_cli.training.trainer import TrainConfig, Trainer, amp_slowdown_note
 
     debug, quiet, resume = _debug(ctx), opts.pop("quiet"), opts.pop("resume")
+    permissive_only = opts.pop("permissive_only")
     eval_data = [str(p) for p in opts.pop("eval_data")]
     try:
         params = json.loads(opts.pop("params"))
@@ -343,7 +345,10 @@ def train_command(ctx: click.Context, **opts: Any) -> None:
         note = amp_slowdown_note(trainer.amp, trainer.device)
         if note:  # even with --quiet: it can cost hours
             click.echo(f"stvsr: note: {note}", err=True)
-        cache = load_frames(config.data, Path(config.cache_dir) if config.cache_dir else None)
+        keep = is_permissive if permissive_only else None
+        cache = load_frames(config.data, Path(config.cache_dir) if config.cache_dir else None, keep)
+        if cache.left_out:
+            click.echo(f"stvsr: left out (not permissively licensed): {', '.join(cache.left_out)}", err=True)
         if not quiet:
             click.echo(
                 f"{config.arch} {json.dumps(config.params)}: {sum(p.numel() for p in trainer.parameters):,} parameters; "

@@ -297,6 +297,13 @@ train_options = option_group(
     click.option("--out", required=True, type=click.Path(path_type=Path, file_okay=False), help="Run folder."),
     click.option("--name", default=None, help="Model name for the export (default: the --out folder's name)."),
     click.option("--steps", type=click.IntRange(min=1), default=10_000, show_default=True),
+    click.option(
+        "--time-budget",
+        type=click.FloatRange(min=1),
+        default=None,
+        help="Seconds for the run from its start: the steps are set from the speed of its first ones so "
+        "that the learning-rate schedule ends in time (--steps is then the most it takes).",
+    ),
     click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True),
     click.option("--patch", type=click.IntRange(min=8), default=128, show_default=True, help="HR patch size."),
     click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=4e-4, show_default=True),
@@ -318,7 +325,16 @@ train_options = option_group(
     click.option("--val-every", type=click.IntRange(min=1), default=500, show_default=True),
     click.option("--save-every", type=click.IntRange(min=1), default=500, show_default=True),
     click.option("--log-every", type=click.IntRange(min=1), default=10, show_default=True),
-    click.option("--init", default=None, help="Start from a registered model's weights (fine-tuning)."),
+    click.option(
+        "--init",
+        default=None,
+        help="Start from these weights: a registered model, or a checkpoint (.pt) or export (.safetensors) of stvsr train.",
+    ),
+    click.option(
+        "--permissive-only",
+        is_flag=True,
+        help="Train only on clips whose licence allows publishing the weights (docs/training.md); leave out the rest.",
+    ),
     click.option(
         "--eval",
         "eval_data",

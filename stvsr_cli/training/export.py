@@ -16,6 +16,7 @@ from stvsr_cli.evaluation import EvalResult, evaluate
 from stvsr_cli.models.loader import Upscaler, load_model
 from stvsr_cli.models.registry import load_registry
 from stvsr_cli.training.data import FrameCache
+from stvsr_cli.training.licences import PERMISSIVE_WEIGHTS, WeightsLicence, weights_licence
 from stvsr_cli.training.trainer import TrainConfig, Trainer
 
 
@@ -94,7 +95,10 @@ def export(trainer: Trainer, cache: FrameCache, eval_data: list[str] | None = No
     config, out = trainer.config, Path(trainer.config.out)
     weights = out / f"{config.name}.safetensors"
     state = {k: v.detach().to("cpu").contiguous() for k, v in trainer.model.state_dict().items()}
-    save_file(state, str(weights), metadata=hub.architecture_metadata(config.arch or "", config.params))
+    save_file(
+        state, str(weights), metadata=hub.architecture_metadata(config.arch or "", config.params, trainer.lineage)
+    )
+    licence = weights_licence(trainer.lineage, config.name)
     sha256 = hub.file_sha256(weights)
 
     result = baseline = unseen = unseen_baseline = None
@@ -120,13 +124,14 @@ def export(trainer: Trainer, cache: FrameCache, eval_data: list[str] | None = No
         + f"window = {spec.window}\noverlap = {spec.overlap}\n"
         + (f"min_frames = {spec.min_frames}\n" if spec.min_frames > 2 else "")
         + f'weights = "{weights.name}"\nsha256 = "{sha256}"\n'
-        f'license = "see {config.name}.md (training data: research and private use)"\n'
+        f"license = {json.dumps(licence.license)}\n"
+        f"license_short = {json.dumps(licence.short)}\n"
         f'description = "{config.arch} trained by stvsr train for {trainer.step} steps"\n'
     )
     registry = out / f"{config.name}.toml"
     registry.write_text(entry)
     card = out / f"{config.name}.md"
-    card.write_text(_card(trainer, cache, weights, sha256, entry, result, baseline, unseen, unseen_baseline))
+    card.write_text(_card(trainer, cache, weights, sha256, entry, result, baseline, unseen, unseen_baseline, licence))
     return Export(weights, card, registry, result, baseline, unseen, unseen_baseline)
 
 
@@ -152,7 +157,7 @@ def _toml(value) -> str:
     return json.dumps(value)
 
 
-def _card(trainer, cache, weights, sha256, entry, result, baseline, unseen=None, unseen_baseline=None) -> str:
+def _card(trainer, cache, weights, sha256, entry, result, baseline, unseen, unseen_baseline, licence) -> str:
     config = trainer.config
     n_params = sum(p.numel() for p in trainer.model.parameters())
     lines = [
@@ -213,13 +218,8 @@ def _card(trainer, cache, weights, sha256, entry, result, baseline, unseen=None,
             f"| **mean** | {unseen_baseline.mean['psnr_y']:.2f} / {unseen_baseline.mean['ssim_y']:.4f} "
             f"| {unseen.mean['psnr_y']:.2f} / {unseen.mean['ssim_y']:.4f} |"
         )
+    lines += ["", "## Licence", "", _licence_text(licence, config), "", "## Registry entry"]
     lines += [
-        "",
-        "## Training data licences",
-        "",
-        data_licences(config.data),
-        "",
-        "## Registry entry",
         "",
         "```toml",
         entry.rstrip(),
@@ -227,6 +227,30 @@ def _card(trainer, cache, weights, sha256, entry, result, baseline, unseen=None,
         "",
     ]
     return "\n".join(lines)
+
+
+def _licence_text(licence: WeightsLicence, config: TrainConfig) -> str:
+    """What the weights may be used for and why: the sources of every clip in their lineage."""
+    if licence.permissive:
+        head = (
+            f"These weights are published under {PERMISSIVE_WEIGHTS}: use them, change them and publish what "
+            "you make with them, crediting this model. Every clip that trained them (this run's and those "
+            "of the weights it started from) is permissively licensed:"
+        )
+    elif licence.short == "research/private":
+        head = (
+            "For research and private use only, not for work you publish: these sources allow no more "
+            f"({', '.join(licence.not_permissive)}). Every source in the weights' lineage:"
+        )
+    else:
+        head = (
+            f"Not known: stvsr does not know the licence of {', '.join(licence.not_permissive)}. "
+            "State it here before publishing these weights. Every source in the weights' lineage:"
+        )
+    text = "\n".join([head, "", *(f"- {line}" for line in licence.credits())])
+    if not licence.permissive and licence.short != "research/private":
+        text += "\n\n" + data_licences(config.data)
+    return text
 
 
 def _db(value: float | None) -> str:

@@ -7,7 +7,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from stvsr_cli.models.loader import Upscaler, resolve_device
 from stvsr_cli.models.ops.dcn import pick_deform_conv, use_deform_conv
 from stvsr_cli.models.registry import ARCHITECTURES, ModelSpec, architecture, load_registry
 from stvsr_cli.training.data import FrameCache, PatchSampler, Prefetcher
+from stvsr_cli.training.licences import clip_source
 
 CHECKPOINTS = "checkpoints"
 LATEST = "latest.pt"
@@ -56,6 +57,7 @@ class TrainConfig:
     init: str | None = None
     cache_dir: str | None = None
     degradation: str = "standard"  # how the input is made from the target (evaluation.DEGRADATIONS)
+    time_budget: float | None = None  # seconds from the Trainer's creation: ``steps`` is then set to fit
 
     def spec(self) -> ModelSpec:
         """The model being trained, as a registry entry: validation, the final evaluation and the
@@ -157,12 +159,59 @@ def amp_slowdown_note(amp: torch.dtype | None, device: torch.device) -> str | No
     )
 
 
+@dataclass(frozen=True)
+class InitWeights:
+    """The weights a run starts from (``--init``)."""
+
+    label: str  # the model's name or the file's
+    arch: str
+    params: dict
+    state: Mapping[str, torch.Tensor]
+    lineage: tuple[str, ...]
+
+
+def read_init(init: str) -> InitWeights:
+    """``--init``: a registered model, or a file: a checkpoint of ``stvsr train`` (``.pt``, e.g. one
+    brought back from a GPU run) or weights it exported (``.safetensors``). Weights whose lineage
+    is not recorded are counted as research-only (``licences``), as every model shipped before
+    lineages were is."""
+    path = Path(init)
+    if path.suffix in (".pt", ".safetensors") or path.is_file():
+        if not path.is_file():
+            raise UsageError(f"--init {init}: no such file")
+        if hub.is_pytorch_checkpoint(path):
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                saved = json.loads(state["config"])
+                arch, params, model = saved["arch"], saved["params"], state["model"]
+            except (KeyError, TypeError, ValueError, RuntimeError, OSError):
+                raise UsageError(f"--init {init}: not a checkpoint of stvsr train") from None
+            return InitWeights(path.name, arch, params, model, tuple(state.get("lineage") or (f"weights:{path.name}",)))
+        found = hub.read_architecture(path)
+        if found is None:
+            raise UsageError(f"--init {init}: no architecture recorded in it", "give weights that stvsr train exported")
+        lineage = hub.read_lineage(path) or (f"weights:{path.name}",)
+        return InitWeights(path.name, *found, hub.read_state_dict(path), lineage)
+    spec = load_registry().get(init)
+    if spec.weights is None:
+        raise UsageError(f"model '{init}' has no weights to start from")
+    path = hub.weights_file(spec)
+    lineage = hub.read_lineage(path) or (f"weights:{spec.name}",)
+    return InitWeights(spec.name, spec.arch, dict(spec.params), hub.read_state_dict(path), lineage)
+
+
 class Trainer:
     def __init__(self, config: TrainConfig, *, resume: bool = False) -> None:
         self.config = config
         self.out = Path(config.out)
         self.device = resolve_device(config.device)
         self.amp = _amp_dtype(config.amp, self.device)
+        self._created = time.monotonic()
+        self._most_steps = config.steps
+        self._init = read_init(config.init) if config.init else None
+        # The sources of every clip that trained these weights, those of the weights it starts from
+        # first: what licence the weights can carry (``licences.weights_licence``).
+        self.lineage: tuple[str, ...] = self._init.lineage if self._init else ()
         self._resolve_arch()
         if config.arch not in ARCHITECTURES:
             raise UsageError(f"unknown arch '{config.arch}'", "known: " + ", ".join(sorted(ARCHITECTURES)))
@@ -178,15 +227,15 @@ class Trainer:
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
         if not self.parameters:
             raise UsageError(f"arch '{config.arch}' has nothing to train")
-        if config.init:
-            self._load_init(config.init)
+        if self._init:
+            self._load_init(self._init)
         self.model.to(self.device)
         use_deform_conv(self.model, pick_deform_conv(self.device))
         self.optimizer = torch.optim.AdamW(self.parameters, lr=config.lr, betas=(0.9, 0.99), weight_decay=0.0)
         stage_ends = self.model.stage_ends  # a staged schedule restarts the lr per stage
-        warmup = config.warmup if config.warmup is not None else min(500, max(1, config.steps // 20))
+        self.warmup = self._warmup(config.steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: staged_lr_factor(step, config.steps, warmup, stage_ends)
+            self.optimizer, lambda step: staged_lr_factor(step, config.steps, self.warmup, stage_ends)
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
         self.step = 0
@@ -199,23 +248,33 @@ class Trainer:
             )
 
     # -- setup ----------------------------------------------------------------------------------
-    def _resolve_arch(self) -> None:
-        """``--init NAME`` without ``--arch`` trains that model's architecture and params."""
+    def _warmup(self, steps: int) -> int:
+        return self.config.warmup if self.config.warmup is not None else min(500, max(1, steps // 20))
+
+    def fit_steps_to_budget(self, steps_timed: int, seconds_timed: float) -> int:
+        """With ``time_budget``: the step count whose schedule ends inside it, from the rate of the
+        last ``steps_timed`` steps (taken early in the warm-up, so the schedule barely shifts), less
+        5 % for checkpoints and the machine's moods; never more than the steps asked for. Sets
+        ``config.steps`` and the warm-up."""
         config = self.config
-        if config.init and not config.arch:
-            spec = load_registry().get(config.init)
-            config.arch, config.params = spec.arch, {**spec.params, **config.params}
+        left = config.time_budget - (time.monotonic() - self._created)
+        rate = steps_timed / max(seconds_timed, 1e-9)
+        config.steps = min(self._most_steps, max(self.step + 1, self.step + int(rate * left * 0.95)))
+        self.warmup = self._warmup(config.steps)
+        return config.steps
+
+    def _resolve_arch(self) -> None:
+        """``--init`` without ``--arch`` trains the architecture and params of the weights named."""
+        config = self.config
+        if self._init and not config.arch:
+            config.arch, config.params = self._init.arch, {**self._init.params, **config.params}
         if not config.arch:
             raise UsageError("give --arch (or --init NAME to fine-tune a registered model)")
 
-    def _load_init(self, name: str) -> None:
-        spec = load_registry().get(name)
-        if spec.arch != self.config.arch:
-            raise UsageError(f"--init {name} is arch '{spec.arch}', not '{self.config.arch}'")
-        if spec.weights is None:
-            raise UsageError(f"model '{name}' has no weights to start from")
-        path = hub.weights_file(spec)
-        hub.load_strict(self.model, hub.read_state_dict(path), spec, path)
+    def _load_init(self, init: InitWeights) -> None:
+        if init.arch != self.config.arch:
+            raise UsageError(f"--init {init.label} is arch '{init.arch}', not '{self.config.arch}'")
+        hub.load_strict(self.model, init.state, ModelSpec(name=init.label, arch=init.arch), Path(init.label))
 
     # -- checkpoints ------------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -229,6 +288,7 @@ class Trainer:
             "step": self.step,
             "elapsed": self.elapsed,
             "config": json.dumps(asdict(self.config)),
+            "lineage": list(self.lineage),
         }
         path = folder / f"step_{self.step:07d}.pt"
         tmp = path.with_suffix(".tmp")
@@ -258,6 +318,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.step, self.elapsed = state["step"], state["elapsed"]
+        self.lineage = tuple(sorted(set(self.lineage) | set(state.get("lineage", ()))))
 
     # -- validation -------------------------------------------------------------------------------
     def validate(self, clips: list[tuple[str, list]]) -> float:
@@ -301,6 +362,7 @@ class Trainer:
     # -- the loop ---------------------------------------------------------------------------------
     def run(self, cache: FrameCache, on_log: Callable[[StepLog], None] | None = None) -> list[StepLog]:
         config = self.config
+        self.lineage = tuple(sorted(set(self.lineage) | {clip_source(name) for name in cache.names}))
         sampler = PatchSampler(
             cache, frames_in=config.frames_in, fps_x=config.fps_x, patch=config.patch, scale=config.scale,
             seed=config.seed, time_factors=self.time_factors, degradation=config.degradation,
@@ -313,6 +375,8 @@ class Trainer:
         prefetch = Prefetcher(sampler, config.batch, self.step, crops_only=on_gpu)
         self.model.train()
         began, losses = time.perf_counter() - self.elapsed, []
+        # With a time budget, the steps are set from the rate of steps 5-25 of this run.
+        timing = {self.step + 5: None, self.step + 25: None} if config.time_budget else {}
         try:
             while self.step < config.steps:
                 if on_gpu:  # uint8 crops cross the bus; the GPU makes the input
@@ -336,6 +400,11 @@ class Trainer:
                 self.step += 1
                 losses.append(loss.item())
                 self.elapsed = time.perf_counter() - began
+                if self.step in timing:
+                    timing[self.step] = self.elapsed
+                    (first, t0), (last, t1) = timing.items()
+                    if t0 is not None and t1 is not None:
+                        self.fit_steps_to_budget(last - first, t1 - t0)
                 val_psnr = None
                 if val_clips and (self.step % config.val_every == 0 or self.step == config.steps):
                     val_psnr = self.validate(val_clips)
