@@ -99,7 +99,7 @@ DRY_PARAMS = {
 }
 
 # The speed matrix: (model, LR size, options), most wanted first (a stage cut off by its time box
-# keeps the rows done). Issue 24's speed-ups each alone against the same model's default row and
+# keeps the rows done). The speed-ups each alone against the same model's default row and
 # its plain baseline (copy streams and colour on the device are off by default until measured); "stage_times" adds a second end-to-end run with
 # synchronised stages. Rows measured on 2026-11-30 and unchanged since (zsm fp32, 180x144, the
 # other models' defaults, classic) are left out: benchmarks/README.md has them.
@@ -353,7 +353,7 @@ def stage_machine(campaign: Campaign) -> dict:
         )  # fmt: skip
         from stvsr_cli.io.encode import encoder_open_error
 
-        for codec in ("h264_nvenc", "hevc_nvenc"):  # 2026-11-30: neither opened on the lent H200
+        for codec in ("h264_nvenc", "hevc_nvenc"):  # 2026-11-30: neither opened on the H200
             error = encoder_open_error(codec, "yuv420p")
             facts[f"{codec}_opens"] = error is None
             if error:

@@ -146,12 +146,28 @@ def test_options_the_model_or_encoder_cannot_do(tmp_path, clip, args, code, mess
     assert_clean_failure(result, code, message.format(clip=clip), tmp_path)
 
 
+@pytest.mark.parametrize("args", [["--pix-fmt", "nosuchformat"], ["--codec", "ffv1", "--crf", "20"]])
+def test_encoder_options_are_refused_before_the_model_runs(tmp_path, clip, monkeypatch, args):
+    """A learned model's first window can take minutes on a CPU: what the encoder cannot take is
+    refused before it (the loop over windows is never entered)."""
+    import stvsr_cli.api
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("the model ran before the encoder options were checked")
+
+    monkeypatch.setattr(stvsr_cli.api, "run_windows", never)
+    result = run_cli(clip, tmp_path / ("out.mkv" if "ffv1" in args else "out.mp4"), *args, "--model", "stvun")
+    assert result.exit_code == 2 and "AssertionError" not in result.stderr, result.stderr
+    assert_clean_failure(result, 2, "libx264 cannot encode ..." if "--pix-fmt" in args else "ffv1 has no --crf setting", tmp_path)
+
+
 @pytest.mark.parametrize(
     "available,count,device,message",
     [
         (False, 0, "cuda", "device 'cuda' requested but CUDA is not available (use --device cpu)"),
         (False, 0, "cuda:0", "device 'cuda:0' requested but CUDA is not available (use --device cpu)"),
-        (True, 1, "cuda:1", "device 'cuda:1' does not exist (1 CUDA devices)"),
+        (True, 1, "cuda:1", "device 'cuda:1' does not exist (1 CUDA device)"),
+        (True, 2, "cuda:2", "device 'cuda:2' does not exist (2 CUDA devices)"),
     ],
 )
 def test_a_cuda_device_that_is_not_there_exits_1(tmp_path, clip, monkeypatch, available, count, device, message):

@@ -125,3 +125,17 @@ def test_segments_of_two_frames_and_then_longer_ones_join(tmp_path, suffix):
     assert dts == sorted(dts) and len(set(dts)) == len(dts)
     assert all(p.dts <= p.pts for p in packets if p.dts is not None)
     assert len(read_frames(dst)) == 12
+
+
+def test_why_an_encoder_does_not_open_is_one_line():
+    """What the campaign records when NVENC does not open: FFmpeg's reason, one line, or None."""
+    from stvsr_cli.io.encode import encoder_open_error
+
+    assert encoder_open_error("libx264", "yuv420p") is None
+    missing = encoder_open_error("no_such_encoder", "yuv420p")
+    assert missing and "no_such_encoder" in missing and "\n" not in missing
+    wrong_format = encoder_open_error("libx264", "rgb48le")  # x264 takes no 16-bit RGB
+    assert wrong_format and "\n" not in wrong_format
+    assert "rgb48le is not supported by the libx264 encoder" in wrong_format  # FFmpeg's own log line
+    nvenc = encoder_open_error("h264_nvenc", "yuv420p")  # no NVIDIA driver or GPU on a CPU machine
+    assert nvenc is None or ("\n" not in nvenc and nvenc.split(":")[0].endswith(("Error", "Exception")))

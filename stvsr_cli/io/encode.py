@@ -89,15 +89,26 @@ def encoder_opens(codec: str, pix_fmt: str) -> bool:
 
 
 def encoder_open_error(codec: str, pix_fmt: str) -> str | None:
-    """Why ``codec`` does not open here (FFmpeg's message), or None when it does."""
+    """Why ``codec`` does not open here, in one line, FFmpeg's own log message included (such as
+    NVENC's "Cannot load libcuda.so.1"), or None when it does."""
+    import av.logging
+
+    previous = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)  # else FFmpeg's reason is dropped before PyAV sees it
     try:
-        ctx = av.CodecContext.create(codec, "w")
-        ctx.width, ctx.height, ctx.pix_fmt = 256, 256, pix_fmt
-        ctx.time_base = Fraction(1, 25)
-        ctx.open()
-        return None
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
+        with av.logging.Capture() as logs:
+            try:
+                ctx = av.CodecContext.create(codec, "w")
+                ctx.width, ctx.height, ctx.pix_fmt = 256, 256, pix_fmt
+                ctx.time_base = Fraction(1, 25)
+                ctx.open()
+                return None
+            except Exception as exc:
+                message = f"{type(exc).__name__}: {exc}"
+    finally:
+        av.logging.set_level(previous)
+    said = [text.strip() for _level, _name, text in logs if text.strip() and text.strip() not in message]
+    return " ".join("; ".join([message, *said]).split())
 
 
 def partial_path(dst: Path) -> Path:

@@ -28,7 +28,8 @@ def resolve_device(device: str = "auto") -> torch.device:
         if not torch.cuda.is_available():
             raise DeviceError(f"device '{device}' requested but CUDA is not available", "use --device cpu")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise DeviceError(f"device '{device}' does not exist ({torch.cuda.device_count()} CUDA devices)")
+            count = torch.cuda.device_count()
+            raise DeviceError(f"device '{device}' does not exist ({count} CUDA device{'' if count == 1 else 's'})")
     elif resolved.type != "cpu":
         raise UnsupportedOptionError(f"unsupported device '{device}'", "use auto, cpu, cuda or cuda:N")
     return resolved

@@ -122,13 +122,19 @@ class Segments:
         self.windows = work.done_windows  # windows done so far, this run's and the earlier one's
         self.templates: dict = {}  # shared by the segments' encoders
         self.opened = clock()  # when the work on the current segment began
+        # The first segment's encoder opens now: a codec, pixel format or option the output cannot
+        # take fails in one line before the model runs, not after its first window.
+        self.encoder = self._open_encoder()
+
+    def _open_encoder(self) -> FrameEncoder:
+        return FrameEncoder(
+            self.fmt, self.info, settings=self.settings, first_frame=self.work.done_frames,
+            templates=self.templates, clock=self.stage_clock, **self.size,
+        )  # fmt: skip
 
     def add(self, rgb: np.ndarray | Planes) -> None:
         if self.encoder is None:
-            self.encoder = FrameEncoder(
-                self.fmt, self.info, settings=self.settings, first_frame=self.work.done_frames,
-                templates=self.templates, clock=self.stage_clock, **self.size,
-            )  # fmt: skip
+            self.encoder = self._open_encoder()
         self.packets += self.encoder.encode(rgb)
         self.frames += 1
 
@@ -138,7 +144,7 @@ class Segments:
             self._close()
 
     def finish(self) -> None:
-        if self.encoder is not None:
+        if self.frames:
             self._close()
 
     def join(self, dst: Path) -> list[str]:
