@@ -101,9 +101,9 @@ class PlanError(ValueError):
 
 def plan_parts(required: list[Item], training: list[Item], room: int, first: list[Item] = ()) -> list[list[Item]]:
     """Parts in the order of the calls, each at most ``room`` bytes: the last holds ``required``
-    (what the training call cannot do without) and then training items in the order given while
-    they fit; the rest go, in order, to as few earlier parts as first fit makes of them. ``first``
-    (what an earlier call needs for itself) opens a first part of its own."""
+    (what the training call cannot do without), ``first`` (what an earlier call needs for itself)
+    opens a first part of its own, and the training items go, largest first, into the first of
+    the last part and the earlier ones they fit (first fit decreasing: few calls)."""
     for item in [*required, *training, *first]:
         if item.bytes > room:
             raise PlanError(f"{item.name} ({item.bytes:,} bytes) is larger than one call holds ({room:,})")
@@ -112,7 +112,7 @@ def plan_parts(required: list[Item], training: list[Item], room: int, first: lis
         raise PlanError(f"what the training call needs ({used:,} bytes) is more than one call holds ({room:,})")
     earlier: list[list[Item]] = [list(first)] if first else []
     sizes: list[int] = [sum(i.bytes for i in first)] if first else []
-    for item in training:
+    for item in sorted(training, key=lambda i: -i.bytes):
         if used + item.bytes <= room:
             final.append(item)
             used += item.bytes

@@ -67,7 +67,7 @@ PAYLOAD = REPO / ".gpu"  # --prepare's build folder here (PyAV's archive, cut cl
 PARTS = REPO / ".gpu-parts"  # one folder per call (carry: [".gpu-parts/K"]); ignored by git
 STORE = REPO / ".gpu-store"  # on the machine: where the parts are gathered; kept between warm calls
 PAYLOAD_LIMIT = 64 * 2**20  # the device tool's limit on the working tree of one call
-PAYLOAD_MARGIN = 2 * 2**20  # the tree grows a little between --prepare and the calls
+PAYLOAD_MARGIN = 2**20  # the tree may grow a little between --prepare and the calls
 PART_BYTES = 15 * 10**6  # files back from the device: at most 16 MB each
 SHARED_DATA = REPO.parent / "shared" / "data"
 # Training clips travel as they are: re-encoding them smaller costs fine texture first
@@ -76,7 +76,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 PACKING = staging.COPY
 # The held-out clips travel as their first frames (enough to rank two models on the machine; the
 # whole clips score them here before weights are committed).
-UNSEEN_FRAMES = 40
+UNSEEN_FRAMES = 30
 
 # The network the training stage trains, and the candidates the probe times beside it.
 CANDIDATES = {

@@ -32,16 +32,18 @@ def test_the_last_call_holds_what_training_needs_and_earlier_calls_the_rest():
     required = [_item(staging, "av.tar.xz", 50), _item(staging, "eval/e.mkv", 10)]
     training = [_item(staging, f"train/{c}.mp4", size, 10) for c, size in zip("abcde", (30, 50, 40, 60, 20))]
     parts = staging.plan_parts(required, training, room=100)
-    assert [i.name for i in parts[-1]] == ["av.tar.xz", "eval/e.mkv", "train/a.mp4"]  # in order while they fit
     assert all(sum(i.bytes for i in part) <= 100 for part in parts)
     assert sorted(i.name for part in parts for i in part) == sorted(i.name for i in required + training)
-    assert [[i.name for i in part] for part in parts[:-1]] == [
-        ["train/b.mp4", "train/c.mp4"],  # first fit, in the order given
-        ["train/d.mp4", "train/e.mp4"],
+    # First fit decreasing, the last part first: d (60) and b (50) open parts, c (40) fills the
+    # last, a (30) joins d, e (20) joins b.
+    assert [[i.name for i in part] for part in parts] == [
+        ["train/d.mp4", "train/a.mp4"],
+        ["train/b.mp4", "train/e.mp4"],
+        ["av.tar.xz", "eval/e.mkv", "train/c.mp4"],
     ]
     summary = staging.plan_summary(parts)
     assert summary["parts"] == 3 and summary["training_frames"] == 50 and summary["training_frames_in_last_call"] == 10
-    assert summary["bytes_per_call"] == [90, 80, 90]
+    assert summary["bytes_per_call"] == [90, 70, 100]
 
 
 def test_what_the_first_call_needs_opens_a_part_of_its_own():
@@ -49,7 +51,7 @@ def test_what_the_first_call_needs_opens_a_part_of_its_own():
     tool = _item(staging, "av.tar.xz", 50)
     parts = staging.plan_parts([tool], [_item(staging, "train/a.mp4", 30), _item(staging, "train/b.mp4", 40)], 100,
                                first=[tool])  # fmt: skip
-    assert [[i.name for i in part] for part in parts] == [["av.tar.xz", "train/b.mp4"], ["av.tar.xz", "train/a.mp4"]]
+    assert [[i.name for i in part] for part in parts] == [["av.tar.xz", "train/a.mp4"], ["av.tar.xz", "train/b.mp4"]]
 
 
 def test_a_plan_that_cannot_travel_says_why():
