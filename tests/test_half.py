@@ -22,7 +22,7 @@ from stvsr_cli.training.trainer import cpu_autocast_is_fast
 
 # PSNR (dB) of each model's autocast output against its float32 output, measured on the 2-core
 # development machine (AMD EPYC, Zen 5: AVX-512 with AVX512_BF16, no AVX512_FP16; torch 2.14.1) on
-# 2026-12-07. "tiny" also with AVX2 only (ONEDNN_MAX_CPU_ISA=AVX2
+# 2026-12-07 (stvun-open: 2026-12-08). "tiny" also with AVX2 only (ONEDNN_MAX_CPU_ISA=AVX2
 # ATEN_CPU_CAPABILITY=avx2): within 0.3 dB; the lower of the two, rounded down. On the
 # H200 (torch 2.11, float16 at 64x64) the shipped models measured 83-100 dB in float16 and
 # 64-84 dB in bfloat16: the same picture.
@@ -30,21 +30,21 @@ MEASURED = {
     "tiny": {
         torch.float16: {
             "davsr": 100.5, "stinet": 106.7, "stvun": 94.9, "stvun-gpu": 88.1, "stvun-film": 84.0, "tpsr": 88.8,
-            "zsm-lite-cpu": 95.3,
+            "zsm-lite-cpu": 95.3, "stvun-open": 95.2,
         },
         torch.bfloat16: {
             "davsr": 80.8, "stinet": 90.0, "stvun": 86.9, "stvun-gpu": 80.7, "stvun-film": 79.5, "tpsr": 71.7,
-            "zsm-lite-cpu": 79.5,
+            "zsm-lite-cpu": 79.5, "stvun-open": 83.1,
         },
     },
     "full": {
         torch.float16: {
             "davsr": 106.2, "stinet": 106.8, "stvun": 91.0, "stvun-gpu": 83.3, "stvun-film": 81.4, "tpsr": 88.0,
-            "zsm-lite-cpu": 90.7, "zsm": 73.2,
+            "zsm-lite-cpu": 90.7, "zsm": 73.2, "stvun-open": 88.5,
         },
         torch.bfloat16: {
             "davsr": 77.3, "stinet": 85.3, "stvun": 75.3, "stvun-gpu": 71.9, "stvun-film": 72.4, "tpsr": 70.8,
-            "zsm-lite-cpu": 75.7, "zsm": 53.3,
+            "zsm-lite-cpu": 75.7, "zsm": 53.3, "stvun-open": 73.3,
         },
     },
 }  # fmt: skip
