@@ -10,7 +10,8 @@ keeps between calls while it stays warm. The last call carries what training can
 that a machine that went cold between calls, or a part that broke off, costs only the training data
 it held; ``arrival`` tells which parts made it, and the training reads whatever did.
 
-Everything here but ``pack_clip`` (PyAV) is plain file work, testable without a GPU.
+Packing (``pack_clip``, ``copy_prefix``) needs PyAV; the plan, the parts and their receipt are plain
+file work, testable without a GPU and run before a bare machine has PyAV.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -39,49 +40,73 @@ COPY = "copy"  # packets copied as they are (the originals' bytes)
 
 def pack_clip(src: Path, dst: Path, setting: str, frames: int | None = None) -> int:
     """``src`` (its first ``frames`` frames, else all) into ``dst`` re-encoded with ``SETTINGS[setting]``
-    (or copied, ``"copy"``), keeping its frame rate and colour description. Returns the frames written."""
+    (or copied, ``"copy"``: the file, or a prefix of whole frames, ``copy_prefix``), keeping its frame
+    rate and colour description. Returns the frames written."""
     import av
 
+    if setting == COPY:
+        if frames is not None:
+            return copy_prefix(src, dst, frames)
+        tmp = dst.with_name(dst.name + ".tmp" + dst.suffix)
+        shutil.copyfile(src, tmp)
+        tmp.replace(dst)
+        return frame_count(dst)
     os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1: errors only, not its banner per clip
     tmp = dst.with_name(dst.name + ".tmp" + dst.suffix)
-    if setting == COPY and frames is None:
-        shutil.copyfile(src, tmp)
-        with av.open(str(tmp)) as container:
-            count = container.streams.video[0].frames or sum(1 for _ in container.demux(video=0))
-        tmp.replace(dst)
-        return count
     count = 0
+    codec, pix_fmt, options = SETTINGS[setting]
     with av.open(str(src)) as inp, av.open(str(tmp), "w") as out:
         stream = inp.streams.video[0]
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
-        if setting == COPY:  # a prefix of whole frames, packets untouched
-            ostream = out.add_stream_from_template(stream)
-            for packet in inp.demux(stream):
-                if packet.dts is None:
-                    continue
-                if count >= frames:
-                    break
-                packet.stream = ostream
-                out.mux(packet)
-                count += 1
-        else:
-            codec, pix_fmt, options = SETTINGS[setting]
-            ostream = out.add_stream(codec, rate=rate)
-            ostream.width, ostream.height, ostream.pix_fmt = stream.width, stream.height, pix_fmt
-            ostream.options = dict(options)
-            src_ctx, ctx = stream.codec_context, ostream.codec_context
-            for attr in ("colorspace", "color_range", "color_primaries", "color_trc"):
-                setattr(ctx, attr, getattr(src_ctx, attr))
-            for frame in inp.decode(stream):
-                if frames is not None and count >= frames:
-                    break
-                picture = frame.reformat(format=pix_fmt) if frame.format.name != pix_fmt else frame
-                picture.pts, picture.time_base = count, Fraction(1) / rate
-                out.mux(ostream.encode(picture))
-                count += 1
-            out.mux(ostream.encode(None))
+        ostream = out.add_stream(codec, rate=rate)
+        ostream.width, ostream.height, ostream.pix_fmt = stream.width, stream.height, pix_fmt
+        ostream.options = dict(options)
+        src_ctx, ctx = stream.codec_context, ostream.codec_context
+        for attr in ("colorspace", "color_range", "color_primaries", "color_trc"):
+            setattr(ctx, attr, getattr(src_ctx, attr))
+        for frame in inp.decode(stream):
+            if frames is not None and count >= frames:
+                break
+            picture = frame.reformat(format=pix_fmt) if frame.format.name != pix_fmt else frame
+            picture.pts, picture.time_base = count, Fraction(1) / rate
+            out.mux(ostream.encode(picture))
+            count += 1
+        out.mux(ostream.encode(None))
     tmp.replace(dst)
     return count
+
+
+def frame_count(path: Path) -> int:
+    import av
+
+    with av.open(str(path)) as container:
+        return container.streams.video[0].frames or sum(1 for _ in container.demux(video=0))
+
+
+def copy_prefix(src: Path, dst: Path, frames: int) -> int:
+    """The first ``frames`` or so frames of ``src`` into ``dst`` without re-encoding: packets in
+    decode order until at least ``frames`` are in and every frame before the last one is present
+    (B-frames arrive after the frames they precede). Returns the frames kept."""
+    import av
+
+    tmp = dst.with_suffix(".tmp" + dst.suffix)
+    with av.open(str(src)) as inp, av.open(str(tmp), "w") as out:
+        stream = inp.streams.video[0]
+        ostream = out.add_stream_from_template(stream)
+        step = Fraction(1) / (stream.average_rate or stream.guessed_rate) / stream.time_base
+        first_pts, seen = None, set()
+        for packet in inp.demux(stream):
+            if packet.pts is None:
+                continue
+            first_pts = packet.pts if first_pts is None else min(first_pts, packet.pts)
+            seen.add(packet.pts)
+            packet.stream = ostream
+            out.mux(packet)
+            indices = {round((pts - first_pts) / step) for pts in seen}
+            if len(indices) >= frames and indices == set(range(len(indices))):
+                break
+    tmp.replace(dst)
+    return len(seen)
 
 
 # -- the plan: which file travels in which call ----------------------------------------------------
@@ -174,6 +199,8 @@ def write_parts(parts: list[list[Item]], root: Path, extra: dict | None = None) 
 
 
 def file_sha256(path: Path) -> str:
+    # stvsr_cli.hub has the same, but importing stvsr_cli needs PyAV, which a staging call on a
+    # bare machine receives rather than has.
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -231,7 +258,3 @@ def arrival(store: Path) -> dict:
         "planned": True, "parts": len(plan["calls"]), "arrived": arrived, "missing": missing,
         "files_missing": files_missing, "training_frames": frames, "training_frames_planned": plan["training_frames"],
     }  # fmt: skip
-
-
-def items_as_dicts(parts: list[list[Item]]) -> list[list[dict]]:
-    return [[asdict(i) for i in part] for part in parts]

@@ -56,7 +56,6 @@ import tarfile
 import threading
 import time
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -295,7 +294,7 @@ def setup_environment(campaign: Campaign) -> dict:
     facts: dict = {}
     paths = [str(REPO)]
     try:
-        import av
+        import av  # noqa: F401
     except ImportError:
         archive = campaign.store / "av.tar.xz"
         if not archive.is_file():
@@ -308,7 +307,7 @@ def setup_environment(campaign: Campaign) -> dict:
         facts["av_from"] = str(archive)
     link = REPO / "stvsr_cli" / "weights"
     try:
-        import stvsr_cli.weights
+        import stvsr_cli.weights  # noqa: F401  (installed: weights/ is the package stvsr_cli.weights)
     except ImportError:
         if not link.exists():
             link.symlink_to(Path("..") / "weights")  # a checkout on PYTHONPATH: the same package layout
@@ -953,7 +952,7 @@ def prepare(
     unseen = [c for c in clips if is_held_out(c.name)]
     for clip in unseen:
         dst = cut / clip.path.name
-        copy_prefix(clip.path, dst, UNSEEN_FRAMES)
+        staging.copy_prefix(clip.path, dst, UNSEEN_FRAMES)
         required.append(staging.Item(f"unseen/{dst.name}", str(dst), dst.stat().st_size))
     if init_file is not None:
         required.append(staging.Item(f"init/{init_file.name}", str(init_file), init_file.stat().st_size))
@@ -1001,39 +1000,6 @@ def train_budget(parts: int, device_seconds: float = 900, start: float = 120, pe
     call may run, less the grace a stopped stage gets)."""
     left = device_seconds - start - MEASURE_BUDGET - per_call * parts - 30
     return int(min(DEVICE_CALL_LIMIT - STOP_GRACE - 15, left))
-
-
-def _frame_count(path: Path) -> int:
-    import av
-
-    with av.open(str(path)) as container:
-        return container.streams.video[0].frames or sum(1 for _ in container.demux(video=0))
-
-
-def copy_prefix(src: Path, dst: Path, frames: int) -> int:
-    """The first ``frames`` or so frames of ``src`` into ``dst`` without re-encoding: packets in
-    decode order until at least ``frames`` are in and every frame before the last one is present
-    (B-frames arrive after the frames they precede). Returns the frames kept."""
-    import av
-
-    tmp = dst.with_suffix(".tmp" + dst.suffix)
-    with av.open(str(src)) as inp, av.open(str(tmp), "w") as out:
-        stream = inp.streams.video[0]
-        ostream = out.add_stream_from_template(stream)
-        step = Fraction(1) / (stream.average_rate or stream.guessed_rate) / stream.time_base
-        first_pts, seen = None, set()
-        for packet in inp.demux(stream):
-            if packet.pts is None:
-                continue
-            first_pts = packet.pts if first_pts is None else min(first_pts, packet.pts)
-            seen.add(packet.pts)
-            packet.stream = ostream
-            out.mux(packet)
-            indices = {round((pts - first_pts) / step) for pts in seen}
-            if len(indices) >= frames and indices == set(range(len(indices))):
-                break
-    tmp.replace(dst)
-    return len(seen)
 
 
 def device_command(budget: int, only: tuple[str, ...] = ()) -> str:

@@ -117,7 +117,7 @@ def test_copy_prefix_keeps_the_first_frames_bit_exact(tmp_path):
     src = tmp_path / "src.mp4"
     make_video(src, frames=40, rate=25, size=(64, 48))
     dst = tmp_path / "dst.mp4"
-    kept = campaign.copy_prefix(src, dst, 17)
+    kept = campaign.staging.copy_prefix(src, dst, 17)
     with av.open(str(dst)) as c:
         cut = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     with av.open(str(src)) as c:

@@ -237,7 +237,7 @@ def _licence_text(licence: WeightsLicence, config: TrainConfig) -> str:
             "you make with them, crediting this model. Every clip that trained them (this run's and those "
             "of the weights it started from) is permissively licensed:"
         )
-    elif licence.short == "research/private":
+    elif licence.research_only:
         head = (
             "For research and private use only, not for work you publish: these sources allow no more "
             f"({', '.join(licence.not_permissive)}). Every source in the weights' lineage:"
@@ -248,7 +248,7 @@ def _licence_text(licence: WeightsLicence, config: TrainConfig) -> str:
             "State it here before publishing these weights. Every source in the weights' lineage:"
         )
     text = "\n".join([head, "", *(f"- {line}" for line in licence.credits())])
-    if not licence.permissive and licence.short != "research/private":
+    if not licence.permissive and not licence.research_only:
         text += "\n\n" + data_licences(config.data)
     return text
 

@@ -41,6 +41,7 @@ RESEARCH_SOURCES = {
 # CC-BY-4.0 footage among them asks, and otherwise free use, modification and publication.
 PERMISSIVE_WEIGHTS = "CC-BY-4.0"
 RESEARCH_WEIGHTS = "research and private use"
+RESEARCH_SHORT = "research/private"  # as the shipped models' ``license_short``
 UNRECORDED = "weights:"  # lineage entry of starting weights whose training data is not recorded
 UNKNOWN_WEIGHTS = "unknown"
 
@@ -70,6 +71,10 @@ class WeightsLicence:
     sources: tuple[str, ...]  # every source in the lineage
     not_permissive: tuple[str, ...]  # the ones that keep it from being permissive
 
+    @property
+    def research_only(self) -> bool:
+        return self.short == RESEARCH_SHORT
+
     def credits(self) -> list[str]:
         """One line per source and its licence, for the model card."""
         return [f"{s}: {source_licence(s) or 'licence not known to stvsr'}" for s in self.sources]
@@ -86,7 +91,7 @@ def weights_licence(lineage: Iterable[str], name: str) -> WeightsLicence:
         )  # fmt: skip
     if any(s in RESEARCH_SOURCES or s.startswith(UNRECORDED) for s in blocking):
         return WeightsLicence(
-            f"{RESEARCH_WEIGHTS} (its training data; see {name}.md)", "research/private", False, sources, blocking
+            f"{RESEARCH_WEIGHTS} (its training data; see {name}.md)", RESEARCH_SHORT, False, sources, blocking
         )
     return WeightsLicence(
         f"{UNKNOWN_WEIGHTS}: trained on footage whose licence stvsr does not know ({', '.join(blocking) or 'none'}); "
